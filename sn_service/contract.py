@@ -1,0 +1,543 @@
+"""The swarm contract: one pure state machine for the round protocol.
+
+Every decision is a function of the ledger state, the transaction's
+arguments, its caller identity and its timestamp (integer milliseconds).
+There is no I/O, no clock and no randomness here, so the embedded ledger
+(SQLite) and the Fabric chaincode (Go) can host the very same rules; the
+JSON conformance vectors in ``contract/vectors/`` prove they agree.
+
+State is a flat key -> JSON-object map:
+
+* ``task/<task>`` — the task: its spec, its nodes, the current round and
+  the latest merged model.
+* ``round/<task>/<round:010d>`` — one merge round: submissions,
+  contributors in leader order, the leader's deadline, the merged hash.
+
+The schemas are documented in ``contract/README.md``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+MERGE_METHODS = ("mean", "coordmedian", "geomedian", "trimmedmean", "krum", "multikrum")
+SPEC_FIELDS = (
+    "fingerprint",
+    "layout",
+    "min_peers",
+    "merge_method",
+    "quorum_wait_ms",
+    "leader_timeout_ms",
+    "max_rounds",
+)
+TRANSACTIONS = ("InitTask", "Register", "Submit", "Close", "Publish", "Failover", "Finish", "Leave")
+QUERIES = ("GetTask", "GetRound", "GetHistory")
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+_MAX_LAYOUT_CHARS = 1 << 20
+_MAX_ENDPOINT_CHARS = 512
+_MAX_INT = (1 << 53) - 1  # exact in JSON doubles, Go int64 and Python alike
+
+
+class ContractError(Exception):
+    """A transaction refused by the contract.
+
+    ``code`` is machine-readable and identical in every implementation;
+    ``message`` is for people and may differ between implementations.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+def task_key(task: str) -> str:
+    """The state key of a task record."""
+    return f"task/{task}"
+
+
+def round_key(task: str, round_no: int) -> str:
+    """The state key of a round record; zero-padded so keys sort by round."""
+    return f"round/{task}/{round_no:010d}"
+
+
+def leader_order(previous_merged: str | None, round_no: int, nodes: list[str]) -> list[str]:
+    """Orders a round's contributors: the first is the leader.
+
+    The order is sha256(previous merged hash | round | node), so it rotates
+    from round to round and nobody can choose to lead.
+    """
+    prev = previous_merged or ""
+
+    def rank(node: str) -> str:
+        return hashlib.sha256(f"{prev}|{round_no}|{node}".encode()).hexdigest()
+
+    return sorted(nodes, key=lambda n: (rank(n), n))
+
+
+class StateView:
+    """Reads and buffered writes over a key -> JSON-object store.
+
+    ``read`` fetches a key from the backing store (a SQLite transaction, a
+    Fabric stub, a dict in tests); writes stay in ``writes`` until the
+    caller commits them, so a refused transaction writes nothing.
+    """
+
+    def __init__(self, read: Callable[[str], dict | None]) -> None:
+        self._read = read
+        self.writes: dict[str, dict] = {}
+
+    def get(self, key: str) -> dict | None:
+        """The current value of ``key``, seeing this transaction's own writes."""
+        if key in self.writes:
+            return self.writes[key]
+        return self._read(key)
+
+    def put(self, key: str, value: dict) -> None:
+        """Buffers a write of ``value`` to ``key``."""
+        self.writes[key] = value
+
+
+# --------------------------------------------------------------------------
+# argument checks
+
+
+def _name(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not _NAME_RE.match(value):
+        raise ContractError(
+            "INVALID_ARGUMENT",
+            f"{what} {value!r} is not a valid name: use 1-64 characters of "
+            "letters, digits, '.', '_' or '-', starting with a letter or digit",
+        )
+    return value
+
+
+def _int(value: Any, what: str, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= _MAX_INT:
+        raise ContractError("INVALID_ARGUMENT", f"{what} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _sha(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not _SHA_RE.match(value):
+        raise ContractError("INVALID_ARGUMENT", f"{what} must be 64 lowercase hex characters (sha256), got {value!r}")
+    return value
+
+
+def _caller(value: Any) -> str:
+    if not isinstance(value, str) or not value or len(value) > 1024:
+        raise ContractError("INVALID_ARGUMENT", "the caller identity is empty or too long")
+    return value
+
+
+def validate_spec(spec: Any) -> dict:
+    """Checks a task spec and returns it normalised (exactly SPEC_FIELDS)."""
+    if not isinstance(spec, Mapping):
+        raise ContractError("INVALID_ARGUMENT", f"spec must be an object, got {type(spec).__name__}")
+    unknown = sorted(set(spec) - set(SPEC_FIELDS))
+    missing = [f for f in SPEC_FIELDS if f not in spec]
+    if unknown or missing:
+        raise ContractError(
+            "INVALID_ARGUMENT",
+            f"spec fields: unknown {unknown}, missing {missing}; expected {list(SPEC_FIELDS)}",
+        )
+    layout = spec["layout"]
+    if not isinstance(layout, str) or not layout or len(layout) > _MAX_LAYOUT_CHARS:
+        raise ContractError("INVALID_ARGUMENT", "spec.layout must be a non-empty string")
+    fingerprint = _sha(spec["fingerprint"], "spec.fingerprint")
+    if hashlib.sha256(layout.encode()).hexdigest() != fingerprint:
+        raise ContractError("INVALID_ARGUMENT", "spec.fingerprint is not the sha256 of spec.layout")
+    method = spec["merge_method"]
+    if method not in MERGE_METHODS:
+        raise ContractError(
+            "INVALID_ARGUMENT",
+            f"spec.merge_method {method!r} is not one of {list(MERGE_METHODS)}",
+        )
+    return {
+        "fingerprint": fingerprint,
+        "layout": layout,
+        "min_peers": _int(spec["min_peers"], "spec.min_peers", 1),
+        "merge_method": method,
+        "quorum_wait_ms": _int(spec["quorum_wait_ms"], "spec.quorum_wait_ms", 0),
+        "leader_timeout_ms": _int(spec["leader_timeout_ms"], "spec.leader_timeout_ms", 1),
+        "max_rounds": _int(spec["max_rounds"], "spec.max_rounds", 0),
+    }
+
+
+# --------------------------------------------------------------------------
+# state helpers
+
+
+def _new_round(task: str, round_no: int, ts: int) -> dict:
+    return {
+        "task": task,
+        "round": round_no,
+        "status": "open",
+        "opened_ms": ts,
+        "submissions": {},
+        "first_submit_ms": None,
+        "closed_ms": None,
+        "closed_by": None,
+        "previous_merged_sha256": None,
+        "contributors": [],
+        "leader_index": 0,
+        "leader_deadline_ms": None,
+        "failovers": 0,
+        "merged_sha256": None,
+        "published_ms": None,
+        "published_by": None,
+    }
+
+
+def _load_task(view: StateView, task: str) -> dict:
+    record = view.get(task_key(_name(task, "task")))
+    if record is None:
+        raise ContractError("TASK_NOT_FOUND", f"task {task!r} does not exist; InitTask it first")
+    return record
+
+
+def _load_round(view: StateView, task: str, round_no: int) -> dict:
+    record = view.get(round_key(task, round_no))
+    if record is None:
+        raise ContractError("ROUND_NOT_FOUND", f"task {task!r} has no round {round_no}")
+    return record
+
+
+def _node_of_caller(task_rec: dict, caller: str) -> str:
+    for node, info in task_rec["nodes"].items():
+        if info["identity"] == caller:
+            return node
+    raise ContractError(
+        "NODE_NOT_REGISTERED",
+        f"identity {caller!r} is not registered in task {task_rec['task']!r}; Register first",
+    )
+
+
+def _check_node_caller(task_rec: dict, node: str, caller: str) -> dict:
+    info = task_rec["nodes"].get(_name(node, "node"))
+    if info is None:
+        raise ContractError("NODE_NOT_REGISTERED", f"node {node!r} is not registered in task {task_rec['task']!r}")
+    if info["identity"] != caller:
+        raise ContractError(
+            "IDENTITY_MISMATCH",
+            f"node {node!r} is bound to another identity; {caller!r} may not act for it",
+        )
+    return info
+
+
+def _require_open_task(task_rec: dict) -> None:
+    if task_rec["status"] == "done":
+        raise ContractError("TASK_DONE", f"task {task_rec['task']!r} is over")
+
+
+def _touch(task_rec: dict, node: str, ts: int) -> None:
+    info = task_rec["nodes"][node]
+    info["last_seen_ms"] = max(info["last_seen_ms"], ts)
+
+
+def _expected_nodes(task_rec: dict) -> list[str]:
+    """Nodes a round waits for: those training and those standing in with a final model."""
+    return sorted(n for n, i in task_rec["nodes"].items() if i["status"] in ("active", "finished"))
+
+
+def _maybe_done(task_rec: dict) -> None:
+    if not any(i["status"] == "active" for i in task_rec["nodes"].values()):
+        task_rec["status"] = "done"
+
+
+def closable(task_rec: dict, round_rec: dict, ts: int) -> tuple[bool, str]:
+    """Whether the round may close at ``ts``, and if not, why (for logs too)."""
+    spec = task_rec["spec"]
+    if round_rec["status"] != "open":
+        return False, f"round {round_rec['round']} is {round_rec['status']}, not open"
+    submitted = set(round_rec["submissions"])
+    missing = [n for n in _expected_nodes(task_rec) if n not in submitted]
+    if len(submitted) < spec["min_peers"]:
+        return False, (
+            f"{len(submitted)} of min_peers {spec['min_peers']} submitted; "
+            f"waiting for {', '.join(missing) or 'more nodes to join'}"
+        )
+    if not missing:
+        return True, "every expected node submitted"
+    first = round_rec["first_submit_ms"]
+    if ts >= first + spec["quorum_wait_ms"]:
+        return True, f"quorum wait passed without {', '.join(missing)}"
+    return False, (
+        f"waiting for {', '.join(missing)} until the quorum wait ends at {first + spec['quorum_wait_ms']} ms"
+    )
+
+
+# --------------------------------------------------------------------------
+# transactions
+
+
+def init_task(view: StateView, caller: str, ts: int, task: str, spec: Any) -> dict:
+    """Creates a task with its spec; the same spec again is a no-op."""
+    _name(task, "task")
+    spec = validate_spec(spec)
+    existing = view.get(task_key(task))
+    if existing is not None:
+        differ = [f for f in SPEC_FIELDS if existing["spec"][f] != spec[f]]
+        if differ:
+            detail = "; ".join(
+                f"{f}: task has {existing['spec'][f]!r}, given {spec[f]!r}" for f in differ if f != "layout"
+            )
+            raise ContractError(
+                "SPEC_MISMATCH", f"task {task!r} exists with another spec ({', '.join(differ)}): {detail}"
+            )
+        return existing
+    record = {
+        "task": task,
+        "spec": spec,
+        "status": "open",
+        "created_ms": ts,
+        "created_by": caller,
+        "current_round": 0,
+        "latest_merged": None,
+        "nodes": {},
+    }
+    view.put(task_key(task), record)
+    view.put(round_key(task, 0), _new_round(task, 0, ts))
+    return record
+
+
+def register(view: StateView, caller: str, ts: int, task: str, node: str, endpoint: Any, fingerprint: Any) -> dict:
+    """Adds a node bound to the caller's identity, or re-activates it."""
+    rec = _load_task(view, task)
+    _name(node, "node")
+    if not isinstance(endpoint, str) or not endpoint or len(endpoint) > _MAX_ENDPOINT_CHARS:
+        raise ContractError("INVALID_ARGUMENT", f"endpoint must be a non-empty string, got {endpoint!r}")
+    fingerprint = _sha(fingerprint, "fingerprint")
+    _require_open_task(rec)
+    if fingerprint != rec["spec"]["fingerprint"]:
+        raise ContractError(
+            "FINGERPRINT_MISMATCH",
+            f"node {node!r} has model fingerprint {fingerprint[:12]}..., the task's model is "
+            f"{rec['spec']['fingerprint'][:12]}...: same layers, shapes and dtypes are required",
+        )
+    info = rec["nodes"].get(node)
+    for other, other_info in rec["nodes"].items():
+        if other != node and other_info["identity"] == caller:
+            raise ContractError("IDENTITY_IN_USE", f"identity {caller!r} is already registered as node {other!r}")
+    if info is None:
+        rec["nodes"][node] = {
+            "identity": caller,
+            "endpoint": endpoint,
+            "status": "active",
+            "joined_ms": ts,
+            "last_seen_ms": ts,
+        }
+    else:
+        if info["identity"] != caller:
+            raise ContractError("IDENTITY_MISMATCH", f"node {node!r} is bound to another identity than {caller!r}")
+        info["endpoint"] = endpoint
+        info["status"] = "active"
+        _touch(rec, node, ts)
+    view.put(task_key(task), rec)
+    return rec
+
+
+def submit(
+    view: StateView, caller: str, ts: int, task: str, round_no: Any, node: str, sha256: Any, weight: Any
+) -> dict:
+    """Records a node's weights hash for the open round; one per node per round."""
+    rec = _load_task(view, task)
+    round_no = _int(round_no, "round")
+    sha256 = _sha(sha256, "sha256")
+    weight = _int(weight, "weight")
+    _require_open_task(rec)
+    info = _check_node_caller(rec, node, caller)
+    if info["status"] == "left":
+        raise ContractError("NODE_NOT_ACTIVE", f"node {node!r} has left task {task!r}; Register again")
+    current = rec["current_round"]
+    if round_no > current:
+        raise ContractError("WRONG_ROUND", f"round {round_no} is not open yet; the open round is {current}")
+    rnd = _load_round(view, task, round_no)
+    previous = rnd["submissions"].get(node)
+    if previous is not None:
+        if previous["sha256"] == sha256 and previous["weight"] == weight:
+            return rnd  # a replay: idempotent, nothing changes
+        raise ContractError(
+            "DUPLICATE_SUBMISSION",
+            f"node {node!r} already submitted {previous['sha256'][:12]}... to round {round_no}",
+        )
+    if rnd["status"] != "open":
+        raise ContractError("ROUND_CLOSED", f"round {round_no} is {rnd['status']}; take its merged model instead")
+    rnd["submissions"][node] = {"sha256": sha256, "weight": weight, "ts_ms": ts}
+    if rnd["first_submit_ms"] is None:
+        rnd["first_submit_ms"] = ts
+    _touch(rec, node, ts)
+    view.put(round_key(task, round_no), rnd)
+    view.put(task_key(task), rec)
+    return rnd
+
+
+def close(view: StateView, caller: str, ts: int, task: str, round_no: Any) -> dict:
+    """Freezes a round's contributors and elects its leader."""
+    rec = _load_task(view, task)
+    round_no = _int(round_no, "round")
+    node = _node_of_caller(rec, caller)
+    rnd = _load_round(view, task, round_no)
+    if rnd["status"] != "open":
+        raise ContractError("ROUND_NOT_OPEN", f"round {round_no} is {rnd['status']}, not open")
+    ok, why = closable(rec, rnd, ts)
+    if not ok:
+        raise ContractError("NOT_CLOSABLE", f"round {round_no} cannot close yet: {why}")
+    previous = rec["latest_merged"]["sha256"] if rec["latest_merged"] else None
+    rnd["status"] = "closed"
+    rnd["closed_ms"] = ts
+    rnd["closed_by"] = node
+    rnd["previous_merged_sha256"] = previous
+    rnd["contributors"] = leader_order(previous, round_no, list(rnd["submissions"]))
+    rnd["leader_index"] = 0
+    rnd["leader_deadline_ms"] = ts + rec["spec"]["leader_timeout_ms"]
+    _touch(rec, node, ts)
+    view.put(round_key(task, round_no), rnd)
+    view.put(task_key(task), rec)
+    return rnd
+
+
+def publish(view: StateView, caller: str, ts: int, task: str, round_no: Any, node: str, merged_sha256: Any) -> dict:
+    """The leader records the merged model's hash; the next round opens."""
+    rec = _load_task(view, task)
+    round_no = _int(round_no, "round")
+    merged_sha256 = _sha(merged_sha256, "merged_sha256")
+    _check_node_caller(rec, node, caller)
+    rnd = _load_round(view, task, round_no)
+    if rnd["status"] != "closed":
+        raise ContractError("ROUND_NOT_CLOSED", f"round {round_no} is {rnd['status']}, not closed")
+    leader = rnd["contributors"][rnd["leader_index"]]
+    if node != leader:
+        raise ContractError("NOT_LEADER", f"node {node!r} does not lead round {round_no}; {leader!r} does")
+    rnd["status"] = "done"
+    rnd["merged_sha256"] = merged_sha256
+    rnd["published_ms"] = ts
+    rnd["published_by"] = node
+    rec["latest_merged"] = {"round": round_no, "sha256": merged_sha256, "node": node}
+    rec["current_round"] = round_no + 1
+    max_rounds = rec["spec"]["max_rounds"]
+    if max_rounds and round_no + 1 >= max_rounds:
+        rec["status"] = "done"
+    _touch(rec, node, ts)
+    view.put(round_key(task, round_no), rnd)
+    view.put(round_key(task, round_no + 1), _new_round(task, round_no + 1, ts))
+    view.put(task_key(task), rec)
+    return rnd
+
+
+def failover(view: StateView, caller: str, ts: int, task: str, round_no: Any) -> dict:
+    """After the leader's deadline, hands the round to the next contributor."""
+    rec = _load_task(view, task)
+    round_no = _int(round_no, "round")
+    node = _node_of_caller(rec, caller)
+    rnd = _load_round(view, task, round_no)
+    if rnd["status"] != "closed":
+        raise ContractError("ROUND_NOT_CLOSED", f"round {round_no} is {rnd['status']}, not closed")
+    if ts < rnd["leader_deadline_ms"]:
+        raise ContractError(
+            "DEADLINE_NOT_PASSED",
+            f"leader {rnd['contributors'][rnd['leader_index']]!r} has until "
+            f"{rnd['leader_deadline_ms']} ms; now is {ts} ms",
+        )
+    rnd["leader_index"] = (rnd["leader_index"] + 1) % len(rnd["contributors"])
+    rnd["leader_deadline_ms"] = ts + rec["spec"]["leader_timeout_ms"]
+    rnd["failovers"] += 1
+    _touch(rec, node, ts)
+    view.put(round_key(task, round_no), rnd)
+    view.put(task_key(task), rec)
+    return rnd
+
+
+def _set_status(view: StateView, caller: str, ts: int, task: str, node: str, status: str) -> dict:
+    rec = _load_task(view, task)
+    info = _check_node_caller(rec, node, caller)
+    if info["status"] == "left":
+        return rec  # leaving twice, or finishing after leaving: nothing changes
+    info["status"] = status
+    _touch(rec, node, ts)
+    _maybe_done(rec)
+    view.put(task_key(task), rec)
+    return rec
+
+
+def finish(view: StateView, caller: str, ts: int, task: str, node: str) -> dict:
+    """The node's training ended; its service keeps contributing its final model."""
+    return _set_status(view, caller, ts, task, node, "finished")
+
+
+def leave(view: StateView, caller: str, ts: int, task: str, node: str) -> dict:
+    """The node leaves the task; rounds stop waiting for it."""
+    return _set_status(view, caller, ts, task, node, "left")
+
+
+# --------------------------------------------------------------------------
+# queries
+
+
+def get_task(view: StateView, task: str) -> dict:
+    """The task record."""
+    return _load_task(view, task)
+
+
+def get_round(view: StateView, task: str, round_no: Any) -> dict:
+    """One round record."""
+    _load_task(view, task)
+    return _load_round(view, task, _int(round_no, "round"))
+
+
+def get_history(view: StateView, task: str) -> dict:
+    """Every finished round of the task, oldest first."""
+    rec = _load_task(view, task)
+    rounds = []
+    for r in range(rec["current_round"]):
+        rnd = view.get(round_key(task, r))
+        if rnd is not None:
+            rounds.append(rnd)
+    return {"task": task, "rounds": rounds}
+
+
+_TX_FUNCS: dict[str, Callable[..., dict]] = {
+    "InitTask": init_task,
+    "Register": register,
+    "Submit": submit,
+    "Close": close,
+    "Publish": publish,
+    "Failover": failover,
+    "Finish": finish,
+    "Leave": leave,
+}
+_QUERY_FUNCS: dict[str, Callable[..., dict]] = {
+    "GetTask": get_task,
+    "GetRound": get_round,
+    "GetHistory": get_history,
+}
+
+
+def execute(view: StateView, fn: str, args: list, caller: str, ts: int) -> dict:
+    """Runs one transaction or query by name; writes stay in ``view.writes``.
+
+    Raises ContractError; a refused transaction leaves ``view.writes`` to be
+    discarded by the host.
+    """
+    _caller(caller)
+    _int(ts, "timestamp")
+    if fn in _TX_FUNCS:
+        func = _TX_FUNCS[fn]
+        with_context = True
+    elif fn in _QUERY_FUNCS:
+        func = _QUERY_FUNCS[fn]
+        with_context = False
+    else:
+        raise ContractError("UNKNOWN_FUNCTION", f"{fn!r} is not one of {list(TRANSACTIONS + QUERIES)}")
+    expected = len(inspect.signature(func).parameters) - (3 if with_context else 1)
+    if len(args) != expected:
+        raise ContractError("INVALID_ARGUMENT", f"{fn} takes {expected} arguments, got {len(args)}")
+    if with_context:
+        return func(view, caller, ts, *args)
+    return func(view, *args)

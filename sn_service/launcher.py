@@ -1,0 +1,316 @@
+"""``swarm-launch``: run a whole swarm on one machine.
+
+Starts one swarm-network service and one training process per site on free
+loopback ports with a shared embedded ledger (or a Fabric network), prefixes
+every log line with its site, fails loudly when any process fails, and stops
+every process it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import httpx
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Managed:
+    """A child process the launcher started, and where its output goes."""
+
+    name: str
+    role: str
+    proc: subprocess.Popen
+    log_path: Path
+    threads: list[threading.Thread] = field(default_factory=list)
+
+
+class SwarmLauncher:
+    """Starts, watches and stops the processes of a local swarm.
+
+    Args:
+        sites: the site names.
+        workdir: each site's data and logs go to ``workdir/<site>``.
+        ledger: ``embedded`` or ``fabric``.
+        fabric_profile: the connection profile for ``fabric``.
+        echo: print children's output (prefixed) to this stream.
+    """
+
+    def __init__(
+        self,
+        sites: list[str],
+        workdir: Path,
+        ledger: str = "embedded",
+        fabric_profile: Path | None = None,
+        echo: IO[str] | None = sys.stdout,
+        service_args: list[str] | None = None,
+    ) -> None:
+        self.sites = sites
+        self.workdir = workdir
+        self.ledger = ledger
+        self.fabric_profile = fabric_profile
+        self.echo = echo
+        self.service_args = service_args or []
+        self.ledger_path = workdir / "ledger.sqlite"
+        self.ports: dict[str, int] = {}
+        self.children: list[Managed] = []
+        self._echo_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ processes
+
+    def _spawn(self, name: str, role: str, cmd: list[str], env: dict[str, str]) -> Managed:
+        site_dir = self.workdir / name
+        site_dir.mkdir(parents=True, exist_ok=True)
+        log_path = site_dir / f"{role}.log"
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,  # its own process group: we stop it and its children together
+            text=True,
+            bufsize=1,
+        )
+        managed = Managed(name, role, proc, log_path)
+        thread = threading.Thread(target=self._pump, args=(managed,), daemon=True)
+        thread.start()
+        managed.threads.append(thread)
+        self.children.append(managed)
+        return managed
+
+    def _pump(self, managed: Managed) -> None:
+        prefix = f"[{managed.name} {managed.role}] "
+        with open(managed.log_path, "a", encoding="utf-8") as log:
+            assert managed.proc.stdout is not None
+            for line in managed.proc.stdout:
+                log.write(line)
+                log.flush()
+                if self.echo is not None:
+                    with self._echo_lock:
+                        self.echo.write(prefix + line)
+                        self.echo.flush()
+
+    def say(self, message: str) -> None:
+        """A launcher line on the echo stream."""
+        if self.echo is not None:
+            with self._echo_lock:
+                self.echo.write(f"[swarm-launch] {message}\n")
+                self.echo.flush()
+
+    def service_url(self, site: str) -> str:
+        """The local URL of a site's service."""
+        return f"http://127.0.0.1:{self.ports[site]}"
+
+    def start_services(self, timeout_s: float = 60.0) -> None:
+        """Starts one service per site and waits until each answers /v1/health."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        for site in self.sites:
+            self.ports[site] = free_port()
+            cmd = [
+                sys.executable,
+                "-m",
+                "sn_service.cli",
+                "--site",
+                site,
+                "--port",
+                str(self.ports[site]),
+                "--data-dir",
+                str(self.workdir / site),
+                "--ledger",
+                self.ledger,
+                *self.service_args,
+            ]
+            if self.ledger == "embedded":
+                cmd += ["--ledger-path", str(self.ledger_path)]
+            else:
+                cmd += ["--fabric-profile", str(self.fabric_profile)]
+            self._spawn(site, "sn", cmd, env)
+        deadline = time.monotonic() + timeout_s
+        for site, child in zip(self.sites, self.children, strict=True):
+            while True:
+                if child.proc.poll() is not None:
+                    raise RuntimeError(
+                        f"the service of {site} exited with code {child.proc.returncode} at start; see {child.log_path}"
+                    )
+                try:
+                    if httpx.get(self.service_url(site) + "/v1/health", timeout=1.0).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the service of {site} did not answer within {timeout_s:.0f} s")
+                time.sleep(0.1)
+        self.say("services up: " + ", ".join(f"{s} on port {self.ports[s]}" for s in self.sites))
+
+    def start_training(self, script: str, script_args: list[str], task: str) -> None:
+        """Starts the training script once per site, pointed at its service."""
+        for index, site in enumerate(self.sites):
+            env = dict(
+                os.environ,
+                PYTHONUNBUFFERED="1",
+                SWARM_SN_URL=self.service_url(site),
+                SWARM_SITE=site,
+                SWARM_SITE_INDEX=str(index),
+                SWARM_NUM_SITES=str(len(self.sites)),
+                SWARM_TASK=task,
+                SWARM_OUTPUT_DIR=str(self.workdir / site),
+            )
+            self._spawn(site, "train", [sys.executable, script, *script_args], env)
+        self.say(f"training started: {script} at {len(self.sites)} sites, task {task}")
+
+    def wait(self, timeout_s: float) -> int:
+        """Waits for every training process; returns 0, or 1 on the first failure."""
+        deadline = time.monotonic() + timeout_s
+        trainers = [c for c in self.children if c.role == "train"]
+        services = [c for c in self.children if c.role == "sn"]
+        while True:
+            for child in services:
+                if child.proc.poll() is not None:
+                    self.say(
+                        f"FAILED: the service of {child.name} exited with code {child.proc.returncode}; "
+                        f"see {child.log_path}"
+                    )
+                    return 1
+            codes = [c.proc.poll() for c in trainers]
+            for child, code in zip(trainers, codes, strict=True):
+                if code not in (None, 0):
+                    self.say(
+                        f"FAILED: training at {child.name} exited with code {code}; "
+                        f"stopping the swarm (log: {child.log_path})"
+                    )
+                    return 1
+            if all(code == 0 for code in codes):
+                self.say("every site finished training")
+                return 0
+            if time.monotonic() > deadline:
+                running = [c.name for c, code in zip(trainers, codes, strict=True) if code is None]
+                self.say(f"FAILED: timeout after {timeout_s:.0f} s; still training: {', '.join(running)}")
+                return 1
+            time.sleep(0.2)
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        """Stops every process this launcher started (SIGTERM, then SIGKILL)."""
+        for child in self.children:
+            if child.proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for child in self.children:
+            try:
+                child.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.proc.pid, signal.SIGKILL)
+                child.proc.wait()
+            for thread in child.threads:
+                thread.join(timeout=2)
+
+    def summary(self, task: str) -> str:
+        """The ledger's round history of the task, one line."""
+        if self.ledger != "embedded":
+            return ""
+        from sn_service.ledger import EmbeddedLedger
+
+        ledger = EmbeddedLedger(self.ledger_path, identity="launcher")
+        try:
+            history = ledger.get_history(task)["rounds"]
+        except Exception as exc:
+            return f"no history for task {task}: {exc}"
+        finally:
+            ledger.close()
+        failovers = sum(r["failovers"] for r in history)
+        return f"task {task}: {len(history)} rounds merged, {failovers} failovers; ledger {self.ledger_path}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line options of ``swarm-launch``."""
+    p = argparse.ArgumentParser(
+        prog="swarm-launch",
+        description="Run a swarm on this machine: one swarm-network service and one training process "
+        "per site. Arguments after the script go to the script.",
+    )
+    p.add_argument("script", help="the training script (uses SwarmCallback)")
+    p.add_argument("script_args", nargs=argparse.REMAINDER, help="arguments for the script")
+    p.add_argument("--sites", type=int, default=3, help="how many sites (default 3)")
+    p.add_argument("--names", help="comma-separated site names (default site-a, site-b, ...)")
+    p.add_argument("--task", help="the task name (default: the script's name and the time)")
+    p.add_argument("--workdir", type=Path, help="where sites keep data and logs (default .runs/TASK)")
+    p.add_argument("--ledger", choices=["embedded", "fabric"], default="embedded")
+    p.add_argument("--fabric-profile", type=Path, default=Path(".fabric/connection.json"))
+    p.add_argument("--timeout", type=float, default=3600.0, help="seconds before the run is failed (default 3600)")
+    p.add_argument("--quiet", action="store_true", help="do not echo the sites' logs (they are still written)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``swarm-launch``."""
+    args = build_parser().parse_args(argv)
+    if args.names:
+        sites = [n.strip() for n in args.names.split(",") if n.strip()]
+    else:
+        if not 1 <= args.sites <= 26:
+            print(f"swarm-launch: --sites {args.sites}: use 1 to 26, or name them with --names", file=sys.stderr)
+            return 2
+        sites = [f"site-{chr(ord('a') + i)}" for i in range(args.sites)]
+    if len(set(sites)) != len(sites):
+        print(f"swarm-launch: site names must be unique, got {sites}", file=sys.stderr)
+        return 2
+    if not Path(args.script).is_file():
+        print(f"swarm-launch: no such training script: {args.script}", file=sys.stderr)
+        return 2
+    if args.ledger == "fabric" and not args.fabric_profile.is_file():
+        print(
+            f"swarm-launch: --ledger fabric needs a running network; no profile at {args.fabric_profile} "
+            "(start one with scripts/start_network.sh)",
+            file=sys.stderr,
+        )
+        return 2
+    task = args.task or f"{Path(args.script).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    workdir = args.workdir or Path(".runs") / task
+    launcher = SwarmLauncher(sites, workdir, args.ledger, args.fabric_profile, None if args.quiet else sys.stdout)
+
+    def on_signal(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    code = 1
+    try:
+        launcher.start_services()
+        launcher.start_training(args.script, args.script_args, task)
+        code = launcher.wait(args.timeout)
+    except KeyboardInterrupt:
+        launcher.say("interrupted: stopping every site")
+        code = 130
+    except RuntimeError as exc:
+        launcher.say(f"FAILED: {exc}")
+        code = 1
+    finally:
+        launcher.stop()
+    line = launcher.summary(task)
+    if line:
+        launcher.say(line)
+    launcher.say(f"logs: {workdir}/<site>/sn.log and train.log")
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,400 @@
+"""The round protocol, seen from one site: submit, close, merge, publish, fetch.
+
+``RoundDriver.sync`` is one sync of DESIGN.md: store the site's blob,
+``Submit`` its hash, then follow the round on the ledger until its merged
+model is published and fetched. Any contributor closes a closable round;
+the leader fetches every contribution, checks it against the ledger hash,
+merges and publishes; a leader past its deadline is failed over. Every wait
+has a deadline and reports what it waits for and on whom.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sn_service import contract
+from sn_service.blob_store import BlobStore
+from sn_service.ledger.base import ContractError, Ledger, LedgerUnavailable
+from sn_service.merge import merge
+from sn_service.peer_client import BlobFetchError, PeerClient
+from swarm_keras import serialization
+
+log = logging.getLogger("sn_service.rounds")
+
+
+class SyncFailed(Exception):
+    """A sync could not complete; the message says what it waited for and on whom."""
+
+
+@dataclass
+class SyncResult:
+    """The outcome of one sync: the merged model to load."""
+
+    round: int
+    merged_sha256: str
+    data: bytes
+    task_status: str
+    contributed: bool
+
+
+@dataclass
+class WaitState:
+    """What a sync is waiting for right now (shown by /v1/status and the callback)."""
+
+    round: int | None = None
+    phase: str = "starting"
+    waiting_for: str = ""
+    since: float = field(default_factory=time.time)
+
+    def as_dict(self) -> dict:
+        """JSON form with the wait's age."""
+        return {
+            "round": self.round,
+            "phase": self.phase,
+            "waiting_for": self.waiting_for,
+            "waiting_s": round(time.time() - self.since, 1),
+        }
+
+
+def now_ms() -> int:
+    """Wall-clock milliseconds (the embedded ledger's transaction time base)."""
+    return int(time.time() * 1000)
+
+
+class RoundDriver:
+    """Drives merge rounds for one site against a ledger.
+
+    Args:
+        site: this site's node name on the ledger.
+        ledger: the ledger backend, acting as this site's identity.
+        store: this site's blob store.
+        peers: the client that fetches blobs from other sites.
+        poll_s: how often a waiting sync re-reads the ledger.
+        log_every_s: how often a continuing wait is logged again.
+        ledger_retry_s: how long an unreachable ledger is retried before the sync fails.
+    """
+
+    def __init__(
+        self,
+        site: str,
+        ledger: Ledger,
+        store: BlobStore,
+        peers: PeerClient,
+        poll_s: float = 0.02,
+        log_every_s: float = 5.0,
+        ledger_retry_s: float = 60.0,
+    ) -> None:
+        self.site = site
+        self.ledger = ledger
+        self.store = store
+        self.peers = peers
+        self.poll_s = poll_s
+        self.log_every_s = log_every_s
+        self.ledger_retry_s = ledger_retry_s
+        self.log = logging.LoggerAdapter(log, {"site": site})
+        self.on_round_merged: Callable[[dict, float], None] | None = None
+        self.rejected_blobs: list[dict] = []
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ ledger
+
+    def _ledger(self, call: Callable[..., dict], deadline: float, *args: object) -> dict:
+        """Runs ``call(*args)`` on the ledger, retrying with backoff while it is unreachable."""
+        what = call.__name__
+        delay = 0.05
+        give_up = min(deadline, time.monotonic() + self.ledger_retry_s)
+        while True:
+            try:
+                return call(*args)
+            except LedgerUnavailable as exc:
+                if time.monotonic() + delay > give_up:
+                    raise SyncFailed(f"ledger unreachable during {what}: {exc}") from exc
+                self.log.warning("ledger unreachable during %s (%s); retrying in %.2f s", what, exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    # ------------------------------------------------------------------ join
+
+    def join(self, task: str, spec: dict, endpoint: str, timeout_s: float = 60.0) -> dict:
+        """InitTask (or check the spec) and Register this site; returns the task record."""
+        deadline = time.monotonic() + timeout_s
+        try:
+            self._ledger(self.ledger.init_task, deadline, task, spec)
+        except ContractError as exc:
+            if exc.code == "SPEC_MISMATCH":
+                existing = self._ledger(self.ledger.get_task, deadline, task)["spec"]
+                if existing["layout"] != spec["layout"]:
+                    diff = serialization.describe_layout_difference(spec["layout"], existing["layout"])
+                    raise ContractError(
+                        "MODEL_MISMATCH",
+                        f"this site's model does not match task {task!r}: {diff}. Every site must build "
+                        "the same architecture (same layers, shapes and dtypes, in the same order).",
+                    ) from exc
+            raise
+        record = self._ledger(self.ledger.register, deadline, task, self.site, endpoint, spec["fingerprint"])
+        self.log.info(
+            "joined task %s (round %d open, %d nodes: %s)",
+            task,
+            record["current_round"],
+            len(record["nodes"]),
+            ", ".join(sorted(record["nodes"])),
+        )
+        return record
+
+    # ------------------------------------------------------------------ fetching
+
+    def fetch_merged(self, task_rec: dict, sha256: str, publisher: str | None, deadline: float) -> bytes:
+        """Gets a merged blob: from our store, else from its publisher, else from any node."""
+        if self.store.has(sha256):
+            return self.store.get(sha256)
+        layout = task_rec["spec"]["layout"]
+        limit = serialization.expected_nbytes(layout) + serialization.HEADER_ALLOWANCE
+        nodes = task_rec["nodes"]
+        order = ([publisher] if publisher in nodes else []) + sorted(n for n in nodes if n != publisher)
+        errors = []
+        while time.monotonic() < deadline:
+            for node in order:
+                if node == self.site:
+                    continue
+                try:
+                    data = self.peers.fetch(nodes[node]["endpoint"], sha256, limit)
+                    serialization.from_bytes(data, layout)
+                    self.store.put(data)
+                    return data
+                except (BlobFetchError, serialization.WeightsFormatError) as exc:
+                    errors.append(f"{node}: {exc}")
+            time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+        raise SyncFailed(f"could not fetch merged model {sha256[:12]}...: " + "; ".join(errors[-len(order) :]))
+
+    def latest(self, task: str, timeout_s: float = 120.0) -> SyncResult | None:
+        """The task's latest merged model, or None before the first merge."""
+        deadline = time.monotonic() + timeout_s
+        rec = self._ledger(self.ledger.get_task, deadline, task)
+        latest = rec["latest_merged"]
+        if latest is None:
+            return None
+        data = self.fetch_merged(rec, latest["sha256"], latest["node"], deadline)
+        return SyncResult(latest["round"], latest["sha256"], data, rec["status"], contributed=False)
+
+    # ------------------------------------------------------------------ sync
+
+    def sync(self, task: str, blob: bytes, weight: int, timeout_s: float, wait: WaitState | None = None) -> SyncResult:
+        """Contributes ``blob`` to the open round and returns the round's merged model.
+
+        If the round closed before our submission arrived, our update is
+        dropped and the merged model of that round is returned (logged).
+        If the task is over, the latest merged model is returned.
+        """
+        wait = wait or WaitState()
+        deadline = time.monotonic() + timeout_s
+        sha256 = self.store.put(blob)
+        while True:
+            rec = self._ledger(self.ledger.get_task, deadline, task)
+            if rec["status"] == "done":
+                result = self.latest(task, max(1.0, deadline - time.monotonic()))
+                if result is None:
+                    raise SyncFailed(f"task {task} is over and has no merged model")
+                return result
+            round_no = rec["current_round"]
+            contributed = True
+            try:
+                self._ledger(self.ledger.submit, deadline, task, round_no, self.site, sha256, weight)
+                self.log.info("round %d: submitted %s... (weight %d)", round_no, sha256[:12], weight)
+            except ContractError as exc:
+                if exc.code == "WRONG_ROUND":
+                    continue  # the round moved on between our read and our submit
+                if exc.code in ("ROUND_CLOSED", "DUPLICATE_SUBMISSION"):
+                    contributed = False
+                    self.log.warning(
+                        "round %d: our update is not part of it (%s); taking its merged model", round_no, exc.code
+                    )
+                elif exc.code == "TASK_DONE":
+                    continue
+                else:
+                    raise
+            return self.follow(task, round_no, deadline, wait, contributed)
+
+    def follow(
+        self, task: str, round_no: int, deadline: float, wait: WaitState, contributed: bool = True
+    ) -> SyncResult:
+        """Follows one round until its merged model is fetched; closes, leads or fails over as needed."""
+        wait.round = round_no
+        led_at: tuple[int, int] | None = None
+        last_log = 0.0
+        last_what = ""
+        t0 = time.monotonic()
+        while True:
+            if time.monotonic() > deadline:
+                raise SyncFailed(
+                    f"round {round_no}: gave up after {time.monotonic() - t0:.0f} s {wait.phase}: {wait.waiting_for}"
+                )
+            rec = self._ledger(self.ledger.get_task, deadline, task)
+            rnd = self._ledger(self.ledger.get_round, deadline, task, round_no)
+            status = rnd["status"]
+            if status == "done":
+                data = self.fetch_merged(rec, rnd["merged_sha256"], rnd["published_by"], deadline)
+                self.log.info(
+                    "round %d: merged %s... by %s loaded (%d contributors)",
+                    round_no,
+                    rnd["merged_sha256"][:12],
+                    rnd["published_by"],
+                    len(rnd["contributors"]),
+                )
+                return SyncResult(round_no, rnd["merged_sha256"], data, rec["status"], contributed)
+            if status == "open":
+                ok, why = contract.closable(rec, rnd, now_ms())
+                if ok:
+                    try:
+                        self._ledger(self.ledger.close_round, deadline, task, round_no)
+                        self.log.info("round %d: closed (%s)", round_no, why)
+                    except ContractError as exc:
+                        if exc.code not in ("ROUND_NOT_OPEN", "NOT_CLOSABLE"):
+                            raise
+                    continue
+                what = self._describe_wait(rec, rnd, why)
+                self._set_wait(wait, "waiting for submissions", what)
+            else:  # closed
+                leader = rnd["contributors"][rnd["leader_index"]]
+                key = (round_no, rnd["leader_index"])
+                if leader == self.site and led_at != key:
+                    led_at = key
+                    self._lead(rec, rnd, deadline, wait)
+                    continue
+                if now_ms() >= rnd["leader_deadline_ms"]:
+                    try:
+                        after = self._ledger(self.ledger.failover, deadline, task, round_no)
+                        self.log.warning(
+                            "round %d: leader %s missed its deadline; %s leads now",
+                            round_no,
+                            leader,
+                            after["contributors"][after["leader_index"]],
+                        )
+                    except ContractError as exc:
+                        if exc.code not in ("DEADLINE_NOT_PASSED", "ROUND_NOT_CLOSED"):
+                            raise
+                    continue
+                left_s = (rnd["leader_deadline_ms"] - now_ms()) / 1000
+                self._set_wait(
+                    wait,
+                    "waiting for the merge",
+                    f"leader {leader} to merge {len(rnd['contributors'])} models (failover in {left_s:.1f} s)",
+                )
+            changed = wait.waiting_for != last_what or time.monotonic() - last_log > self.log_every_s
+            if changed and time.monotonic() - t0 > 1.0:  # quiet for waits shorter than a second
+                self.log.info(
+                    "round %d: %s: %s (%.1f s)", round_no, wait.phase, wait.waiting_for, time.time() - wait.since
+                )
+                last_log = time.monotonic()
+                last_what = wait.waiting_for
+            time.sleep(self.poll_s)
+
+    @staticmethod
+    def _set_wait(wait: WaitState, phase: str, what: str) -> None:
+        if wait.phase != phase or wait.waiting_for != what:
+            if wait.phase != phase:
+                wait.since = time.time()
+            wait.phase = phase
+            wait.waiting_for = what
+
+    @staticmethod
+    def _describe_wait(rec: dict, rnd: dict, why: str) -> str:
+        """Adds each awaited node's last-seen age to the contract's reason."""
+        now = now_ms()
+        seen = [
+            f"{n} last seen {(now - i['last_seen_ms']) / 1000:.0f} s ago"
+            for n, i in sorted(rec["nodes"].items())
+            if i["status"] != "left" and n not in rnd["submissions"]
+        ]
+        return why + (f" ({'; '.join(seen)})" if seen else "")
+
+    # ------------------------------------------------------------------ leading
+
+    def _lead(self, rec: dict, rnd: dict, deadline: float, wait: WaitState) -> None:
+        """As leader: fetch and verify every contribution, merge, store, publish."""
+        task, round_no = rec["task"], rnd["round"]
+        t0 = time.perf_counter()
+        self._set_wait(wait, "merging", f"fetching {len(rnd['contributors'])} contributions")
+        layout = rec["spec"]["layout"]
+        limit = serialization.expected_nbytes(layout) + serialization.HEADER_ALLOWANCE
+        models: list[list[np.ndarray]] = []
+        weights: list[int] = []
+        nodes: list[str] = []
+        for node in rnd["contributors"]:
+            sub = rnd["submissions"][node]
+            try:
+                if self.store.has(sub["sha256"]):
+                    data = self.store.get(sub["sha256"])
+                else:
+                    data = self.peers.fetch(rec["nodes"][node]["endpoint"], sub["sha256"], limit)
+                arrays = serialization.from_bytes(data, layout)
+                self.store.put(data)
+            except (BlobFetchError, serialization.WeightsFormatError, ValueError) as exc:
+                self.rejected_blobs.append({"round": round_no, "node": node, "reason": str(exc)})
+                self.log.error("round %d: contribution of %s rejected: %s", round_no, node, exc)
+                continue
+            models.append(arrays)
+            weights.append(sub["weight"])
+            nodes.append(node)
+        if not models:
+            self.log.error("round %d: no contribution could be verified; waiting for failover", round_no)
+            return
+        if rnd["previous_merged_sha256"] is None:
+            # The first round aligns the starting point: everyone takes the leader's weights.
+            merged = models[nodes.index(self.site)] if self.site in nodes else models[0]
+            method = "leader's initial weights"
+        else:
+            merged = merge_models(rec["spec"]["merge_method"], models, np.asarray(weights, dtype=np.float64))
+            method = rec["spec"]["merge_method"]
+        blob = serialization.to_bytes(merged)
+        merged_sha = self.store.put(blob)
+        try:
+            self._ledger(self.ledger.publish, deadline, task, round_no, self.site, merged_sha)
+        except ContractError as exc:
+            if exc.code in ("NOT_LEADER", "ROUND_NOT_CLOSED"):
+                self.log.warning("round %d: could not publish: %s", round_no, exc)
+                return
+            raise
+        elapsed = time.perf_counter() - t0
+        self.log.info(
+            "round %d: led the merge of %d models (%s) in %.3f s -> %s...",
+            round_no,
+            len(models),
+            method,
+            elapsed,
+            merged_sha[:12],
+        )
+        if self.on_round_merged is not None:
+            self.on_round_merged(rnd, elapsed)
+
+
+def merge_models(method: str, models: list[list[np.ndarray]], weights: np.ndarray) -> list[np.ndarray]:
+    """Merges models tensor-list-wise: float tensors through ``merge``, others from the first model.
+
+    Float tensors are flattened into one (n, P) matrix so a merge method
+    runs once, vectorised, over every parameter.
+    """
+    first = models[0]
+    float_idx = [i for i, a in enumerate(first) if a.dtype.kind == "f"]
+    if not float_idx:
+        return [a.copy() for a in first]
+    dtype = np.result_type(*[first[i].dtype for i in float_idx])
+    sizes = [first[i].size for i in float_idx]
+    stacked = np.empty((len(models), sum(sizes)), dtype=dtype)
+    for row, model in enumerate(models):
+        offset = 0
+        for i, size in zip(float_idx, sizes, strict=True):
+            stacked[row, offset : offset + size] = model[i].ravel()
+            offset += size
+    flat = merge(method, stacked, weights)
+    out = [a.copy() for a in first]
+    offset = 0
+    for i, size in zip(float_idx, sizes, strict=True):
+        out[i] = flat[offset : offset + size].reshape(first[i].shape).astype(first[i].dtype)
+        offset += size
+    return out

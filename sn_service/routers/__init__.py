@@ -1,0 +1,1 @@
+"""HTTP routers: the callback's local API, the peer blob API, status."""

@@ -1,0 +1,181 @@
+"""The callback's API: join, sync, fetch merged weights, check in. Localhost only."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
+
+from sn_service.errors import api_error, contract_http_error
+from sn_service.ledger.base import ContractError, LedgerUnavailable
+from sn_service.round_protocol import SyncFailed
+from sn_service.schemas import NAME_PATTERN, ErrorBody, JoinRequest, JoinResponse, SyncStarted, SyncStatus
+from sn_service.service import SwarmNetworkService
+from swarm_keras import serialization
+
+_ERRORS = {
+    400: {"model": ErrorBody},
+    403: {"model": ErrorBody},
+    404: {"model": ErrorBody},
+    409: {"model": ErrorBody},
+    413: {"model": ErrorBody},
+    503: {"model": ErrorBody},
+}
+
+
+def _service(request: Request) -> SwarmNetworkService:
+    return request.app.state.service
+
+
+def localhost_only(request: Request) -> None:
+    """Refuses callers that are not on this machine's loopback."""
+    host = request.client.host if request.client else ""
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host in ("localhost", "testclient")
+    if not loopback:
+        raise api_error(403, "LOCAL_ONLY", "the callback API answers only on this machine's loopback")
+
+
+router = APIRouter(prefix="/v1/local", tags=["local"], dependencies=[Depends(localhost_only)], responses=_ERRORS)
+
+
+def _joined_spec(service: SwarmNetworkService, task: str) -> dict:
+    spec = service.task_spec(task)
+    if spec is None:
+        raise api_error(409, "NOT_JOINED", f"this site has not joined task {task!r}; POST /v1/local/join first")
+    return spec
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """Reads the request body, refusing it once it passes ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise api_error(413, "TOO_LARGE", f"the body has {declared} bytes; this task's model allows {limit}")
+    chunks, total = [], 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise api_error(413, "TOO_LARGE", f"the body passed {limit} bytes, the most this task's model allows")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _validated_blob(request: Request, service: SwarmNetworkService, task: str) -> bytes:
+    spec = _joined_spec(service, task)
+    data = await _read_body(request, service.max_blob_bytes(task))
+    try:
+        await asyncio.to_thread(serialization.from_bytes, data, spec["layout"])
+    except serialization.WeightsFormatError as exc:
+        raise api_error(400 if exc.code != "TOO_LARGE" else 413, exc.code, str(exc)) from exc
+    service.counters["bytes_received"] += len(data)
+    return data
+
+
+@router.post("/join", response_model=JoinResponse)
+async def join(body: JoinRequest, request: Request) -> JoinResponse:
+    """Joins a task (creating it on the ledger if new) with this model's spec."""
+    service = _service(request)
+    spec = body.spec.model_dump()
+    if serialization.fingerprint(spec["layout"]) != spec["fingerprint"]:
+        raise api_error(400, "INVALID_ARGUMENT", "spec.fingerprint is not the sha256 of spec.layout")
+    try:
+        serialization.parse_layout(spec["layout"])
+        record = await asyncio.to_thread(service.join, body.task, spec)
+    except ValueError as exc:
+        raise api_error(400, "INVALID_ARGUMENT", str(exc)) from exc
+    except ContractError as exc:
+        raise contract_http_error(exc.code, exc.message) from exc
+    except (LedgerUnavailable, SyncFailed) as exc:
+        raise api_error(503, "LEDGER_UNAVAILABLE", str(exc)) from exc
+    return JoinResponse(
+        task=record["task"],
+        node=service.site,
+        status=record["status"],
+        current_round=record["current_round"],
+        latest_merged=record["latest_merged"],
+        nodes=sorted(record["nodes"]),
+    )
+
+
+@router.post("/syncs", response_model=SyncStarted, status_code=202)
+async def start_sync(
+    request: Request,
+    task: str = Query(pattern=NAME_PATTERN),
+    weight: int = Query(ge=0, le=(1 << 53) - 1),
+) -> SyncStarted:
+    """Starts a sync with the weights in the body (safetensors); poll it with GET."""
+    service = _service(request)
+    data = await _validated_blob(request, service, task)
+    job = service.start_sync(task, data, weight)
+    return SyncStarted(sync_id=job.sync_id)
+
+
+@router.get("/syncs/{sync_id}", response_model=SyncStatus)
+async def sync_status(sync_id: str, request: Request, wait_s: float = Query(default=0.0, ge=0, le=30)) -> SyncStatus:
+    """A sync's state; waits up to ``wait_s`` seconds for it to finish."""
+    job = _service(request).jobs.get(sync_id)
+    if job is None:
+        raise api_error(404, "NO_SUCH_SYNC", f"no sync {sync_id!r} on this site")
+    if wait_s > 0 and not job.done.is_set():
+        await asyncio.to_thread(job.done.wait, wait_s)
+    return SyncStatus(**job.as_dict())
+
+
+@router.get("/latest")
+async def latest(request: Request, task: str = Query(pattern=NAME_PATTERN)) -> Response:
+    """The task's latest merged weights (safetensors), or 204 before the first merge."""
+    service = _service(request)
+    _joined_spec(service, task)
+    try:
+        result = await asyncio.to_thread(service.latest, task)
+    except ContractError as exc:
+        raise contract_http_error(exc.code, exc.message) from exc
+    except (LedgerUnavailable, SyncFailed) as exc:
+        raise api_error(503, "UNAVAILABLE", str(exc)) from exc
+    if result is None:
+        return Response(status_code=204)
+    return Response(
+        result.data,
+        media_type="application/octet-stream",
+        headers={"X-Swarm-Round": str(result.round), "X-Swarm-Sha256": result.merged_sha256},
+    )
+
+
+@router.get("/blobs/{sha256}")
+async def local_blob(sha256: str, request: Request) -> Response:
+    """A blob from this site's store, for the callback to load."""
+    store = _service(request).store
+    if not store.valid_sha(sha256):
+        raise api_error(400, "INVALID_ARGUMENT", "the blob name must be 64 lowercase hex characters")
+    try:
+        data = await asyncio.to_thread(store.get, sha256)
+    except KeyError:
+        raise api_error(404, "NO_SUCH_BLOB", f"this site holds no blob {sha256}") from None
+    return Response(data, media_type="application/octet-stream")
+
+
+@router.post("/checkin")
+async def checkin(
+    request: Request,
+    task: str = Query(pattern=NAME_PATTERN),
+    mode: str = Query(pattern="^(leave|finish)$"),
+    weight: int = Query(default=1, ge=0, le=(1 << 53) - 1),
+) -> dict:
+    """Ends this site's training: ``leave``, or ``finish`` with the final weights in the body."""
+    service = _service(request)
+    try:
+        if mode == "finish":
+            data = await _validated_blob(request, service, task)
+            record = await asyncio.to_thread(service.finish, task, data, weight)
+        else:
+            _joined_spec(service, task)
+            record = await asyncio.to_thread(service.leave, task)
+    except ContractError as exc:
+        raise contract_http_error(exc.code, exc.message) from exc
+    except LedgerUnavailable as exc:
+        raise api_error(503, "LEDGER_UNAVAILABLE", str(exc)) from exc
+    return {"task": task, "mode": mode, "task_status": record["status"]}

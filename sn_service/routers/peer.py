@@ -1,0 +1,26 @@
+"""The peer API: other sites fetch blobs by sha256."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse
+
+from sn_service.errors import api_error
+from sn_service.schemas import ErrorBody
+
+router = APIRouter(prefix="/v1", tags=["peer"], responses={400: {"model": ErrorBody}, 404: {"model": ErrorBody}})
+
+
+@router.get("/blobs/{sha256}", response_class=FileResponse)
+async def get_blob(sha256: str, request: Request) -> FileResponse:
+    """Serves a stored blob; its name is its sha256, so the fetcher can verify it."""
+    service = request.app.state.service
+    store = service.store
+    if not store.valid_sha(sha256):
+        raise api_error(400, "INVALID_ARGUMENT", "the blob name must be 64 lowercase hex characters")
+    path = store.path(sha256)
+    if not path.is_file():
+        raise api_error(404, "NO_SUCH_BLOB", f"this site holds no blob {sha256}")
+    service.counters.setdefault("bytes_sent", 0)
+    service.counters["bytes_sent"] += path.stat().st_size
+    return FileResponse(path, media_type="application/octet-stream")

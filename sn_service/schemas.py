@@ -1,0 +1,83 @@
+"""Request and response bodies of the swarm-network service's HTTP API."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
+class Strict(BaseModel):
+    """Rejects unknown fields and coercions: wrong types are 422, never guessed."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class TaskSpec(Strict):
+    """What every site of a task must agree on (the contract's spec)."""
+
+    fingerprint: str = Field(pattern=r"^[0-9a-f]{64}$")
+    layout: str = Field(min_length=1, max_length=1 << 20)
+    min_peers: int = Field(ge=1, le=10_000)
+    merge_method: Literal["mean", "coordmedian", "geomedian", "trimmedmean", "krum", "multikrum"]
+    quorum_wait_ms: int = Field(ge=0, le=86_400_000)
+    leader_timeout_ms: int = Field(ge=1, le=86_400_000)
+    max_rounds: int = Field(ge=0, le=1_000_000_000)
+
+
+class JoinRequest(Strict):
+    """The callback joins a task with its model's spec."""
+
+    task: str = Field(pattern=NAME_PATTERN)
+    spec: TaskSpec
+
+
+class MergedRef(BaseModel):
+    """A merged model on the ledger."""
+
+    round: int
+    sha256: str
+    node: str
+
+
+class JoinResponse(BaseModel):
+    """The task as the ledger has it after joining."""
+
+    task: str
+    node: str
+    status: str
+    current_round: int
+    latest_merged: MergedRef | None
+    nodes: list[str]
+
+
+class SyncStarted(BaseModel):
+    """A sync job was accepted; poll it by id."""
+
+    sync_id: str
+    round: int | None = None
+
+
+class SyncStatus(BaseModel):
+    """A sync job's state: what it waits for, or its merged model."""
+
+    sync_id: str
+    task: str
+    state: Literal["running", "done", "failed"]
+    round: int | None = None
+    phase: str = ""
+    waiting_for: str = ""
+    waiting_s: float = 0.0
+    merged_sha256: str | None = None
+    contributed: bool | None = None
+    task_status: str | None = None
+    error: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx/5xx answer: a machine-readable code and a sentence."""
+
+    error: str
+    message: str

@@ -1,0 +1,251 @@
+"""One site's swarm-network service: its tasks, sync jobs and check-ins.
+
+The HTTP routers are thin; this class holds the state and runs each sync in
+a worker thread, so the event loop keeps serving blobs to peers while this
+site waits or merges.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from sn_service.blob_store import BlobStore
+from sn_service.ledger.base import ContractError, Ledger
+from sn_service.peer_client import PeerClient
+from sn_service.round_protocol import RoundDriver, SyncFailed, SyncResult, WaitState
+from swarm_keras import serialization
+
+log = logging.getLogger("sn_service.service")
+
+
+@dataclass
+class SyncJob:
+    """One sync in progress or finished."""
+
+    sync_id: str
+    task: str
+    wait: WaitState = field(default_factory=WaitState)
+    state: str = "running"
+    result: SyncResult | None = None
+    error: str | None = None
+    started: float = field(default_factory=time.time)
+    finished_at: float | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+    def as_dict(self) -> dict:
+        """The job's public status."""
+        out = {"sync_id": self.sync_id, "task": self.task, "state": self.state, **self.wait.as_dict()}
+        if self.result is not None:
+            out.update(
+                round=self.result.round,
+                merged_sha256=self.result.merged_sha256,
+                contributed=self.result.contributed,
+                task_status=self.result.task_status,
+            )
+        out["error"] = self.error
+        return out
+
+
+@dataclass
+class TaskState:
+    """What this site holds for a task it joined."""
+
+    spec: dict
+    joined_at: float = field(default_factory=time.time)
+    syncs_done: int = 0
+    last_sync_s: float | None = None
+    standing: threading.Thread | None = None
+
+
+class SwarmNetworkService:
+    """A site's service: joins tasks, runs syncs, serves blobs.
+
+    Args:
+        site: the node name.
+        ledger: the ledger, acting as this site.
+        store: the blob store.
+        peers: the client for other sites' blob APIs.
+        endpoint: the URL other sites reach this site's peer API at.
+        sync_timeout_s: the deadline of one sync.
+    """
+
+    MAX_JOBS = 256
+
+    def __init__(
+        self,
+        site: str,
+        ledger: Ledger,
+        store: BlobStore,
+        peers: PeerClient,
+        endpoint: str,
+        sync_timeout_s: float = 600.0,
+        poll_s: float = 0.02,
+    ) -> None:
+        self.site = site
+        self.ledger = ledger
+        self.store = store
+        self.endpoint = endpoint
+        self.sync_timeout_s = sync_timeout_s
+        self.driver = RoundDriver(site, ledger, store, peers, poll_s=poll_s)
+        self.tasks: dict[str, TaskState] = {}
+        self.jobs: dict[str, SyncJob] = {}
+        self.started = time.time()
+        self.counters = {"syncs_completed": 0, "syncs_failed": 0, "rounds_led": 0, "bytes_received": 0}
+        self.driver.on_round_merged = self._on_round_merged
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.log = logging.LoggerAdapter(log, {"site": site})
+
+    def _on_round_merged(self, rnd: dict, elapsed: float) -> None:
+        self.counters["rounds_led"] += 1
+
+    # ------------------------------------------------------------------ tasks
+
+    def join(self, task: str, spec: dict) -> dict:
+        """Joins (and if need be creates) a task; raises ContractError."""
+        record = self.driver.join(task, spec, self.endpoint)
+        with self._lock:
+            self.tasks[task] = TaskState(spec=record["spec"])
+        return record
+
+    def task_spec(self, task: str) -> dict | None:
+        """The spec of a task this site joined, or None."""
+        state = self.tasks.get(task)
+        return state.spec if state else None
+
+    def max_blob_bytes(self, task: str) -> int:
+        """The largest blob a task's model can produce."""
+        spec = self.tasks[task].spec
+        return serialization.expected_nbytes(spec["layout"]) + serialization.HEADER_ALLOWANCE
+
+    # ------------------------------------------------------------------ syncs
+
+    def start_sync(self, task: str, blob: bytes, weight: int) -> SyncJob:
+        """Starts a sync in a worker thread and returns its job."""
+        job = SyncJob(sync_id=uuid.uuid4().hex, task=task)
+        with self._lock:
+            self._forget_old_jobs()
+            self.jobs[job.sync_id] = job
+        thread = threading.Thread(
+            target=self._run_sync, args=(job, blob, weight), name=f"sync-{job.sync_id[:8]}", daemon=True
+        )
+        thread.start()
+        return job
+
+    def _run_sync(self, job: SyncJob, blob: bytes, weight: int) -> None:
+        t0 = time.perf_counter()
+        try:
+            job.result = self.driver.sync(job.task, blob, weight, self.sync_timeout_s, job.wait)
+            job.state = "done"
+            self.counters["syncs_completed"] += 1
+            state = self.tasks.get(job.task)
+            if state is not None:
+                state.syncs_done += 1
+                state.last_sync_s = time.perf_counter() - t0
+        except (SyncFailed, ContractError) as exc:
+            job.state = "failed"
+            job.error = str(exc)
+            self.counters["syncs_failed"] += 1
+            self.log.error("sync %s failed: %s", job.sync_id[:8], exc)
+        except Exception as exc:  # a bug must still end the job, loudly
+            job.state = "failed"
+            job.error = f"internal error: {type(exc).__name__}: {exc}"
+            self.counters["syncs_failed"] += 1
+            self.log.exception("sync %s crashed", job.sync_id[:8])
+        finally:
+            job.finished_at = time.time()
+            job.done.set()
+
+    def _forget_old_jobs(self) -> None:
+        if len(self.jobs) < self.MAX_JOBS:
+            return
+        finished = sorted((j for j in self.jobs.values() if j.done.is_set()), key=lambda j: j.started)
+        for job in finished[: len(self.jobs) - self.MAX_JOBS + 1]:
+            del self.jobs[job.sync_id]
+
+    def latest(self, task: str) -> SyncResult | None:
+        """The task's latest merged model (fetched into our store), or None."""
+        return self.driver.latest(task, timeout_s=self.sync_timeout_s)
+
+    # ------------------------------------------------------------------ check-in at train end
+
+    def leave(self, task: str) -> dict:
+        """Leaves the task: rounds stop waiting for this site."""
+        record = self.ledger.leave(task, self.site)
+        self.log.info("left task %s", task)
+        return record
+
+    def finish(self, task: str, blob: bytes, weight: int) -> dict:
+        """Training ended; this service keeps contributing ``blob`` until no site trains."""
+        record = self.ledger.finish(task, self.site)
+        sha = self.store.put(blob)
+        state = self.tasks[task]
+        if state.standing is None or not state.standing.is_alive():
+            state.standing = threading.Thread(
+                target=self._stand_in, args=(task, blob, weight), name=f"standing-{task}", daemon=True
+            )
+            state.standing.start()
+        self.log.info("finished training in task %s; contributing final model %s... until it ends", task, sha[:12])
+        return record
+
+    def _stand_in(self, task: str, blob: bytes, weight: int) -> None:
+        """Contributes the final model to each new round while any site still trains."""
+        while not self._stop.is_set():
+            try:
+                rec = self.ledger.get_task(task)
+                if rec["status"] == "done" or rec["nodes"].get(self.site, {}).get("status") != "finished":
+                    self.log.info("task %s: no site trains any more; standing contribution ends", task)
+                    return
+                result = self.driver.sync(task, blob, weight, self.sync_timeout_s)
+                if result.task_status == "done":
+                    return
+            except (SyncFailed, ContractError) as exc:
+                self.log.warning("standing contribution to %s: %s", task, exc)
+                self._stop.wait(1.0)
+
+    def shutdown(self) -> None:
+        """Stops background work."""
+        self._stop.set()
+
+    # ------------------------------------------------------------------ status
+
+    def status(self) -> dict:
+        """What this site knows: its tasks on the ledger, its syncs, its counters."""
+        tasks = {}
+        for name, state in list(self.tasks.items()):
+            entry: dict = {"syncs_done": state.syncs_done, "last_sync_s": state.last_sync_s}
+            try:
+                rec = self.ledger.get_task(name)
+                rnd = self.ledger.get_round(name, rec["current_round"])
+                entry.update(
+                    status=rec["status"],
+                    current_round=rec["current_round"],
+                    latest_merged=rec["latest_merged"],
+                    nodes={
+                        n: {"status": i["status"], "last_seen_ms": i["last_seen_ms"]} for n, i in rec["nodes"].items()
+                    },
+                    round={
+                        "status": rnd["status"],
+                        "submitted": sorted(rnd["submissions"]),
+                        "contributors": rnd["contributors"],
+                        "leader": rnd["contributors"][rnd["leader_index"]] if rnd["contributors"] else None,
+                        "leader_deadline_ms": rnd["leader_deadline_ms"],
+                    },
+                )
+            except Exception as exc:  # the status page must answer even when the ledger does not
+                entry["ledger_error"] = str(exc)
+            running = [j.as_dict() for j in self.jobs.values() if j.task == name and j.state == "running"]
+            entry["running_syncs"] = running
+            tasks[name] = entry
+        return {
+            "site": self.site,
+            "endpoint": self.endpoint,
+            "uptime_s": round(time.time() - self.started, 1),
+            "counters": dict(self.counters),
+            "rejected_blobs": self.driver.rejected_blobs[-20:],
+            "tasks": tasks,
+        }

@@ -1,0 +1,304 @@
+"""SwarmCallback: Swarm Learning for ``model.fit``."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import time
+from typing import Any
+
+import keras
+import numpy as np
+
+from swarm_keras import serialization
+from swarm_keras.service_client import ServiceClient, SwarmServiceError
+
+MERGE_METHODS = ("mean", "coordmedian", "geomedian", "trimmedmean", "krum", "multikrum")
+CHECKIN_MODES = ("inactive", "snapshot", "active")
+DEFAULT_SERVICE_URL = "http://127.0.0.1:30305"
+LOOPBACK_ENV = "SWARM_LOOPBACK"
+SERVICE_URL_ENV = "SWARM_SN_URL"
+TASK_ENV = "SWARM_TASK"
+_TASK_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def _positive_int(name: str, value: Any, allowed: str = "an integer >= 1") -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name}={value!r} is not allowed: {name} must be {allowed}")
+    return int(value)
+
+
+def _positive_number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name}={value!r} is not allowed: {name} must be a number of seconds >= 0")
+    return float(value)
+
+
+class SwarmCallback(keras.callbacks.Callback):
+    """Trains the model together with other sites by merging weights every few batches.
+
+    Add it to ``model.fit`` on every site. At train begin every site takes
+    the same starting weights (the first round's leader's, or the swarm's
+    latest merged model for a site that joins late). Every
+    ``syncFrequency`` batches the callback pauses training, sends the
+    weights to this site's swarm-network service, waits for the round's
+    merged model and loads it. At train end the site checks in per
+    ``checkinModelOnTrainEnd``. Training stops early when the swarm says
+    the task is over.
+
+    The constructor mirrors HPE Swarm Learning's, so a script ports by
+    changing its import.
+
+    Args:
+        syncFrequency: batches between syncs (an integer >= 1).
+        minPeers: the fewest sites whose models a merge needs (>= 1).
+        trainingContract: the task's name, shared by every site. Default:
+            env ``SWARM_TASK``, else ``"default"``.
+        useAdaptiveSync: adapt the sync interval to the validation loss on
+            ``adsValData``: the interval doubles (up to 4 x syncFrequency)
+            while merges stop improving the loss by 1 %, and halves back
+            towards syncFrequency when a merge makes it worse.
+        adsValData: validation data for adaptive sync, ``(x, y)`` or a
+            dataset; required when ``useAdaptiveSync`` is True.
+        adsValBatchSize: batch size for evaluating ``adsValData``.
+        mergeMethod: ``"mean"`` (weighted by steps since the last sync x
+            nodeWeightage), ``"coordmedian"``, ``"geomedian"``,
+            ``"trimmedmean"``, ``"krum"`` or ``"multikrum"``.
+        nodeWeightage: this site's weight in ``"mean"`` merges, 1 to 100.
+        totalEpochs: accepted for HPE compatibility and used in progress
+            lines; ``fit``'s own ``epochs`` governs training.
+        checkinModelOnTrainEnd: at train end, ``"inactive"`` leaves at once;
+            ``"snapshot"`` (default) contributes the final weights to one
+            last merge, loads it, then leaves; ``"active"`` does the same
+            but the service keeps contributing the final model to later
+            rounds until no site is still training.
+        logger: a ``logging.Logger``; default ``logging.getLogger("swarm_keras")``.
+            Exposed as ``.logger``.
+        serviceUrl: this site's swarm-network service. Default: env
+            ``SWARM_SN_URL``, else ``http://127.0.0.1:30305``.
+        quorumWaitSeconds: how long a round waits for late sites once
+            ``minPeers`` have submitted (default 30).
+        leaderTimeoutSeconds: how long a round's leader has to merge before
+            the next site takes over (default 30).
+        syncTimeoutSeconds: how long one sync may take before training
+            fails with a message naming what it waited for (default 600).
+        maxRounds: end the task after this many merges (0: no limit).
+
+    With env ``SWARM_LOOPBACK=1`` the callback validates its arguments and
+    trains alone with no service: for writing a script before a swarm exists.
+
+    Example:
+
+    >>> from swarm_keras import SwarmCallback
+    >>> swarm = SwarmCallback(syncFrequency=64, minPeers=3, mergeMethod="mean")
+    >>> swarm.logger.setLevel("INFO")
+    >>> model.fit(x, y, epochs=10, callbacks=[swarm])  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        syncFrequency: int,
+        minPeers: int,
+        trainingContract: str | None = None,
+        useAdaptiveSync: bool = False,
+        adsValData: Any = None,
+        adsValBatchSize: int | None = None,
+        mergeMethod: str = "mean",
+        nodeWeightage: int = 1,
+        totalEpochs: int | None = None,
+        checkinModelOnTrainEnd: str = "snapshot",
+        logger: logging.Logger | None = None,
+        serviceUrl: str | None = None,
+        quorumWaitSeconds: float = 30.0,
+        leaderTimeoutSeconds: float = 30.0,
+        syncTimeoutSeconds: float = 600.0,
+        maxRounds: int = 0,
+    ) -> None:
+        super().__init__()
+        self.syncFrequency = _positive_int("syncFrequency", syncFrequency)
+        self.minPeers = _positive_int("minPeers", minPeers)
+        task = trainingContract if trainingContract is not None else os.environ.get(TASK_ENV, "default")
+        if not isinstance(task, str) or not _TASK_NAME_RE.match(task):
+            raise ValueError(
+                f"trainingContract={task!r} is not allowed: use 1-64 letters, digits, '.', '_' or '-', "
+                "starting with a letter or digit"
+            )
+        self.trainingContract = task
+        if not isinstance(useAdaptiveSync, bool):
+            raise ValueError(f"useAdaptiveSync={useAdaptiveSync!r} is not allowed: pass True or False")
+        self.useAdaptiveSync = useAdaptiveSync
+        if useAdaptiveSync and adsValData is None:
+            raise ValueError(
+                "adsValData=None is not allowed with useAdaptiveSync=True: pass validation data (x, y) "
+                "or a dataset, or set useAdaptiveSync=False"
+            )
+        self.adsValData = adsValData
+        self.adsValBatchSize = None if adsValBatchSize is None else _positive_int("adsValBatchSize", adsValBatchSize)
+        if mergeMethod not in MERGE_METHODS:
+            raise ValueError(f"mergeMethod={mergeMethod!r} is not allowed: use one of {list(MERGE_METHODS)}")
+        self.mergeMethod = mergeMethod
+        self.nodeWeightage = _positive_int("nodeWeightage", nodeWeightage, "an integer from 1 to 100")
+        if self.nodeWeightage > 100:
+            raise ValueError(f"nodeWeightage={nodeWeightage!r} is not allowed: use an integer from 1 to 100")
+        self.totalEpochs = None if totalEpochs is None else _positive_int("totalEpochs", totalEpochs)
+        if checkinModelOnTrainEnd not in CHECKIN_MODES:
+            raise ValueError(
+                f"checkinModelOnTrainEnd={checkinModelOnTrainEnd!r} is not allowed: use one of {list(CHECKIN_MODES)}"
+            )
+        self.checkinModelOnTrainEnd = checkinModelOnTrainEnd
+        if logger is not None and not isinstance(logger, logging.Logger):
+            raise ValueError(f"logger={logger!r} is not allowed: pass a logging.Logger or None")
+        self.logger = logger or logging.getLogger("swarm_keras")
+        self.serviceUrl = serviceUrl or os.environ.get(SERVICE_URL_ENV, DEFAULT_SERVICE_URL)
+        if not self.serviceUrl.startswith(("http://", "https://")):
+            raise ValueError(f"serviceUrl={self.serviceUrl!r} is not allowed: use an http:// or https:// URL")
+        self.quorumWaitSeconds = _positive_number("quorumWaitSeconds", quorumWaitSeconds)
+        self.leaderTimeoutSeconds = _positive_number("leaderTimeoutSeconds", leaderTimeoutSeconds)
+        if self.leaderTimeoutSeconds <= 0:
+            raise ValueError("leaderTimeoutSeconds=0 is not allowed: give the leader at least a moment (> 0)")
+        self.syncTimeoutSeconds = _positive_number("syncTimeoutSeconds", syncTimeoutSeconds)
+        if isinstance(maxRounds, bool) or not isinstance(maxRounds, int) or maxRounds < 0:
+            raise ValueError(f"maxRounds={maxRounds!r} is not allowed: use an integer >= 0 (0: no limit)")
+        self.maxRounds = maxRounds
+        self.loopback = os.environ.get(LOOPBACK_ENV, "") not in ("", "0", "false", "False")
+        # Training-time state.
+        self._client: ServiceClient | None = None
+        self._layout = ""
+        self._interval = self.syncFrequency
+        self._steps_since_sync = 0
+        self._last_val_loss: float | None = None
+        self._task_over = False
+        self.rounds_synced = 0
+        self.sync_seconds: list[float] = []
+
+    # ------------------------------------------------------------------ helpers
+
+    def _spec(self) -> dict:
+        self._layout = serialization.layout_of(self.model.get_weights())
+        return {
+            "fingerprint": serialization.fingerprint(self._layout),
+            "layout": self._layout,
+            "min_peers": self.minPeers,
+            "merge_method": self.mergeMethod,
+            "quorum_wait_ms": int(self.quorumWaitSeconds * 1000),
+            "leader_timeout_ms": int(self.leaderTimeoutSeconds * 1000),
+            "max_rounds": self.maxRounds,
+        }
+
+    def _load(self, arrays: list[np.ndarray]) -> None:
+        self.model.set_weights(arrays)
+
+    def _sync(self, why: str) -> None:
+        """Sends the weights, waits for the merged model, loads it."""
+        assert self._client is not None
+        t0 = time.perf_counter()
+        weight = max(self._steps_since_sync, 1) * self.nodeWeightage
+        blob = serialization.to_bytes(self.model.get_weights())
+        status = self._client.sync(self.trainingContract, blob, weight, self.syncTimeoutSeconds)
+        self._load(self._client.blob(status["merged_sha256"], self._layout))
+        self._steps_since_sync = 0
+        self.rounds_synced += 1
+        elapsed = time.perf_counter() - t0
+        self.sync_seconds.append(elapsed)
+        self.logger.info(
+            "%s: round %d merged (%s%s) in %.2f s",
+            why,
+            status["round"],
+            status["merged_sha256"][:12],
+            "" if status["contributed"] else "; this site's update arrived after the round closed",
+            elapsed,
+        )
+        if status["task_status"] == "done" and not self._task_over:
+            self._task_over = True
+            self.model.stop_training = True
+            self.logger.info("the swarm says task %s is over: stopping training", self.trainingContract)
+        if self.useAdaptiveSync:
+            self._adapt_interval()
+
+    def _adapt_interval(self) -> None:
+        x = self.adsValData
+        if isinstance(x, tuple) and len(x) >= 2:
+            result = self.model.evaluate(x[0], x[1], batch_size=self.adsValBatchSize, verbose=0)
+        else:
+            result = self.model.evaluate(x, batch_size=self.adsValBatchSize, verbose=0)
+        loss = float(result[0] if isinstance(result, (list, tuple)) else result)
+        previous, self._last_val_loss = self._last_val_loss, loss
+        if previous is None or previous <= 0:
+            return
+        change = (previous - loss) / previous
+        old = self._interval
+        if change < -0.01:
+            self._interval = max(self.syncFrequency, self._interval // 2)
+        elif change < 0.01:
+            self._interval = min(4 * self.syncFrequency, self._interval * 2)
+        if self._interval != old:
+            self.logger.info(
+                "adaptive sync: validation loss %.4f (was %.4f): sync every %d batches now",
+                loss,
+                previous,
+                self._interval,
+            )
+
+    # ------------------------------------------------------------------ Keras hooks
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        """Joins the swarm and starts from the swarm's weights."""
+        spec = self._spec()
+        if self.loopback:
+            self.logger.warning(
+                "%s is set: training alone, no swarm (task %s, %d weight tensors, sync every %d batches)",
+                LOOPBACK_ENV,
+                self.trainingContract,
+                len(self._layout.split(";")),
+                self.syncFrequency,
+            )
+            return
+        self._client = ServiceClient(self.serviceUrl, self.logger)
+        try:
+            joined = self._client.join(self.trainingContract, spec)
+        except SwarmServiceError as exc:
+            raise RuntimeError(f"could not join swarm task {self.trainingContract!r}: {exc}") from exc
+        self.logger.info(
+            "joined task %s as %s (round %d; sites: %s)",
+            self.trainingContract,
+            joined["node"],
+            joined["current_round"],
+            ", ".join(joined["nodes"]),
+        )
+        if joined["status"] == "done":
+            raise RuntimeError(f"swarm task {self.trainingContract!r} is already over; use a new trainingContract")
+        if joined["latest_merged"] is not None:
+            latest = self._client.latest(self.trainingContract, self._layout)
+            if latest is not None:
+                self._load(latest[1])
+                self.logger.info("late join: starting from the swarm's merged model of round %d", latest[0])
+                return
+        self._sync("train begin")
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        """Counts batches and syncs every ``syncFrequency`` (or the adapted interval)."""
+        if self.loopback or self._task_over:
+            return
+        self._steps_since_sync += 1
+        if self._steps_since_sync >= self._interval:
+            self._sync(f"batch {batch + 1}")
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        """Checks in per ``checkinModelOnTrainEnd`` and leaves the task."""
+        if self.loopback or self._client is None:
+            return
+        try:
+            mode = self.checkinModelOnTrainEnd
+            if mode in ("snapshot", "active") and not self._task_over:
+                self._sync("train end")
+            if mode == "active" and not self._task_over:
+                blob = serialization.to_bytes(self.model.get_weights())
+                self._client.checkin(self.trainingContract, "finish", blob, weight=self.nodeWeightage)
+                self.logger.info("training ended; the service keeps contributing the final model")
+            else:
+                self._client.checkin(self.trainingContract, "leave")
+                self.logger.info("training ended; left task %s", self.trainingContract)
+        finally:
+            self._client.close()

@@ -1,0 +1,127 @@
+"""The callback's HTTP client for its site's swarm-network service."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import httpx
+
+from swarm_keras import serialization
+
+# httpx logs every request at INFO; a sync makes several. Quiet unless the user chose a level.
+if logging.getLogger("httpx").level == logging.NOTSET:
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+class SwarmServiceError(RuntimeError):
+    """The swarm-network service refused a request or could not be reached."""
+
+    def __init__(self, message: str, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class ServiceClient:
+    """Talks to the local service's ``/v1/local`` API.
+
+    Args:
+        url: the service, e.g. ``http://127.0.0.1:30305``.
+        logger: where waits and progress are logged.
+        connect_timeout_s: how long to keep retrying a service that does not answer yet.
+    """
+
+    def __init__(self, url: str, logger: logging.Logger, connect_timeout_s: float = 60.0) -> None:
+        self.url = url.rstrip("/")
+        self.log = logger
+        self.connect_timeout_s = connect_timeout_s
+        self._http = httpx.Client(base_url=self.url, timeout=httpx.Timeout(120.0, connect=5.0))
+
+    def _request(self, method: str, path: str, **kwargs: object) -> httpx.Response:
+        give_up = time.monotonic() + self.connect_timeout_s
+        delay = 0.2
+        while True:
+            try:
+                resp = self._http.request(method, path, **kwargs)  # type: ignore[arg-type]
+                break
+            except (httpx.ConnectError, httpx.RemoteProtocolError) as exc:
+                if time.monotonic() > give_up:
+                    raise SwarmServiceError(
+                        f"the swarm-network service at {self.url} does not answer ({exc}); start it with "
+                        "`swarm-sn --site NAME --port PORT ...` or set SWARM_SN_URL / serviceUrl to where it runs",
+                        code="UNREACHABLE",
+                    ) from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        if resp.status_code >= 400:
+            code, message = "", resp.text[:500]
+            try:
+                detail = resp.json().get("detail", {})
+                if isinstance(detail, dict):
+                    code, message = detail.get("error", ""), detail.get("message", message)
+            except ValueError:
+                pass
+            raise SwarmServiceError(f"{method} {path}: {resp.status_code} {code}: {message}", code=code)
+        return resp
+
+    def join(self, task: str, spec: dict) -> dict:
+        """Joins the task; returns the service's JoinResponse."""
+        return self._request("POST", "/v1/local/join", json={"task": task, "spec": spec}).json()
+
+    def sync(self, task: str, blob: bytes, weight: int, timeout_s: float, log_every_s: float = 10.0) -> dict:
+        """Runs one sync to completion; logs what it waits for; returns the final status."""
+        started = self._request(
+            "POST",
+            "/v1/local/syncs",
+            params={"task": task, "weight": weight},
+            content=blob,
+            headers={"content-type": "application/octet-stream"},
+        ).json()
+        sync_id = started["sync_id"]
+        t0 = time.monotonic()
+        last_log, last_what = t0, ""
+        while True:
+            status = self._request("GET", f"/v1/local/syncs/{sync_id}", params={"wait_s": 2.0}).json()
+            if status["state"] == "done":
+                return status
+            if status["state"] == "failed":
+                raise SwarmServiceError(f"sync failed: {status['error']}", code="SYNC_FAILED")
+            now = time.monotonic()
+            what = f"round {status['round']}: {status['phase']}: {status['waiting_for']}"
+            if now - t0 > 2.0 and (what != last_what or now - last_log > log_every_s):
+                self.log.info("%s (%.0f s)", what, status["waiting_s"])
+                last_log, last_what = now, what
+            if now - t0 > timeout_s:
+                raise SwarmServiceError(f"sync did not finish in {timeout_s:.0f} s; last: {what}", code="TIMEOUT")
+
+    def blob(self, sha256: str, layout: str) -> list:
+        """Downloads a merged blob, checks its hash and layout, returns the arrays."""
+        data = self._request("GET", f"/v1/local/blobs/{sha256}").content
+        if serialization.sha256_hex(data) != sha256:
+            raise SwarmServiceError(f"blob {sha256[:12]}... from the service does not match its hash")
+        return serialization.from_bytes(data, layout)
+
+    def latest(self, task: str, layout: str) -> tuple[int, list] | None:
+        """The latest merged model (round, arrays), or None before the first merge."""
+        resp = self._request("GET", "/v1/local/latest", params={"task": task})
+        if resp.status_code == 204:
+            return None
+        data = resp.content
+        sha256 = resp.headers["x-swarm-sha256"]
+        if serialization.sha256_hex(data) != sha256:
+            raise SwarmServiceError(f"latest blob {sha256[:12]}... does not match its hash")
+        return int(resp.headers["x-swarm-round"]), serialization.from_bytes(data, layout)
+
+    def checkin(self, task: str, mode: str, blob: bytes | None = None, weight: int = 1) -> dict:
+        """Leaves the task, or finishes with the final weights (the service stands in)."""
+        return self._request(
+            "POST",
+            "/v1/local/checkin",
+            params={"task": task, "mode": mode, "weight": weight},
+            content=blob or b"",
+            headers={"content-type": "application/octet-stream"},
+        ).json()
+
+    def close(self) -> None:
+        """Closes the HTTP connection pool."""
+        self._http.close()
