@@ -8,7 +8,7 @@ import re
 import tempfile
 from pathlib import Path
 
-_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+_SHA_RE = re.compile(r"[0-9a-f]{64}")
 
 
 class BlobStore:
@@ -25,7 +25,7 @@ class BlobStore:
     @staticmethod
     def valid_sha(sha256: str) -> bool:
         """Whether ``sha256`` is 64 lowercase hex characters."""
-        return bool(_SHA_RE.match(sha256))
+        return bool(_SHA_RE.fullmatch(sha256))
 
     def path(self, sha256: str) -> Path:
         """Where the blob ``sha256`` lives (whether or not it exists)."""

@@ -37,8 +37,8 @@ SPEC_FIELDS = (
 TRANSACTIONS = ("InitTask", "Register", "Submit", "Close", "Publish", "Failover", "Finish", "Leave")
 QUERIES = ("GetTask", "GetRound", "GetHistory")
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_SHA_RE = re.compile(r"[0-9a-f]{64}")
 _MAX_LAYOUT_CHARS = 1 << 20
 _MAX_ENDPOINT_CHARS = 512
 _MAX_INT = (1 << 53) - 1  # exact in JSON doubles, Go int64 and Python alike
@@ -109,7 +109,7 @@ class StateView:
 
 
 def _name(value: Any, what: str) -> str:
-    if not isinstance(value, str) or not _NAME_RE.match(value):
+    if not isinstance(value, str) or not _NAME_RE.fullmatch(value):
         raise ContractError(
             "INVALID_ARGUMENT",
             f"{what} {value!r} is not a valid name: use 1-64 characters of "
@@ -125,7 +125,7 @@ def _int(value: Any, what: str, minimum: int = 0) -> int:
 
 
 def _sha(value: Any, what: str) -> str:
-    if not isinstance(value, str) or not _SHA_RE.match(value):
+    if not isinstance(value, str) or not _SHA_RE.fullmatch(value):
         raise ContractError("INVALID_ARGUMENT", f"{what} must be 64 lowercase hex characters (sha256), got {value!r}")
     return value
 

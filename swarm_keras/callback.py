@@ -21,7 +21,7 @@ DEFAULT_SERVICE_URL = "http://127.0.0.1:30305"
 LOOPBACK_ENV = "SWARM_LOOPBACK"
 SERVICE_URL_ENV = "SWARM_SN_URL"
 TASK_ENV = "SWARM_TASK"
-_TASK_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_TASK_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 def _positive_int(name: str, value: Any, allowed: str = "an integer >= 1") -> int:
@@ -120,7 +120,7 @@ class SwarmCallback(keras.callbacks.Callback):
         self.syncFrequency = _positive_int("syncFrequency", syncFrequency)
         self.minPeers = _positive_int("minPeers", minPeers)
         task = trainingContract if trainingContract is not None else os.environ.get(TASK_ENV, "default")
-        if not isinstance(task, str) or not _TASK_NAME_RE.match(task):
+        if not isinstance(task, str) or not _TASK_NAME_RE.fullmatch(task):
             raise ValueError(
                 f"trainingContract={task!r} is not allowed: use 1-64 letters, digits, '.', '_' or '-', "
                 "starting with a letter or digit"

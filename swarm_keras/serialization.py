@@ -32,7 +32,7 @@ _DTYPE_CODES = {
     "bool": "b1",
 }
 _CODE_DTYPES = {v: k for k, v in _DTYPE_CODES.items()}
-_ENTRY_RE = re.compile(r"^([a-z]+[0-9]+)\[([0-9,]*)\]$")
+_ENTRY_RE = re.compile(r"([a-z]+[0-9]+)\[([0-9,]*)\]")
 # Room for the safetensors JSON header beyond the tensor bytes.
 HEADER_ALLOWANCE = 64 * 1024
 
@@ -66,7 +66,7 @@ def parse_layout(layout: str) -> list[tuple[np.dtype, tuple[int, ...]]]:
     """The (dtype, shape) of every tensor in a layout string."""
     out = []
     for entry in layout.split(";"):
-        m = _ENTRY_RE.match(entry)
+        m = _ENTRY_RE.fullmatch(entry)
         if not m or m.group(1) not in _CODE_DTYPES:
             raise ValueError(f"bad layout entry {entry!r}: expected like 'f32[20,64]'")
         dims = tuple(int(d) for d in m.group(2).split(",") if d != "")
@@ -98,7 +98,9 @@ def describe_layout_difference(ours: str, theirs: str) -> str:
 def to_bytes(arrays: Sequence[np.ndarray]) -> bytes:
     """Serialises arrays to safetensors bytes."""
     tensors = {f"{i:05d}": np.ascontiguousarray(a) for i, a in enumerate(arrays)}
-    return _st_save(tensors, metadata={"format": FORMAT, "count": str(len(tensors))})
+    # One metadata key only: safetensors writes metadata in hash-map order, and
+    # the same weights must always give the same bytes (and so the same sha256).
+    return _st_save(tensors, metadata={"format": FORMAT})
 
 
 def _header(data: bytes) -> dict:
@@ -143,6 +145,8 @@ def from_bytes(data: bytes, layout: str | None = None, max_bytes: int | None = N
                 "WRONG_TENSORS", f"the blob has {len(arrays)} tensors; the task's model has {len(spec)}"
             )
         for i, (a, (dt, shape)) in enumerate(zip(arrays, spec, strict=True)):
+            if shape == () and a.shape == (1,):
+                arrays[i] = a = a.reshape(())  # safetensors stores scalars as shape [1]
             if a.dtype != dt:
                 raise WeightsFormatError("WRONG_DTYPE", f"tensor {i} has dtype {a.dtype}; the task's model has {dt}")
             if tuple(a.shape) != shape:

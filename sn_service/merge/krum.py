@@ -4,6 +4,8 @@ tolerated (default floor((n - 3) / 2), the most Krum allows)."""
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
 from sn_service.merge.weighted_mean import weighted_mean
@@ -34,9 +36,15 @@ def krum_scores(stacked: np.ndarray, f: int | None = None) -> np.ndarray:
     return nearest.sum(axis=1)
 
 
+def ranked(stacked: np.ndarray, f: int | None = None) -> list[int]:
+    """Model indices by Krum score; equal scores by the model's bytes, so input order never matters."""
+    scores = krum_scores(stacked, f)
+    return sorted(range(len(scores)), key=lambda i: (scores[i], hashlib.sha256(stacked[i].tobytes()).digest()))
+
+
 def krum(stacked: np.ndarray, weights: np.ndarray, f: int | None = None) -> np.ndarray:
     """The single model with the lowest Krum score."""
-    return stacked[int(np.argmin(krum_scores(stacked, f)))].copy()
+    return stacked[ranked(stacked, f)[0]].copy()
 
 
 def multi_krum(stacked: np.ndarray, weights: np.ndarray, f: int | None = None, m: int | None = None) -> np.ndarray:
@@ -46,5 +54,5 @@ def multi_krum(stacked: np.ndarray, weights: np.ndarray, f: int | None = None, m
         f = max(0, (n - 3) // 2)
     if m is None:
         m = max(1, n - f)
-    chosen = np.argsort(krum_scores(stacked, f), kind="stable")[:m]
+    chosen = ranked(stacked, f)[:m]
     return weighted_mean(stacked[chosen], np.asarray(weights)[chosen])

@@ -1,0 +1,95 @@
+"""Real swarm-network services on loopback for integration tests."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from sn_service.launcher import free_port
+from swarm_keras import serialization
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class Services:
+    """Starts ``swarm-sn`` processes sharing one embedded ledger; stops them by PID."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.ledger_path = root / "ledger.sqlite"
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.urls: dict[str, str] = {}
+
+    def start(self, site: str, *extra: str) -> str:
+        port = free_port()
+        log = open(self.root / f"{site}.log", "ab")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sn_service.cli", "--site", site, "--port", str(port),
+             "--data-dir", str(self.root / site), "--ledger", "embedded", "--ledger-path", str(self.ledger_path),
+             *extra],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO,
+        )
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, f"{site} service died: {(self.root / f'{site}.log').read_text()[-2000:]}"
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(url + "/v1/health", timeout=1).status_code == 200:
+                    break
+            assert time.monotonic() < deadline, f"{site} service did not come up"
+            time.sleep(0.1)
+        self.procs[site], self.urls[site] = proc, url
+        return url
+
+    def log(self, site: str) -> str:
+        return (self.root / f"{site}.log").read_text(errors="replace")
+
+    def stop(self, site: str, sig: int = signal.SIGTERM) -> None:
+        proc = self.procs.pop(site)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    def stop_all(self) -> None:
+        for site in list(self.procs):
+            self.stop(site)
+
+
+@pytest.fixture
+def services(tmp_path):
+    s = Services(tmp_path)
+    yield s
+    s.stop_all()
+
+
+SMALL_LAYOUT_ARRAYS = [np.zeros((4, 2), np.float32), np.zeros(2, np.float32)]
+
+
+def small_spec(min_peers: int = 3, **kw) -> dict:
+    layout = serialization.layout_of(SMALL_LAYOUT_ARRAYS)
+    spec = {"fingerprint": serialization.fingerprint(layout), "layout": layout, "min_peers": min_peers,
+            "merge_method": "mean", "quorum_wait_ms": 30_000, "leader_timeout_ms": 10_000, "max_rounds": 0}
+    spec.update(kw)
+    return spec
+
+
+def wait_sync(url: str, sync_id: str, timeout_s: float = 60) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = httpx.get(f"{url}/v1/local/syncs/{sync_id}", params={"wait_s": 2}, timeout=10).json()
+        if status["state"] != "running":
+            return status
+    raise AssertionError(f"sync {sync_id} still running after {timeout_s} s: {status}")
