@@ -33,10 +33,26 @@ class Services:
         port = free_port()
         log = open(self.root / f"{site}.log", "ab")  # noqa: SIM115 - closed with the process
         proc = subprocess.Popen(
-            [sys.executable, "-m", "sn_service.cli", "--site", site, "--port", str(port),
-             "--data-dir", str(self.root / site), "--ledger", "embedded", "--ledger-path", str(self.ledger_path),
-             *extra],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO,
+            [
+                sys.executable,
+                "-m",
+                "sn_service.cli",
+                "--site",
+                site,
+                "--port",
+                str(port),
+                "--data-dir",
+                str(self.root / site),
+                "--ledger",
+                "embedded",
+                "--ledger-path",
+                str(self.ledger_path),
+                *extra,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=REPO,
         )
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
@@ -80,8 +96,15 @@ SMALL_LAYOUT_ARRAYS = [np.zeros((4, 2), np.float32), np.zeros(2, np.float32)]
 
 def small_spec(min_peers: int = 3, **kw) -> dict:
     layout = serialization.layout_of(SMALL_LAYOUT_ARRAYS)
-    spec = {"fingerprint": serialization.fingerprint(layout), "layout": layout, "min_peers": min_peers,
-            "merge_method": "mean", "quorum_wait_ms": 30_000, "leader_timeout_ms": 10_000, "max_rounds": 0}
+    spec = {
+        "fingerprint": serialization.fingerprint(layout),
+        "layout": layout,
+        "min_peers": min_peers,
+        "merge_method": "mean",
+        "quorum_wait_ms": 30_000,
+        "leader_timeout_ms": 10_000,
+        "max_rounds": 0,
+    }
     spec.update(kw)
     return spec
 

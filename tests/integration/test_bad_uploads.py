@@ -17,8 +17,13 @@ pytestmark = pytest.mark.slow
 
 
 def _post(url: str, body: bytes, task: str = "t", weight: object = 1, headers: dict | None = None) -> httpx.Response:
-    return httpx.post(f"{url}/v1/local/syncs", params={"task": task, "weight": weight}, content=body,
-                      headers=headers or {"content-type": "application/octet-stream"}, timeout=30)
+    return httpx.post(
+        f"{url}/v1/local/syncs",
+        params={"task": task, "weight": weight},
+        content=body,
+        headers=headers or {"content-type": "application/octet-stream"},
+        timeout=30,
+    )
 
 
 def test_bad_uploads_are_refused_and_the_round_completes(services):
@@ -77,11 +82,15 @@ def test_bad_uploads_are_refused_and_the_round_completes(services):
         assert all(r["state"] == "done" and r["round"] == round_no for r in results.values()), results
         assert len({r["merged_sha256"] for r in results.values()}) == 1
         merged = serialization.from_bytes(
-            httpx.get(f"{a}/v1/local/blobs/{results['site-a']['merged_sha256']}").content, small_spec()["layout"])
+            httpx.get(f"{a}/v1/local/blobs/{results['site-a']['merged_sha256']}").content, small_spec()["layout"]
+        )
         if round_no == 1:
             for i in range(2):
-                expected = np.average(np.stack([models[s][i] for s in urls]).astype(np.float64), axis=0,
-                                      weights=[weights[s] for s in urls])
+                expected = np.average(
+                    np.stack([models[s][i] for s in urls]).astype(np.float64),
+                    axis=0,
+                    weights=[weights[s] for s in urls],
+                )
                 np.testing.assert_allclose(merged[i], expected, rtol=1e-6, atol=1e-6)
     status = httpx.get(f"{a}/v1/status").json()
     assert status["tasks"]["t"]["current_round"] == 2

@@ -17,8 +17,9 @@ pytestmark = pytest.mark.slow
 
 
 def _model(hidden: int):
-    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(hidden, activation="relu"),
-                              keras.layers.Dense(1, activation="sigmoid")])
+    model = keras.Sequential(
+        [keras.Input((6,)), keras.layers.Dense(hidden, activation="relu"), keras.layers.Dense(1, activation="sigmoid")]
+    )
     model.compile(optimizer="adam", loss="binary_crossentropy")
     return model
 
@@ -27,8 +28,9 @@ def test_different_architecture_is_refused_at_join(services):
     url_a, url_b = services.start("site-a"), services.start("site-b")
     x, y = np.zeros((8, 6), np.float32), np.zeros(8, np.float32)
     # site-a creates the task with an 8-unit hidden layer (and waits for a peer in vain: min_peers 2).
-    r = httpx.post(f"{url_a}/v1/local/join", json={"task": "mix", "spec": {
-        **_spec_of(_model(8)), "min_peers": 2}}, timeout=30)
+    r = httpx.post(
+        f"{url_a}/v1/local/join", json={"task": "mix", "spec": {**_spec_of(_model(8)), "min_peers": 2}}, timeout=30
+    )
     assert r.status_code == 200, r.text
     cb = SwarmCallback(syncFrequency=2, minPeers=2, trainingContract="mix", serviceUrl=url_b)
     with pytest.raises(RuntimeError) as err:
@@ -44,5 +46,12 @@ def _spec_of(model) -> dict:
     from swarm_keras import serialization
 
     layout = serialization.layout_of(model.get_weights())
-    return {"fingerprint": serialization.fingerprint(layout), "layout": layout, "min_peers": 2,
-            "merge_method": "mean", "quorum_wait_ms": 1000, "leader_timeout_ms": 1000, "max_rounds": 0}
+    return {
+        "fingerprint": serialization.fingerprint(layout),
+        "layout": layout,
+        "min_peers": 2,
+        "merge_method": "mean",
+        "quorum_wait_ms": 1000,
+        "leader_timeout_ms": 1000,
+        "max_rounds": 0,
+    }

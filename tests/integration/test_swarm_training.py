@@ -31,10 +31,30 @@ def _blob(workdir: Path, sha: str) -> bytes:
 def test_three_sites_train_one_model(tmp_path):
     workdir = tmp_path / "run"
     proc = subprocess.run(
-        [sys.executable, "-m", "sn_service.launcher", "--sites", "3", "--task", "e2e", "--workdir", str(workdir),
-         "--timeout", "600", str(REPO / "examples" / "synthetic" / "train.py"),
-         "--epochs", "2", "--samples", "320", "--sync-frequency", "4"],
-        cwd=REPO, capture_output=True, text=True, timeout=700,
+        [
+            sys.executable,
+            "-m",
+            "sn_service.launcher",
+            "--sites",
+            "3",
+            "--task",
+            "e2e",
+            "--workdir",
+            str(workdir),
+            "--timeout",
+            "600",
+            str(REPO / "examples" / "synthetic" / "train.py"),
+            "--epochs",
+            "2",
+            "--samples",
+            "320",
+            "--sync-frequency",
+            "4",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=700,
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     # Every line of every site's log is prefixed with its site and role.
@@ -59,8 +79,10 @@ def test_three_sites_train_one_model(tmp_path):
 
     for rnd in merge_rounds:
         assert sorted(rnd["contributors"]) == list(SITES)
-        models = [serialization.from_bytes(_blob(workdir, rnd["submissions"][s]["sha256"]), layout)
-                  for s in rnd["contributors"]]
+        models = [
+            serialization.from_bytes(_blob(workdir, rnd["submissions"][s]["sha256"]), layout)
+            for s in rnd["contributors"]
+        ]
         weights = [rnd["submissions"][s]["weight"] for s in rnd["contributors"]]
         merged = serialization.from_bytes(_blob(workdir, rnd["merged_sha256"]), layout)
         for i in range(len(merged)):

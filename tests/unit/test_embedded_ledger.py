@@ -16,8 +16,15 @@ LAYOUT = "f32[4,2];f32[2]"
 
 
 def spec(**kw):
-    s = {"fingerprint": fingerprint(LAYOUT), "layout": LAYOUT, "min_peers": 1, "merge_method": "mean",
-         "quorum_wait_ms": 0, "leader_timeout_ms": 1000, "max_rounds": 0}
+    s = {
+        "fingerprint": fingerprint(LAYOUT),
+        "layout": LAYOUT,
+        "min_peers": 1,
+        "merge_method": "mean",
+        "quorum_wait_ms": 0,
+        "leader_timeout_ms": 1000,
+        "max_rounds": 0,
+    }
     s.update(kw)
     return s
 

@@ -28,8 +28,9 @@ def stacks(draw, min_rows=1, max_rows=9):
 @given(stacks())
 def test_weighted_mean_matches_np_average(case):
     x, w = case
-    np.testing.assert_allclose(merge("mean", x, w), np.average(x.astype(np.float64), axis=0, weights=w),
-                               rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(
+        merge("mean", x, w), np.average(x.astype(np.float64), axis=0, weights=w), rtol=1e-4, atol=1e-3
+    )
 
 
 @given(stacks())

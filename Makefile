@@ -1,0 +1,50 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+# Everything is installed into .venv (git-ignored) from the project's own pins.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: demo test lint unit integration go-test bench venv clean help
+
+help:
+	@echo "make demo   - a three-site swarm on this machine (embedded ledger)"
+	@echo "make test   - lint, unit and integration tests, the chaincode's Go tests"
+	@echo "make bench  - benchmarks; figures go to docs/benchmarks.md"
+	@echo "make clean  - remove .venv and run artefacts"
+
+venv: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
+	$(BIN)/python -m pip install --quiet -e ".[keras,examples,dev]"
+	@touch $@
+
+demo: $(STAMP)
+	$(BIN)/swarm-launch --sites 3 --task demo-$$(date +%Y%m%d-%H%M%S) examples/synthetic/train.py -- --epochs 3
+
+lint: $(STAMP)
+	$(BIN)/ruff check swarm_keras sn_service swarm_examples examples tests benchmarks
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests -q -m "not slow"
+
+integration: $(STAMP)
+	$(BIN)/python -m pytest tests -q -m "slow"
+
+go-test:
+	cd fabric-network/chaincode/swarm && go vet ./... && go test ./...
+
+test: lint go-test $(STAMP)
+	$(BIN)/python -m pytest tests -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_merge.py
+	$(BIN)/python benchmarks/bench_sync.py
+
+clean:
+	rm -rf $(VENV) .runs .pytest_cache .hypothesis

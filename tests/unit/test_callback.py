@@ -1,0 +1,113 @@
+"""SwarmCallback: argument checks that name the problem, loopback mode, HPE compatibility."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+keras = pytest.importorskip("keras")
+
+from swarm_keras import SwarmCallback  # noqa: E402
+from swarm_keras.service_client import ServiceClient, SwarmServiceError  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"syncFrequency": 0}, ["syncFrequency=0", "integer >= 1"]),
+        ({"syncFrequency": 2.5}, ["syncFrequency=2.5"]),
+        ({"syncFrequency": True}, ["syncFrequency=True"]),
+        ({"minPeers": -1}, ["minPeers=-1"]),
+        ({"mergeMethod": "median"}, ["mergeMethod='median'", "coordmedian"]),
+        ({"nodeWeightage": 101}, ["nodeWeightage=101", "1 to 100"]),
+        ({"nodeWeightage": 0}, ["nodeWeightage=0"]),
+        ({"checkinModelOnTrainEnd": "never"}, ["checkinModelOnTrainEnd='never'", "snapshot"]),
+        ({"useAdaptiveSync": True}, ["adsValData=None", "useAdaptiveSync"]),
+        ({"useAdaptiveSync": "yes"}, ["useAdaptiveSync='yes'"]),
+        ({"adsValBatchSize": 0}, ["adsValBatchSize=0"]),
+        ({"trainingContract": "has space"}, ["trainingContract='has space'"]),
+        ({"trainingContract": "t\n"}, ["trainingContract="]),
+        ({"totalEpochs": 0}, ["totalEpochs=0"]),
+        ({"logger": "log"}, ["logger='log'", "logging.Logger"]),
+        ({"serviceUrl": "127.0.0.1:1234"}, ["serviceUrl='127.0.0.1:1234'", "http://"]),
+        ({"quorumWaitSeconds": -1}, ["quorumWaitSeconds=-1"]),
+        ({"leaderTimeoutSeconds": 0}, ["leaderTimeoutSeconds=0"]),
+        ({"syncTimeoutSeconds": float("nan")}, ["syncTimeoutSeconds=nan"]),
+        ({"maxRounds": -2}, ["maxRounds=-2"]),
+    ],
+)
+def test_invalid_arguments_name_argument_value_and_what_is_allowed(kwargs, words):
+    args = {"syncFrequency": 4, "minPeers": 2, **kwargs}
+    with pytest.raises(ValueError) as err:
+        SwarmCallback(**args)
+    for word in words:
+        assert word in str(err.value)
+
+
+def test_hpe_style_construction_and_logger():
+    cb = SwarmCallback(
+        syncFrequency=128,
+        minPeers=3,
+        useAdaptiveSync=False,
+        adsValData=None,
+        adsValBatchSize=None,
+        mergeMethod="mean",
+        nodeWeightage=10,
+        totalEpochs=5,
+        checkinModelOnTrainEnd="snapshot",
+    )
+    cb.logger.setLevel(logging.WARNING)  # what HPE scripts do
+    assert cb.logger.level == logging.WARNING
+    assert cb.trainingContract == os.environ.get("SWARM_TASK", "default")
+
+
+def test_service_url_falls_back_to_environment(monkeypatch):
+    monkeypatch.setenv("SWARM_SN_URL", "http://127.0.0.1:4242")
+    assert SwarmCallback(syncFrequency=1, minPeers=1).serviceUrl == "http://127.0.0.1:4242"
+    assert SwarmCallback(syncFrequency=1, minPeers=1, serviceUrl="http://h:1").serviceUrl == "http://h:1"
+
+
+def _model():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1, activation="sigmoid")])
+    model.compile(optimizer=keras.optimizers.SGD(0.5), loss="binary_crossentropy")
+    return model
+
+
+def test_loopback_mode_trains_alone_without_a_service(monkeypatch, caplog):
+    monkeypatch.setenv("SWARM_LOOPBACK", "1")
+    monkeypatch.setenv("SWARM_SN_URL", "http://127.0.0.1:9")  # nothing listens there
+    model = _model()
+    before = [w.copy() for w in model.get_weights()]
+    x = np.random.default_rng(0).standard_normal((64, 3)).astype("float32")
+    y = (x[:, 0] > 0).astype("float32")
+    cb = SwarmCallback(syncFrequency=2, minPeers=3)
+    with caplog.at_level(logging.WARNING, logger="swarm_keras"):
+        model.fit(x, y, epochs=2, batch_size=8, verbose=0, callbacks=[cb])
+    assert "training alone" in caplog.text
+    assert cb.rounds_synced == 0
+    assert not np.allclose(before[0], model.get_weights()[0]), "the model should still train"
+
+
+def test_unreachable_service_says_how_to_start_one():
+    client = ServiceClient("http://127.0.0.1:9", logging.getLogger("t"), connect_timeout_s=0.5)
+    with pytest.raises(SwarmServiceError) as err:
+        client.join("t", {})
+    assert err.value.code == "UNREACHABLE"
+    assert "swarm-sn --site" in str(err.value) and "SWARM_SN_URL" in str(err.value)
+
+
+def test_fit_fails_with_a_clear_error_when_no_service_runs(monkeypatch):
+    monkeypatch.delenv("SWARM_LOOPBACK", raising=False)
+    cb = SwarmCallback(syncFrequency=2, minPeers=1, serviceUrl="http://127.0.0.1:9")
+    cb_client_timeout = 0.5
+    monkeypatch.setattr(
+        "swarm_keras.callback.ServiceClient",
+        lambda url, log: ServiceClient(url, log, connect_timeout_s=cb_client_timeout),
+    )
+    x = np.zeros((8, 3), np.float32)
+    with pytest.raises(RuntimeError, match="could not join swarm task"):
+        _model().fit(x, np.zeros(8), epochs=1, verbose=0, callbacks=[cb])
