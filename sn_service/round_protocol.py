@@ -322,9 +322,10 @@ class RoundDriver:
         self._set_wait(wait, "merging", f"fetching {len(rnd['contributors'])} contributions")
         layout = rec["spec"]["layout"]
         limit = serialization.expected_nbytes(layout) + serialization.HEADER_ALLOWANCE
-        models: list[list[np.ndarray]] = []
+        initial = rnd["previous_merged_sha256"] is None
+        stack = None if initial else StackedModels(serialization.parse_layout(layout), len(rnd["contributors"]))
         weights: list[int] = []
-        nodes: list[str] = []
+        merged: list[np.ndarray] | None = None
         for node in rnd["contributors"]:
             sub = rnd["submissions"][node]
             try:
@@ -334,23 +335,26 @@ class RoundDriver:
                     data = self.peers.fetch(rec["nodes"][node]["endpoint"], sub["sha256"], limit)
                 arrays = serialization.from_bytes(data, layout)
                 self.store.put(data)
+                del data
             except (BlobFetchError, serialization.WeightsFormatError, ValueError) as exc:
                 self.rejected_blobs.append({"round": round_no, "node": node, "reason": str(exc)})
                 self.log.error("round %d: contribution of %s rejected: %s", round_no, node, exc)
                 continue
-            models.append(arrays)
             weights.append(sub["weight"])
-            nodes.append(node)
-        if not models:
+            if stack is not None:
+                stack.add(arrays)
+            elif node == self.site or merged is None:
+                # The first round aligns the starting point: everyone takes the leader's weights.
+                merged = arrays
+        if not weights:
             self.log.error("round %d: no contribution could be verified; waiting for failover", round_no)
             return
-        if rnd["previous_merged_sha256"] is None:
-            # The first round aligns the starting point: everyone takes the leader's weights.
-            merged = models[nodes.index(self.site)] if self.site in nodes else models[0]
-            method = "leader's initial weights"
-        else:
-            merged = merge_models(rec["spec"]["merge_method"], models, np.asarray(weights, dtype=np.float64))
+        if stack is not None:
+            merged = stack.merge(rec["spec"]["merge_method"], np.asarray(weights, dtype=np.float64))
             method = rec["spec"]["merge_method"]
+        else:
+            method = "leader's initial weights"
+        assert merged is not None
         blob = serialization.to_bytes(merged)
         merged_sha = self.store.put(blob)
         try:
@@ -364,7 +368,7 @@ class RoundDriver:
         self.log.info(
             "round %d: led the merge of %d models (%s) in %.3f s -> %s...",
             round_no,
-            len(models),
+            len(weights),
             method,
             elapsed,
             merged_sha[:12],
@@ -373,28 +377,54 @@ class RoundDriver:
             self.on_round_merged(rnd, elapsed)
 
 
-def merge_models(method: str, models: list[list[np.ndarray]], weights: np.ndarray) -> list[np.ndarray]:
-    """Merges models tensor-list-wise: float tensors through ``merge``, others from the first model.
+class StackedModels:
+    """Models of one layout, flattened into the rows of one (n, P) matrix as they arrive.
 
-    Float tensors are flattened into one (n, P) matrix so a merge method
-    runs once, vectorised, over every parameter.
+    Each contribution is copied into its row and dropped, so merging n
+    models holds about n + 2 models in memory, not 2n. Float tensors are
+    merged; other tensors (integer counters) are taken from the first model.
     """
-    first = models[0]
-    float_idx = [i for i, a in enumerate(first) if a.dtype.kind == "f"]
-    if not float_idx:
-        return [a.copy() for a in first]
-    dtype = np.result_type(*[first[i].dtype for i in float_idx])
-    sizes = [first[i].size for i in float_idx]
-    stacked = np.empty((len(models), sum(sizes)), dtype=dtype)
-    for row, model in enumerate(models):
+
+    def __init__(self, tensors: list[tuple[np.dtype, tuple[int, ...]]], capacity: int) -> None:
+        self.tensors = tensors
+        self.float_idx = [i for i, (dt, _) in enumerate(tensors) if dt.kind == "f"]
+        self.sizes = [int(np.prod(tensors[i][1])) for i in self.float_idx]
+        dtype = np.result_type(*[tensors[i][0] for i in self.float_idx]) if self.float_idx else np.float32
+        self.rows = np.empty((capacity, sum(self.sizes)), dtype=dtype)
+        self.count = 0
+        self.others: list[np.ndarray] | None = None
+
+    def add(self, model: list[np.ndarray]) -> None:
+        """Copies a model into the next row."""
         offset = 0
-        for i, size in zip(float_idx, sizes, strict=True):
-            stacked[row, offset : offset + size] = model[i].ravel()
+        for i, size in zip(self.float_idx, self.sizes, strict=True):
+            self.rows[self.count, offset : offset + size] = model[i].ravel()
             offset += size
-    flat = merge(method, stacked, weights)
-    out = [a.copy() for a in first]
-    offset = 0
-    for i, size in zip(float_idx, sizes, strict=True):
-        out[i] = flat[offset : offset + size].reshape(first[i].shape).astype(first[i].dtype)
-        offset += size
-    return out
+        if self.others is None:
+            self.others = [a.copy() if a.dtype.kind != "f" else None for a in model]  # type: ignore[misc]
+        self.count += 1
+
+    def merge(self, method: str, weights: np.ndarray) -> list[np.ndarray]:
+        """Merges the rows added so far with ``method``; returns the model's tensors."""
+        if self.count == 0:
+            raise ValueError("no models to merge")
+        flat = merge(method, self.rows[: self.count], weights) if self.float_idx else None
+        out: list[np.ndarray] = []
+        offset, k = 0, 0
+        for i, (dt, shape) in enumerate(self.tensors):
+            if dt.kind == "f":
+                size = self.sizes[k]
+                out.append(flat[offset : offset + size].reshape(shape).astype(dt))  # type: ignore[index]
+                offset += size
+                k += 1
+            else:
+                out.append(self.others[i])  # type: ignore[index]
+        return out
+
+
+def merge_models(method: str, models: list[list[np.ndarray]], weights: np.ndarray) -> list[np.ndarray]:
+    """Merges whole models (lists of tensors) with a merge method."""
+    stack = StackedModels([(a.dtype, a.shape) for a in models[0]], len(models))
+    for model in models:
+        stack.add(model)
+    return stack.merge(method, weights)

@@ -8,24 +8,35 @@ import numpy as np
 
 from sn_service.merge.weighted_mean import normalised
 
+_CHUNK = 1 << 16
+
+
+def distances(stacked: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Euclidean distance of every row to z, by cache-sized chunks (no (n, P) temporary)."""
+    n, p = stacked.shape
+    acc = np.zeros(n, dtype=np.float64)
+    for start in range(0, p, _CHUNK):
+        diff = stacked[:, start : start + _CHUNK] - z[start : start + _CHUNK]
+        acc += np.einsum("ij,ij->i", diff, diff, dtype=np.float64)
+    return np.sqrt(acc)
+
 
 def geometric_median(
     stacked: np.ndarray,
     weights: np.ndarray,
     max_iter: int = 100,
-    tol: float = 1e-7,
+    tol: float = 1e-6,
     eps: float = 1e-12,
 ) -> np.ndarray:
-    """Weiszfeld iterations from the weighted mean until the step is below tol."""
+    """Weiszfeld iterations from the weighted mean until the relative step is below tol."""
     a = normalised(weights)
-    z = (a.astype(stacked.dtype) @ stacked).astype(np.float64)
+    z = (a.astype(stacked.dtype) @ stacked).astype(stacked.dtype)
     scale = max(float(np.abs(stacked).max()), 1.0)
     for _ in range(max_iter):
-        dist = np.sqrt(((stacked - z.astype(stacked.dtype)) ** 2).sum(axis=1, dtype=np.float64))
-        beta = a / np.maximum(dist, eps * scale)
+        beta = a / np.maximum(distances(stacked, z), eps * scale)
         z_new = (beta / beta.sum()).astype(stacked.dtype) @ stacked
         step = float(np.linalg.norm(z_new - z)) / (float(np.linalg.norm(z)) + eps)
-        z = z_new.astype(np.float64)
+        z = z_new
         if step < tol:
             break
-    return z.astype(stacked.dtype)
+    return z

@@ -1,0 +1,59 @@
+"""One site of the sync benchmark: the paper's classifier, 20 syncs, timed.
+
+Run by bench_sync.py through the launcher; writes its timings to
+SWARM_OUTPUT_DIR/sync_times.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras
+
+from swarm_keras import SwarmCallback, serialization
+
+
+def paper_classifier(n_inputs: int = 2000) -> keras.Model:
+    """Dense 256-1024-512-512-256-256-128-128-64 on 2,000 inputs (about 1.8 M parameters)."""
+    layers = [keras.Input((n_inputs,))]
+    layers += [keras.layers.Dense(u, activation="relu") for u in (256, 1024, 512, 512, 256, 256, 128, 128, 64)]
+    layers.append(keras.layers.Dense(1, activation="sigmoid"))
+    model = keras.Sequential(layers)
+    model.compile(optimizer="adam", loss="binary_crossentropy")
+    return model
+
+
+def main() -> None:
+    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 20
+    keras.utils.set_random_seed(int(os.environ.get("SWARM_SITE_INDEX", "0")))
+    model = paper_classifier()
+    cb = SwarmCallback(syncFrequency=1, minPeers=int(os.environ["SWARM_NUM_SITES"]), checkinModelOnTrainEnd="inactive")
+    cb.set_model(model)
+    cb.on_train_begin()
+    times, parts = [], {"serialise": [], "load": []}
+    for _ in range(rounds):
+        cb._steps_since_sync = 1
+        t0 = time.perf_counter()
+        cb._sync("bench")
+        times.append(time.perf_counter() - t0)
+        # The local parts of a sync, measured on their own.
+        t1 = time.perf_counter()
+        blob = serialization.to_bytes(model.get_weights())
+        t2 = time.perf_counter()
+        model.set_weights(serialization.from_bytes(blob, cb._layout))
+        parts["serialise"].append(t2 - t1)
+        parts["load"].append(time.perf_counter() - t2)
+    cb.on_train_end()
+    params = sum(w.size for w in model.get_weights())
+    out = Path(os.environ["SWARM_OUTPUT_DIR"]) / "sync_times.json"
+    out.write_text(json.dumps({"params": int(params), "sync_s": times, **parts}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,763 @@
+"""The Fabric ledger: the swarm chaincode reached through a peer's Gateway service.
+
+A thin client of Hyperledger Fabric's Gateway gRPC API (the API the official
+Go, Node and Java gateway clients use), written with ``grpcio``,
+``cryptography`` and Fabric's generated protobuf messages
+(``hyperledger-fabric-protos``, module ``fabric_protos``). No Fabric SDK.
+
+A transaction (``invoke``):
+
+1. A ``SignedProposal`` is built: the creator is the site's
+   ``SerializedIdentity`` (MSP ID and certificate PEM), the nonce 24 random
+   bytes, the transaction ID ``hex(sha256(nonce + creator))``; the channel
+   header (``ENDORSER_TRANSACTION``) carries the timestamp the chaincode uses
+   as the transaction's time; the payload is the ``ChaincodeInvocationSpec``
+   with the function name and the arguments as strings.
+2. ``Gateway.Endorse`` collects endorsements as the endorsement policy asks
+   and returns the transaction envelope; its payload is signed.
+3. ``Gateway.Submit`` hands it to the ordering service.
+4. ``Gateway.CommitStatus`` (a signed request) waits until a block holding
+   it is validated. Only ``VALID`` counts; an ``MVCC_READ_CONFLICT`` (another
+   site changed the same record between endorsement and commit) is retried
+   with a new proposal, transparently.
+
+A query (``query``) is ``Gateway.Evaluate`` of the same kind of proposal.
+
+Signatures are ECDSA P-256 over SHA-256, DER encoded, with low S, as Fabric
+requires. Errors map onto the ``Ledger`` interface: a refusal by the contract
+(the chaincode's message starts with ``CODE: ``) raises ``ContractError`` with
+the same code as the embedded ledger; an unreachable peer or orderer raises
+``LedgerUnavailable``; anything else raises a ``FabricError`` naming the
+transaction and the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import re
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
+from google.protobuf import any_pb2, descriptor_pb2, descriptor_pool, message_factory, timestamp_pb2
+from google.protobuf.message import DecodeError
+
+from sn_service.ledger.base import ContractError, Ledger, LedgerUnavailable
+
+try:
+    from fabric_protos.common import common_pb2
+    from fabric_protos.gateway import gateway_pb2, gateway_pb2_grpc
+    from fabric_protos.msp import identities_pb2
+    from fabric_protos.peer import chaincode_pb2, proposal_pb2, proposal_response_pb2, transaction_pb2
+except ImportError as _exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "the Fabric ledger needs Fabric's protobuf messages: install them with "
+        "'pip install --no-deps hyperledger-fabric-protos==0.3.7.dev349689853811' "
+        f"(and grpcio, cryptography): {_exc}"
+    ) from _exc
+
+__all__ = [
+    "CONTRACT_ERROR_CODES",
+    "CommitError",
+    "EndorsementError",
+    "FabricError",
+    "FabricLedger",
+    "ProfileError",
+    "Signer",
+    "SiteProfile",
+    "TransactionConflict",
+    "build_proposal",
+    "chaincode_arg",
+    "fabric_identity",
+    "go_subject_string",
+    "load_profile",
+]
+
+log = logging.getLogger(__name__)
+
+#: Every error code of the swarm contract (``contract/README.md``).
+CONTRACT_ERROR_CODES = frozenset(
+    {
+        "INVALID_ARGUMENT",
+        "UNKNOWN_FUNCTION",
+        "TASK_NOT_FOUND",
+        "SPEC_MISMATCH",
+        "FINGERPRINT_MISMATCH",
+        "IDENTITY_MISMATCH",
+        "IDENTITY_IN_USE",
+        "NODE_NOT_REGISTERED",
+        "NODE_NOT_ACTIVE",
+        "TASK_DONE",
+        "ROUND_NOT_FOUND",
+        "WRONG_ROUND",
+        "ROUND_CLOSED",
+        "DUPLICATE_SUBMISSION",
+        "ROUND_NOT_OPEN",
+        "NOT_CLOSABLE",
+        "ROUND_NOT_CLOSED",
+        "NOT_LEADER",
+        "DEADLINE_NOT_PASSED",
+    }
+)
+# "CODE: text" anywhere in a message (the gateway wraps the chaincode's
+# message, e.g. "chaincode response 500, NOT_LEADER: ..."): the code must not
+# be glued to a preceding letter, digit or underscore.
+_CONTRACT_ERROR_RE = re.compile(
+    r"(?<![A-Za-z0-9_])(" + "|".join(sorted(CONTRACT_ERROR_CODES, key=len, reverse=True)) + r"): ?(.*)", re.DOTALL
+)
+
+PROFILE_FORMAT = "swarm-fabric-profile/1"
+NONCE_BYTES = 24
+IDENTITY_SEPARATOR = "::"
+
+# The order n of the P-256 group: a signature (r, s) with s > n/2 is replaced
+# by (r, n - s), which Fabric requires (it refuses high-S signatures).
+_P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+_P256_HALF_ORDER = _P256_ORDER >> 1
+
+# Validation codes after which the transaction is endorsed again and resubmitted.
+_RETRY_VALIDATION_CODES = frozenset({"MVCC_READ_CONFLICT", "PHANTOM_READ_CONFLICT"})
+# gRPC codes that mean "not reachable right now": the caller may retry.
+_UNAVAILABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+# Gateway and peer messages that mean a peer, orderer or chaincode server is not up (right now).
+_NO_PEERS_RE = re.compile(
+    r"due to unavailability of peers|no peers available|failed to find any endorsing peers|no orderer nodes available"
+    r"|could not launch chaincode|chaincode stream terminated"
+)
+# The endorsers disagreed (e.g. one peer had not yet committed the last block): endorsing again helps.
+_ENDORSEMENT_MISMATCH = "ProposalResponsePayloads do not match"
+
+
+# ---------------------------------------------------------------- errors
+
+
+class FabricError(Exception):
+    """A Fabric transaction or query failed for a reason other than the contract's refusal.
+
+    Attributes:
+        tx_id: the transaction ID (``""`` if no proposal was built).
+        fn: the chaincode function.
+        reason: what went wrong, as the gateway or peer said it.
+    """
+
+    def __init__(self, fn: str, tx_id: str, reason: str) -> None:
+        super().__init__(f"Fabric transaction {tx_id or '-'} ({fn}): {reason}")
+        self.fn = fn
+        self.tx_id = tx_id
+        self.reason = reason
+
+
+class EndorsementError(FabricError):
+    """The peers did not endorse the proposal (and the contract did not refuse it)."""
+
+
+class CommitError(FabricError):
+    """The transaction was ordered but the peers marked it invalid.
+
+    Attributes:
+        validation_code: the ``TxValidationCode`` name, e.g. ``ENDORSEMENT_POLICY_FAILURE``.
+    """
+
+    def __init__(self, fn: str, tx_id: str, validation_code: str) -> None:
+        super().__init__(fn, tx_id, f"committed as invalid: {validation_code}")
+        self.validation_code = validation_code
+
+
+class TransactionConflict(FabricError, LedgerUnavailable):
+    """Concurrent transactions kept invalidating this one (MVCC conflicts) after every retry.
+
+    It is a ``LedgerUnavailable`` too: trying again later is the right answer.
+    """
+
+
+class ProfileError(ValueError):
+    """The connection profile is missing, malformed, or names files that do not exist."""
+
+
+# ---------------------------------------------------------------- arguments
+
+
+def chaincode_arg(value: Any) -> bytes:
+    """One chaincode argument as the chaincode expects it (UTF-8 text).
+
+    ``str`` goes as it is; ``int`` as its decimal text; ``dict``/``list`` as
+    compact JSON text; ``bool``, ``float`` and ``None`` as their JSON text
+    (the chaincode then refuses them where an integer is due, with
+    ``INVALID_ARGUMENT``, as the embedded contract does).
+    """
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, bool) or value is None:
+        text = json.dumps(value)
+    elif isinstance(value, int):
+        text = str(value)
+    elif isinstance(value, float):
+        text = json.dumps(value)
+    elif isinstance(value, dict | list | tuple):
+        text = json.dumps(value, separators=(",", ":"), sort_keys=True, allow_nan=False)
+    else:
+        raise TypeError(f"cannot pass a {type(value).__name__} to the chaincode: use str, int or dict")
+    return text.encode("utf-8")
+
+
+# ---------------------------------------------------------------- identity
+
+_GO_ATTRIBUTE_NAMES = {
+    "2.5.4.6": "C",
+    "2.5.4.10": "O",
+    "2.5.4.11": "OU",
+    "2.5.4.3": "CN",
+    "2.5.4.5": "SERIALNUMBER",
+    "2.5.4.7": "L",
+    "2.5.4.8": "ST",
+    "2.5.4.9": "STREET",
+    "2.5.4.17": "POSTALCODE",
+}
+# Go's pkix.Name parses these into named fields and writes them, in this
+# order, after every other attribute (Name.ToRDNSequence).
+_GO_PARSED_ORDER = ("2.5.4.6", "2.5.4.8", "2.5.4.7", "2.5.4.9", "2.5.4.17", "2.5.4.10", "2.5.4.11")
+_GO_SINGLE_VALUED = ("2.5.4.3", "2.5.4.5")  # CommonName, SerialNumber: the last one wins
+_GO_PARSED = {*_GO_PARSED_ORDER, *_GO_SINGLE_VALUED}
+
+
+def _go_printable(ch: str) -> bool:
+    # encoding/asn1 isPrintable, with '*' and '&' rejected (as asn1.Marshal does).
+    return ch.isascii() and (ch.isalnum() or ch in " '()+,-./:=?")
+
+
+def _go_der_string(value: str) -> bytes:
+    # asn1.Marshal of a Go string: PrintableString if every character allows it, else UTF8String.
+    body = value.encode("utf-8")
+    tag = 0x13 if all(_go_printable(c) for c in value) else 0x0C
+    n = len(body)
+    if n < 0x80:
+        length = bytes([n])
+    else:
+        raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
+        length = bytes([0x80 | len(raw)]) + raw
+    return bytes([tag]) + length + body
+
+
+def _go_escape(value: str) -> str:
+    out = []
+    last = len(value) - 1
+    for i, ch in enumerate(value):
+        if ch in ',+"\\<>;' or (ch == " " and i in (0, last)) or (ch == "#" and i == 0):
+            out.append("\\")
+        out.append(ch)
+    return "".join(out)
+
+
+def go_subject_string(name: x509.Name) -> str:
+    """The DN exactly as Go's ``pkix.Name.String()`` writes a parsed certificate's subject.
+
+    That is what the chaincode binds a node to (``identity.go``): attributes
+    Go does not name come first in certificate order (so last in the
+    string), then C, ST, L, STREET, POSTALCODE, O, OU (each one multi-valued
+    RDN), CN and SERIALNUMBER (the last value of each); the sequence is
+    written in reverse, RDNs joined by ``,`` and values of one RDN by ``+``.
+    Unnamed attribute types are written as ``OID=#<hex of the value's DER>``.
+    """
+    flat = [(attr.oid.dotted_string, str(attr.value)) for rdn in name.rdns for attr in rdn]
+    rdns: list[list[tuple[str, str]]] = [[(oid, value)] for oid, value in flat if oid not in _GO_PARSED]
+    for oid in _GO_PARSED_ORDER:
+        values = [value for o, value in flat if o == oid]
+        if values:
+            rdns.append([(oid, value) for value in values])
+    for oid in _GO_SINGLE_VALUED:
+        values = [value for o, value in flat if o == oid]
+        if values and values[-1]:
+            rdns.append([(oid, values[-1])])
+
+    parts = []
+    for rdn in reversed(rdns):
+        atvs = []
+        for oid, value in rdn:
+            type_name = _GO_ATTRIBUTE_NAMES.get(oid)
+            if type_name is None:
+                atvs.append(f"{oid}=#{_go_der_string(value).hex()}")
+            else:
+                atvs.append(f"{type_name}={_go_escape(value)}")
+        parts.append("+".join(atvs))
+    return ",".join(parts)
+
+
+def fabric_identity(mspid: str, cert: x509.Certificate) -> str:
+    """The caller identity the chaincode sees: ``<MSPID>::<subject DN as Go writes it>``."""
+    return f"{mspid}{IDENTITY_SEPARATOR}{go_subject_string(cert.subject)}"
+
+
+# ---------------------------------------------------------------- signing
+
+
+class Signer:
+    """A site's Fabric identity: its MSP ID, certificate and private key.
+
+    Args:
+        mspid: the organisation's MSP ID, e.g. ``Org1MSP``.
+        cert_pem: the client certificate (PEM), sent as the creator.
+        key_pem: its private key (PEM, unencrypted; ECDSA on P-256).
+    """
+
+    def __init__(self, mspid: str, cert_pem: bytes, key_pem: bytes) -> None:
+        self.mspid = mspid
+        self.cert_pem = cert_pem
+        self.cert = x509.load_pem_x509_certificate(cert_pem)
+        key = serialization.load_pem_private_key(key_pem, password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
+            raise ValueError(f"the {mspid} client key must be an ECDSA P-256 key (got {type(key).__name__})")
+        if key.public_key().public_numbers() != self.cert.public_key().public_numbers():
+            raise ValueError(f"the {mspid} client key does not belong to its certificate")
+        self._key = key
+        #: The serialized ``SerializedIdentity``: the proposal's creator.
+        self.creator = identities_pb2.SerializedIdentity(mspid=mspid, id_bytes=cert_pem).SerializeToString()
+        #: ``<MSPID>::<subject>``, as the chaincode sees this identity.
+        self.identity = fabric_identity(mspid, self.cert)
+
+    def sign(self, data: bytes) -> bytes:
+        """ECDSA P-256 / SHA-256 signature of ``data``, DER encoded, with low S."""
+        r, s = decode_dss_signature(self._key.sign(data, ec.ECDSA(hashes.SHA256())))
+        if s > _P256_HALF_ORDER:
+            s = _P256_ORDER - s
+        return encode_dss_signature(r, s)
+
+    def public_key(self) -> ec.EllipticCurvePublicKey:
+        """The public key of the certificate (to verify signatures)."""
+        return self._key.public_key()
+
+
+# ---------------------------------------------------------------- messages
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A signed proposal and its transaction ID."""
+
+    tx_id: str
+    signed: proposal_pb2.SignedProposal
+
+
+def transaction_id(nonce: bytes, creator: bytes) -> str:
+    """Fabric's transaction ID: the hex SHA-256 of the nonce followed by the creator."""
+    return hashlib.sha256(nonce + creator).hexdigest()
+
+
+def build_proposal(
+    signer: Signer,
+    channel: str,
+    chaincode: str,
+    fn: str,
+    args: Sequence[Any],
+    nonce: bytes | None = None,
+    timestamp_ns: int | None = None,
+) -> Proposal:
+    """Builds and signs the proposal to run ``fn(*args)`` of ``chaincode`` on ``channel``."""
+    nonce = secrets.token_bytes(NONCE_BYTES) if nonce is None else nonce
+    tx_id = transaction_id(nonce, signer.creator)
+    ns = time.time_ns() if timestamp_ns is None else timestamp_ns
+    cc_id = chaincode_pb2.ChaincodeID(name=chaincode)
+    channel_header = common_pb2.ChannelHeader(
+        type=common_pb2.HeaderType.ENDORSER_TRANSACTION,
+        timestamp=timestamp_pb2.Timestamp(seconds=ns // 1_000_000_000, nanos=ns % 1_000_000_000),
+        channel_id=channel,
+        tx_id=tx_id,
+        epoch=0,
+        extension=proposal_pb2.ChaincodeHeaderExtension(chaincode_id=cc_id).SerializeToString(),
+    )
+    header = common_pb2.Header(
+        channel_header=channel_header.SerializeToString(),
+        signature_header=common_pb2.SignatureHeader(creator=signer.creator, nonce=nonce).SerializeToString(),
+    )
+    spec = chaincode_pb2.ChaincodeSpec(
+        chaincode_id=cc_id,
+        input=chaincode_pb2.ChaincodeInput(args=[fn.encode("utf-8"), *(chaincode_arg(a) for a in args)]),
+    )
+    payload = proposal_pb2.ChaincodeProposalPayload(
+        input=chaincode_pb2.ChaincodeInvocationSpec(chaincode_spec=spec).SerializeToString()
+    )
+    proposal_bytes = proposal_pb2.Proposal(
+        header=header.SerializeToString(), payload=payload.SerializeToString()
+    ).SerializeToString()
+    return Proposal(
+        tx_id, proposal_pb2.SignedProposal(proposal_bytes=proposal_bytes, signature=signer.sign(proposal_bytes))
+    )
+
+
+def envelope_result(envelope: common_pb2.Envelope) -> bytes:
+    """The chaincode's return value inside an endorsed transaction envelope.
+
+    Payload -> Transaction -> ChaincodeActionPayload -> ProposalResponsePayload.extension
+    -> ChaincodeAction.response.payload.
+    """
+    payload = common_pb2.Payload.FromString(envelope.payload)
+    transaction = transaction_pb2.Transaction.FromString(payload.data)
+    if not transaction.actions:
+        raise ValueError("the endorsed transaction has no action")
+    action_payload = transaction_pb2.ChaincodeActionPayload.FromString(transaction.actions[0].payload)
+    response_payload = proposal_response_pb2.ProposalResponsePayload.FromString(
+        action_payload.action.proposal_response_payload
+    )
+    action = proposal_pb2.ChaincodeAction.FromString(response_payload.extension)
+    return action.response.payload
+
+
+# google.rpc.Status, built here into a private pool so that neither
+# googleapis-common-protos nor grpcio-status is needed to read the gateway's
+# error details (trailer "grpc-status-details-bin").
+def _status_message_class() -> type:
+    pool = descriptor_pool.DescriptorPool()
+    pool.AddSerializedFile(any_pb2.DESCRIPTOR.serialized_pb)
+    fdp = descriptor_pb2.FileDescriptorProto(
+        name="swarm/rpc_status.proto", package="google.rpc", syntax="proto3", dependency=["google/protobuf/any.proto"]
+    )
+    msg = fdp.message_type.add(name="Status")
+    f = descriptor_pb2.FieldDescriptorProto
+    msg.field.add(name="code", number=1, type=f.TYPE_INT32, label=f.LABEL_OPTIONAL)
+    msg.field.add(name="message", number=2, type=f.TYPE_STRING, label=f.LABEL_OPTIONAL)
+    msg.field.add(
+        name="details", number=3, type=f.TYPE_MESSAGE, label=f.LABEL_REPEATED, type_name=".google.protobuf.Any"
+    )
+    pool.Add(fdp)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("google.rpc.Status"))
+
+
+_RpcStatus = _status_message_class()
+
+
+def rpc_error_details(error: grpc.RpcError) -> list[gateway_pb2.ErrorDetail]:
+    """The ``gateway.ErrorDetail`` messages (one per peer or orderer) attached to a gRPC error."""
+    trailers = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
+    details = []
+    for key, value in trailers or ():
+        if key != "grpc-status-details-bin":
+            continue
+        try:
+            status = _RpcStatus.FromString(value)
+        except DecodeError:
+            continue
+        for item in status.details:
+            if item.type_url.endswith("/gateway.ErrorDetail"):
+                try:
+                    details.append(gateway_pb2.ErrorDetail.FromString(item.value))
+                except DecodeError:
+                    continue
+    return details
+
+
+def _rpc_texts(error: grpc.RpcError) -> tuple[str, list[str]]:
+    # The gateway's own message, and each peer's "<msp> <address>: <message>".
+    message = error.details() if hasattr(error, "details") else str(error)
+    return message or "", [f"{d.msp_id or '?'} at {d.address or '?'}: {d.message}" for d in rpc_error_details(error)]
+
+
+def contract_error_in(texts: Sequence[str]) -> ContractError | None:
+    """The first contract refusal (``CODE: text``) found in ``texts``, if any."""
+    for text in texts:
+        m = _CONTRACT_ERROR_RE.search(text)
+        if m:
+            return ContractError(m.group(1), m.group(2).strip())
+    return None
+
+
+# ---------------------------------------------------------------- profile
+
+
+@dataclass(frozen=True)
+class SiteProfile:
+    """What one site needs to reach the ledger, read from the connection profile."""
+
+    site: str
+    channel: str
+    chaincode: str
+    mspid: str
+    gateway_address: str
+    tls_ca_cert: Path
+    server_name_override: str | None
+    client_cert: Path
+    client_key: Path
+
+
+def _get(obj: Any, key: str, where: str, kind: type = str) -> Any:
+    if not isinstance(obj, dict):
+        raise ProfileError(f"{where} must be a JSON object")
+    if key not in obj:
+        raise ProfileError(f"{where} has no {key!r}")
+    value = obj[key]
+    if not isinstance(value, kind) or (kind is str and not value):
+        raise ProfileError(f"{where}.{key} must be a non-empty {'string' if kind is str else kind.__name__}")
+    return value
+
+
+def load_profile(path: str | Path, site: str) -> SiteProfile:
+    """Reads ``site``'s settings from the connection profile of ``scripts/start_network.sh``.
+
+    The profile (``swarm-fabric-profile/1``, see ``fabric-network/README.md``)
+    holds ``channel``, ``chaincode`` and ``sites.<site>`` with ``mspid``,
+    ``peer.gateway_address``, ``peer.tls_ca_cert``, optional
+    ``peer.ssl_target_name_override``, and ``client.cert`` / ``client.key``.
+    Relative file paths are taken from the profile's folder. Every missing
+    key or file is reported by name (``ProfileError``).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ProfileError(
+            f"no Fabric connection profile at {path}: start the network with scripts/start_network.sh"
+        ) from None
+    except OSError as exc:
+        raise ProfileError(f"cannot read the Fabric connection profile {path}: {exc}") from exc
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ProfileError(f"the Fabric connection profile {path} is not valid JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise ProfileError(f"the Fabric connection profile {path} must be a JSON object")
+    fmt = doc.get("format")
+    if fmt is not None and fmt != PROFILE_FORMAT:
+        raise ProfileError(f"{path}: profile format {fmt!r} is not supported (expected {PROFILE_FORMAT!r})")
+
+    where = str(path)
+    channel = _get(doc, "channel", where)
+    chaincode = _get(doc, "chaincode", where)
+    sites = _get(doc, "sites", where, dict)
+    if site not in sites:
+        known = ", ".join(sorted(sites)) or "none"
+        raise ProfileError(f"{path}: no site {site!r} in 'sites' (the profile has: {known})")
+    entry = sites[site]
+    where = f"{path}: sites.{site}"
+    mspid = _get(entry, "mspid", where)
+    peer = _get(entry, "peer", where, dict)
+    client = _get(entry, "client", where, dict)
+    override = peer.get("ssl_target_name_override")
+    if override is not None and (not isinstance(override, str) or not override):
+        raise ProfileError(f"{where}.peer.ssl_target_name_override must be a non-empty string")
+
+    def file(section: dict, key: str, sub: str) -> Path:
+        p = Path(_get(section, key, f"{where}.{sub}"))
+        if not p.is_absolute():
+            p = path.parent / p
+        if not p.is_file():
+            raise ProfileError(f"{where}.{sub}.{key}: no such file {p}")
+        return p
+
+    return SiteProfile(
+        site=site,
+        channel=channel,
+        chaincode=chaincode,
+        mspid=mspid,
+        gateway_address=_get(peer, "gateway_address", f"{where}.peer"),
+        tls_ca_cert=file(peer, "tls_ca_cert", "peer"),
+        server_name_override=override,
+        client_cert=file(client, "cert", "client"),
+        client_key=file(client, "key", "client"),
+    )
+
+
+# ---------------------------------------------------------------- the ledger
+
+
+class FabricLedger(Ledger):
+    """The swarm contract on a Fabric channel, through one peer's Gateway service.
+
+    Args:
+        gateway_address: the peer's ``host:port`` (its Gateway service).
+        channel: the channel name.
+        chaincode: the chaincode name.
+        signer: the site's identity (certificate and key) that signs every call.
+        tls_ca_pem: the CA certificate(s) of the peer's TLS server certificate (PEM).
+        server_name_override: the host name the peer's TLS certificate is issued to,
+            when it differs from the address's host (e.g. ``peer0.org1.example.com``).
+        endorse_timeout_s, submit_timeout_s, commit_timeout_s, evaluate_timeout_s:
+            deadlines of the gRPC calls.
+        conflict_retries: how often a transaction is endorsed again after an
+            MVCC conflict or endorsers that disagreed, before ``TransactionConflict``.
+    """
+
+    def __init__(
+        self,
+        gateway_address: str,
+        channel: str,
+        chaincode: str,
+        signer: Signer,
+        tls_ca_pem: bytes | None,
+        server_name_override: str | None = None,
+        endorse_timeout_s: float = 30.0,
+        submit_timeout_s: float = 30.0,
+        commit_timeout_s: float = 60.0,
+        evaluate_timeout_s: float = 30.0,
+        conflict_retries: int = 8,
+    ) -> None:
+        self.gateway_address = gateway_address
+        self.channel = channel
+        self.chaincode = chaincode
+        self.signer = signer
+        self.identity = signer.identity
+        self.endorse_timeout_s = endorse_timeout_s
+        self.submit_timeout_s = submit_timeout_s
+        self.commit_timeout_s = commit_timeout_s
+        self.evaluate_timeout_s = evaluate_timeout_s
+        self.conflict_retries = conflict_retries
+        options: list[tuple[str, Any]] = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+        if tls_ca_pem is None:
+            self._channel = grpc.insecure_channel(gateway_address, options=options)
+        else:
+            if server_name_override:
+                options += [
+                    ("grpc.ssl_target_name_override", server_name_override),
+                    ("grpc.default_authority", server_name_override),
+                ]
+            credentials = grpc.ssl_channel_credentials(root_certificates=tls_ca_pem)
+            self._channel = grpc.secure_channel(gateway_address, credentials, options=options)
+        self._gateway = gateway_pb2_grpc.GatewayStub(self._channel)
+
+    @classmethod
+    def from_profile(cls, path: str | Path, site: str, **options: Any) -> FabricLedger:
+        """Connects as ``site`` with the settings of a connection profile (see ``load_profile``)."""
+        p = load_profile(path, site)
+        try:
+            signer = Signer(p.mspid, p.client_cert.read_bytes(), p.client_key.read_bytes())
+        except ValueError as exc:
+            raise ProfileError(f"{path}: sites.{site}.client ({p.client_cert}, {p.client_key}): {exc}") from exc
+        return cls(
+            p.gateway_address,
+            p.channel,
+            p.chaincode,
+            signer,
+            p.tls_ca_cert.read_bytes(),
+            p.server_name_override,
+            **options,
+        )
+
+    # ------------------------------------------------------------ errors
+
+    def _raise_rpc(self, exc: grpc.RpcError, step: str, fn: str, tx_id: str) -> NoReturn:
+        message, peers = _rpc_texts(exc)
+        refusal = contract_error_in([*peers, message])
+        if refusal is not None:
+            raise refusal from exc
+        code = exc.code() if hasattr(exc, "code") else None
+        reason = f"{step} failed ({code.name if code else 'unknown status'}): {message}"
+        if peers:
+            reason += " [" + "; ".join(peers) + "]"
+        if code in _UNAVAILABLE_CODES or _NO_PEERS_RE.search(message + " " + " ".join(peers)):
+            raise LedgerUnavailable(
+                f"Fabric gateway {self.gateway_address}: transaction {tx_id} ({fn}): {reason}"
+            ) from exc
+        if step == "endorse" and any(_ENDORSEMENT_MISMATCH in t for t in (message, *peers)):
+            raise TransactionConflict(fn, tx_id, reason) from exc
+        if step in ("endorse", "evaluate"):
+            raise EndorsementError(fn, tx_id, reason) from exc
+        raise FabricError(fn, tx_id, reason) from exc
+
+    # ------------------------------------------------------------ calls
+
+    def _proposal(self, fn: str, args: Sequence[Any]) -> Proposal:
+        return build_proposal(self.signer, self.channel, self.chaincode, fn, args)
+
+    def _submit_once(self, fn: str, args: Sequence[Any]) -> tuple[str, bytes]:
+        """Endorse, Submit and wait for the commit; returns the transaction ID and the chaincode's result."""
+        proposal = self._proposal(fn, args)
+        tx_id = proposal.tx_id
+        try:
+            endorsed = self._gateway.Endorse(
+                gateway_pb2.EndorseRequest(
+                    transaction_id=tx_id, channel_id=self.channel, proposed_transaction=proposal.signed
+                ),
+                timeout=self.endorse_timeout_s,
+            )
+        except grpc.RpcError as exc:
+            self._raise_rpc(exc, "endorse", fn, tx_id)
+        envelope = endorsed.prepared_transaction
+        try:
+            result = envelope_result(envelope)
+        except (DecodeError, ValueError) as exc:
+            raise EndorsementError(fn, tx_id, f"cannot read the endorsed transaction: {exc}") from exc
+        envelope.signature = self.signer.sign(envelope.payload)
+        try:
+            self._gateway.Submit(
+                gateway_pb2.SubmitRequest(transaction_id=tx_id, channel_id=self.channel, prepared_transaction=envelope),
+                timeout=self.submit_timeout_s,
+            )
+        except grpc.RpcError as exc:
+            self._raise_rpc(exc, "submit", fn, tx_id)
+        request = gateway_pb2.CommitStatusRequest(
+            transaction_id=tx_id, channel_id=self.channel, identity=self.signer.creator
+        ).SerializeToString()
+        try:
+            status = self._gateway.CommitStatus(
+                gateway_pb2.SignedCommitStatusRequest(request=request, signature=self.signer.sign(request)),
+                timeout=self.commit_timeout_s,
+            )
+        except grpc.RpcError as exc:
+            self._raise_rpc(exc, "commit status", fn, tx_id)
+        code = transaction_pb2.TxValidationCode.Name(status.result)
+        if code in _RETRY_VALIDATION_CODES:
+            raise TransactionConflict(fn, tx_id, f"committed as invalid: {code}")
+        if code != "VALID":
+            raise CommitError(fn, tx_id, code)
+        return tx_id, result
+
+    def invoke(self, fn: str, *args: Any) -> dict:
+        """Submits ``fn(*args)`` and waits until it is committed VALID; returns the chaincode's result.
+
+        A transaction invalidated by a concurrent one (``MVCC_READ_CONFLICT``)
+        or whose endorsers disagreed is endorsed again, up to
+        ``conflict_retries`` times, with a short random back-off.
+        """
+        attempt = 0
+        while True:
+            try:
+                return self._parse(fn, *self._submit_once(fn, args))
+            except TransactionConflict as exc:
+                if attempt >= self.conflict_retries:
+                    raise
+                delay = random.uniform(0, min(1.0, 0.05 * 2**attempt))
+                log.debug("%s; endorsing again in %.3f s (retry %d)", exc, delay, attempt + 1)
+                attempt += 1
+                time.sleep(delay)
+
+    def query(self, fn: str, *args: Any) -> dict:
+        """Evaluates ``fn(*args)`` on a peer (nothing is written) and returns the chaincode's result."""
+        proposal = self._proposal(fn, args)
+        try:
+            response = self._gateway.Evaluate(
+                gateway_pb2.EvaluateRequest(
+                    transaction_id=proposal.tx_id, channel_id=self.channel, proposed_transaction=proposal.signed
+                ),
+                timeout=self.evaluate_timeout_s,
+            )
+        except grpc.RpcError as exc:
+            self._raise_rpc(exc, "evaluate", fn, proposal.tx_id)
+        result = response.result
+        if not 200 <= result.status < 400:
+            refusal = contract_error_in([result.message])
+            if refusal is not None:
+                raise refusal
+            raise EndorsementError(fn, proposal.tx_id, f"evaluate returned status {result.status}: {result.message}")
+        return self._parse(fn, proposal.tx_id, result.payload)
+
+    @staticmethod
+    def _parse(fn: str, tx_id: str, payload: bytes) -> dict:
+        try:
+            value = json.loads(payload)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise FabricError(fn, tx_id, f"the chaincode's result is not JSON: {payload[:200]!r}") from exc
+        if not isinstance(value, dict):
+            raise FabricError(fn, tx_id, f"the chaincode's result is not a JSON object: {payload[:200]!r}")
+        return value
+
+    def close(self) -> None:
+        """Closes the gRPC channel to the peer."""
+        self._channel.close()
