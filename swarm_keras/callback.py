@@ -173,6 +173,11 @@ class SwarmCallback(keras.callbacks.Callback):
         self.rounds_synced = 0
         self.sync_seconds: list[float] = []
 
+    @property
+    def sync_interval(self) -> int:
+        """Batches between syncs now: ``syncFrequency``, or what adaptive sync made of it."""
+        return self._interval
+
     # ------------------------------------------------------------------ helpers
 
     def _spec(self) -> dict:

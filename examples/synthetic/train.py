@@ -38,7 +38,7 @@ def site_data(stream: int, n: int, features: int, seed: int, shift: float) -> tu
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--epochs", default="3", help="epochs, or one number per site: 2,4,4")
     p.add_argument("--samples", type=int, default=640, help="training samples per site")
     p.add_argument("--features", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=32)
@@ -46,10 +46,15 @@ def main() -> None:
     p.add_argument("--min-peers", type=int, default=3)
     p.add_argument("--merge-method", default="mean")
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--checkin", default="snapshot", choices=["inactive", "snapshot", "active"])
+    p.add_argument("--max-rounds", type=int, default=0)
+    p.add_argument("--adaptive-sync", action="store_true", help="adapt the sync interval to a validation loss")
     args = p.parse_args()
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     index = int(os.environ.get("SWARM_SITE_INDEX", "0"))
+    epochs_per_site = [int(e) for e in args.epochs.split(",")]
+    epochs = epochs_per_site[min(index, len(epochs_per_site) - 1)]
     out = Path(os.environ.get("SWARM_OUTPUT_DIR", "."))
     keras.utils.set_random_seed(args.seed + index)  # different initial weights at every site
 
@@ -64,15 +69,20 @@ def main() -> None:
         ]
     )
     model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="binary_crossentropy", metrics=["accuracy"])
+    x_val, y_val = site_data(500 + index, 256, args.features, args.seed, shift=(index - 1) * 2.0)
     swarm = SwarmCallback(
         syncFrequency=args.sync_frequency,
         minPeers=args.min_peers,
         mergeMethod=args.merge_method,
+        checkinModelOnTrainEnd=args.checkin,
+        useAdaptiveSync=args.adaptive_sync,
+        adsValData=(x_val, y_val) if args.adaptive_sync else None,
+        maxRounds=args.max_rounds,
         quorumWaitSeconds=30,
         leaderTimeoutSeconds=20,
     )
     swarm.logger.setLevel(logging.INFO)
-    model.fit(x, y, epochs=args.epochs, batch_size=args.batch_size, callbacks=[swarm], verbose=0)
+    history = model.fit(x, y, epochs=epochs, batch_size=args.batch_size, callbacks=[swarm], verbose=0)
 
     loss, acc = model.evaluate(x_test, y_test, verbose=0)
     (out / "final.safetensors").write_bytes(to_bytes(model.get_weights()))
@@ -80,6 +90,8 @@ def main() -> None:
         "test_accuracy": float(acc),
         "test_loss": float(loss),
         "rounds": swarm.rounds_synced,
+        "epochs_run": len(history.history.get("loss", [])),
+        "sync_interval": swarm.sync_interval,
         "median_sync_s": float(np.median(swarm.sync_seconds)) if swarm.sync_seconds else None,
     }
     (out / "result.json").write_text(json.dumps(result))

@@ -111,3 +111,18 @@ def test_fit_fails_with_a_clear_error_when_no_service_runs(monkeypatch):
     x = np.zeros((8, 3), np.float32)
     with pytest.raises(RuntimeError, match="could not join swarm task"):
         _model().fit(x, np.zeros(8), epochs=1, verbose=0, callbacks=[cb])
+
+
+def test_adaptive_sync_widens_on_plateaus_and_narrows_when_a_merge_hurts(monkeypatch):
+    x = np.zeros((4, 3), np.float32)
+    cb = SwarmCallback(syncFrequency=8, minPeers=1, useAdaptiveSync=True, adsValData=(x, np.zeros(4)))
+    model = _model()
+    cb.set_model(model)
+    losses = iter([1.0, 0.5, 0.499, 0.4985, 0.498, 0.497, 0.6, 0.7, 0.8])
+    monkeypatch.setattr(model, "evaluate", lambda *a, **k: next(losses))
+    seen = []
+    for _ in range(9):
+        cb._adapt_interval()
+        seen.append(cb.sync_interval)
+    # first: no reference; 0.5 improves 50 %: keep; then plateaus double up to 4x; worse losses halve back.
+    assert seen == [8, 8, 16, 32, 32, 32, 16, 8, 8]

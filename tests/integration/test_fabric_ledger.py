@@ -1,0 +1,371 @@
+"""The Fabric ledger against a real Fabric network running the real swarm chaincode.
+
+The network comes from ``scripts/start_network.sh``. In order of preference:
+
+1. ``SWARM_FABRIC_PROFILE=/path/to/connection.json``: that network, as it is;
+2. ``.fabric/connection.json`` of a network already up: used, left running;
+3. otherwise a private network is started for this module (its own folder
+   and ports, so a developer's network is never touched) and stopped after.
+
+Without the Fabric toolchain (the commands built by ``scripts/install_fabric.sh``
+and Go for the chaincode) the tests are skipped, saying why; with
+``SWARM_REQUIRE_FABRIC=1`` they fail instead (and a missing toolchain is built).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from sn_service.contract import ContractError
+from sn_service.ledger.base import LedgerUnavailable
+
+pytestmark = [pytest.mark.fabric, pytest.mark.timeout(1500)]
+
+REPO = Path(__file__).resolve().parents[2]
+SITES = ("site-a", "site-b", "site-c")
+REQUIRED = os.environ.get("SWARM_REQUIRE_FABRIC") == "1"
+LAYOUT = "f32[4,2];f32[2]"
+FABRIC_COMMANDS = ("peer", "orderer", "configtxgen", "cryptogen", "osnadmin")
+
+
+def _unavailable(reason: str) -> None:
+    """Skips, or fails when SWARM_REQUIRE_FABRIC=1."""
+    if REQUIRED:
+        pytest.fail(f"SWARM_REQUIRE_FABRIC=1 but {reason}", pytrace=False)
+    pytest.skip(f"{reason} (set SWARM_REQUIRE_FABRIC=1 to make this a failure)")
+
+
+def _go() -> str | None:
+    if shutil.which("go"):
+        return shutil.which("go")
+    return "/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").exists() else None
+
+
+def _toolchain_missing() -> str | None:
+    try:
+        import fabric_protos  # noqa: F401
+        import grpc  # noqa: F401
+    except ImportError as exc:
+        return f"the Fabric client's Python packages are missing ({exc})"
+    if _go() is None:
+        return "no Go toolchain (needed to build the chaincode and the Fabric commands)"
+    tools = Path(os.environ.get("FABRIC_TOOLS_DIR", REPO / ".tools" / "fabric")) / "bin"
+    missing = [c for c in FABRIC_COMMANDS if not (tools / c).is_file()]
+    if missing and not REQUIRED:  # building them takes minutes: only when asked to
+        return f"the Fabric commands are not built ({', '.join(missing)} missing in {tools}: scripts/install_fabric.sh)"
+    return None
+
+
+def _ledgers(profile: Path, **options) -> dict:
+    from sn_service.ledger.fabric import FabricLedger
+
+    return {site: FabricLedger.from_profile(profile, site, **options) for site in SITES}
+
+
+def _serving(profile: Path) -> str | None:
+    """None when the network of ``profile`` answers a query through every site's peer, else why not."""
+    try:
+        ledgers = _ledgers(profile, evaluate_timeout_s=10)
+    except Exception as exc:
+        return f"{profile}: {exc}"
+    try:
+        for site, ledger in ledgers.items():
+            try:
+                ledger.get_task("no-such-task-" + uuid.uuid4().hex[:8])
+            except ContractError as exc:
+                if exc.code != "TASK_NOT_FOUND":
+                    return f"{site}: unexpected {exc}"
+            except Exception as exc:
+                return f"{site}: {exc}"
+        return None
+    finally:
+        for ledger in ledgers.values():
+            ledger.close()
+
+
+def _free_port_block(size: int = 50) -> int:
+    """A base port with ``size`` free ports above it on 127.0.0.1."""
+    for base in range(21050, 60000, 1000):
+        free = True
+        for port in range(base, base + size):
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    free = False
+                    break
+        if free:
+            return base
+    raise RuntimeError("no free block of ports on 127.0.0.1")
+
+
+@pytest.fixture(scope="module")
+def profile(tmp_path_factory) -> Path:
+    """The connection profile of a running network (see the module's docstring)."""
+    given = os.environ.get("SWARM_FABRIC_PROFILE")
+    if given:
+        reason = _serving(Path(given))
+        if reason:
+            _unavailable(f"SWARM_FABRIC_PROFILE={given}: the network does not answer: {reason}")
+        yield Path(given)
+        return
+    default = REPO / ".fabric" / "connection.json"
+    if default.is_file() and _serving(default) is None:
+        yield default  # a developer's network: used as it is, never stopped here
+        return
+    missing = _toolchain_missing()
+    if missing:
+        _unavailable(f"no Fabric network is running and {missing}")
+
+    home = tmp_path_factory.mktemp("fabric-home")
+    env = {
+        **os.environ,
+        "FABRIC_HOME": str(home),
+        "FABRIC_PORT_BASE": str(_free_port_block()),
+        "SITE_NAMES": ",".join(SITES),
+    }
+    log = home.parent / "start_network.log"
+    started = time.monotonic()
+    with log.open("w") as out:
+        proc = subprocess.run(
+            ["bash", str(REPO / "scripts" / "start_network.sh")],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=1200,
+            check=False,
+        )
+    try:
+        text = log.read_text(errors="replace")
+        if proc.returncode != 0:
+            _unavailable(f"scripts/start_network.sh failed (exit {proc.returncode}):\n{text[-4000:]}")
+        path = home / "connection.json"
+        reason = _serving(path)
+        if reason:
+            _unavailable(f"the network started by scripts/start_network.sh does not answer: {reason}\n{text[-2000:]}")
+        print(f"started a private Fabric network in {home} in {time.monotonic() - started:.1f} s")
+        yield path
+    finally:
+        subprocess.run(
+            ["bash", str(REPO / "scripts" / "stop_network.sh"), "--clean"],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+
+
+@pytest.fixture(scope="module")
+def ledgers(profile):
+    """One FabricLedger per site, each with its own organisation's identity."""
+    led = _ledgers(profile)
+    yield led
+    for ledger in led.values():
+        ledger.close()
+
+
+def _spec(**kw) -> dict:
+    spec = {
+        "fingerprint": hashlib.sha256(LAYOUT.encode()).hexdigest(),
+        "layout": LAYOUT,
+        "min_peers": 3,
+        "merge_method": "mean",
+        "quorum_wait_ms": 600_000,
+        "leader_timeout_ms": 600_000,
+        "max_rounds": 0,
+    }
+    spec.update(kw)
+    return spec
+
+
+def _eventually(check, timeout_s: float = 20.0):
+    """``check()``'s value once it stops failing.
+
+    Each site reads through its own peer, and a peer commits a block a few
+    milliseconds after another: what one site just committed, another site
+    sees only then (exactly as a site of a real swarm would).
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return check()
+        except (AssertionError, ContractError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def _seen_by_all(ledgers: dict, task: str, check) -> None:
+    """Waits until every site's peer shows a task record for which ``check(record)`` holds."""
+    for ledger in ledgers.values():
+
+        def one(ledger=ledger) -> None:
+            assert check(ledger.get_task(task))
+
+        _eventually(one)
+
+
+def _check(ok: bool) -> None:
+    assert ok
+
+
+def _task() -> str:
+    return "it-" + uuid.uuid4().hex[:16]
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_identity_matches_what_the_chaincode_sees(ledgers):
+    """InitTask records its caller: the chaincode's identity string must equal ours, for every org."""
+    for site, ledger in ledgers.items():
+        task = _task()
+        before = int(time.time() * 1000)
+        record = ledger.init_task(task, _spec())
+        assert record["created_by"] == ledger.identity, site
+        assert ledger.identity.startswith(f"Org{SITES.index(site) + 1}MSP::CN=User1@org")
+        # The transaction time is the proposal's timestamp (this machine's clock).
+        assert before - 1000 <= record["created_ms"] <= int(time.time() * 1000) + 1000
+
+
+def test_init_register_get_task(ledgers):
+    a, b = ledgers["site-a"], ledgers["site-b"]
+    task, spec = _task(), _spec()
+    created = a.init_task(task, spec)
+    assert created["task"] == task and created["spec"] == spec and created["current_round"] == 0
+    assert created["status"] == "open" and created["nodes"] == {}
+    # The same spec again: a no-op returning the task; another spec: SPEC_MISMATCH.
+    assert b.init_task(task, dict(spec)) == created
+    with pytest.raises(ContractError) as err:
+        b.init_task(task, _spec(min_peers=2))
+    assert err.value.code == "SPEC_MISMATCH"
+
+    _seen_by_all(ledgers, task, lambda rec: rec["spec"] == spec)
+    for site, ledger in ledgers.items():
+        if site == "site-c":
+            _seen_by_all(ledgers, task, lambda rec: {"site-a", "site-b"} <= set(rec["nodes"]))
+            with pytest.raises(ContractError) as err:
+                ledger.register(task, "site-a", "https://c", spec["fingerprint"])  # another org's node
+            assert err.value.code == "IDENTITY_MISMATCH"
+        record = ledger.register(task, site, f"https://{site}.example:9443", spec["fingerprint"])
+        node = record["nodes"][site]
+        assert node["identity"] == ledger.identity and node["status"] == "active"
+    _seen_by_all(ledgers, task, lambda rec: sorted(rec["nodes"]) == list(SITES))
+    seen = b.get_task(task)
+    assert {n: v["identity"] for n, v in seen["nodes"].items()} == {s: ledgers[s].identity for s in SITES}
+
+    # Contract refusals arrive with the embedded ledger's codes.
+    with pytest.raises(ContractError) as err:
+        a.register(task, "site-z", "https://z", spec["fingerprint"])  # one identity, one node
+    assert err.value.code == "IDENTITY_IN_USE"
+    with pytest.raises(ContractError) as err:
+        a.register(task, "site-a", "https://a", _sha("other model"))
+    assert err.value.code == "FINGERPRINT_MISMATCH"
+    with pytest.raises(ContractError) as err:
+        a.get_task(_task())
+    assert err.value.code == "TASK_NOT_FOUND"
+    with pytest.raises(ContractError) as err:
+        a.invoke("NoSuchFunction", task)
+    assert err.value.code == "UNKNOWN_FUNCTION"
+    assert b.get_task(task) == seen  # refusals wrote nothing
+
+
+def test_concurrent_round_over_three_orgs(ledgers):
+    """Three sites write the same task record at once (MVCC conflicts are retried), then close and publish."""
+    task, spec = _task(), _spec()
+    ledgers["site-a"].init_task(task, spec)
+    _seen_by_all(ledgers, task, lambda rec: rec["spec"] == spec)
+    for site, ledger in ledgers.items():
+        ledger.register(task, site, f"https://{site}", spec["fingerprint"])
+    _seen_by_all(ledgers, task, lambda rec: sorted(rec["nodes"]) == list(SITES))
+
+    results: dict[str, object] = {}
+
+    def submit(site: str) -> None:
+        try:
+            results[site] = ledgers[site].submit(task, 0, site, _sha(site), 10 + SITES.index(site))
+        except Exception as exc:  # reported below
+            results[site] = exc
+
+    threads = [threading.Thread(target=submit, args=(s,)) for s in SITES]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    errors = {s: r for s, r in results.items() if isinstance(r, Exception)}
+    assert not errors, errors
+    expected = {s: (_sha(s), 10 + SITES.index(s)) for s in SITES}
+
+    def all_submitted(ledger) -> dict:
+        rec = ledger.get_round(task, 0)
+        assert {n: (s["sha256"], s["weight"]) for n, s in rec["submissions"].items()} == expected
+        return rec
+
+    round0 = [_eventually(lambda led=led: all_submitted(led)) for led in ledgers.values()][1]
+    # Same hash again: idempotent; another hash: DUPLICATE_SUBMISSION.
+    assert ledgers["site-a"].submit(task, 0, "site-a", _sha("site-a"), 10)["submissions"] == round0["submissions"]
+    with pytest.raises(ContractError) as err:
+        ledgers["site-a"].submit(task, 0, "site-a", _sha("something else"), 10)
+    assert err.value.code == "DUPLICATE_SUBMISSION"
+
+    closed = ledgers["site-c"].close_round(task, 0)
+    assert closed["status"] == "closed" and sorted(closed["contributors"]) == list(SITES)
+    leader = closed["contributors"][closed["leader_index"]]
+    other = next(s for s in SITES if s != leader)
+    for led in ledgers.values():
+        _eventually(lambda led=led: _check(led.get_round(task, 0)["status"] == "closed"))
+    with pytest.raises(ContractError) as err:
+        ledgers[other].publish(task, 0, other, _sha("merged"))
+    assert err.value.code == "NOT_LEADER"
+    ledgers[leader].publish(task, 0, leader, _sha("merged"))
+    _seen_by_all(ledgers, task, lambda rec: rec["current_round"] == 1)
+    record = ledgers["site-a"].get_task(task)
+    assert record["current_round"] == 1
+    assert record["latest_merged"] == {"round": 0, "sha256": _sha("merged"), "node": leader}
+    history = ledgers["site-b"].get_history(task)
+    assert [r["round"] for r in history["rounds"]] == [0] and history["rounds"][0]["status"] == "done"
+
+
+def test_unreachable_peer_is_ledger_unavailable(profile):
+    from sn_service.ledger.fabric import FabricLedger, load_profile
+
+    site = load_profile(profile, "site-a")
+    ledger = FabricLedger.from_profile(profile, "site-a", evaluate_timeout_s=2, endorse_timeout_s=2)
+    ledger.close()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dead = FabricLedger(
+        f"127.0.0.1:{port}",
+        site.channel,
+        site.chaincode,
+        ledger.signer,
+        site.tls_ca_cert.read_bytes(),
+        site.server_name_override,
+        evaluate_timeout_s=2,
+        endorse_timeout_s=2,
+    )
+    try:
+        with pytest.raises(LedgerUnavailable):
+            dead.get_task("t")
+    finally:
+        dead.close()
+
+
+def test_profile_names_every_site(profile):
+    doc = json.loads(Path(profile).read_text())
+    assert set(SITES) <= set(doc["sites"])
