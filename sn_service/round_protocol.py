@@ -11,7 +11,6 @@ has a deadline and reports what it waits for and on whom.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from sn_service import contract
 from sn_service.blob_store import BlobStore
 from sn_service.ledger.base import ContractError, Ledger, LedgerUnavailable
 from sn_service.merge import merge
+from sn_service.metrics import ServiceMetrics
 from sn_service.peer_client import BlobFetchError, PeerClient
 from swarm_keras import serialization
 
@@ -89,6 +89,7 @@ class RoundDriver:
         poll_s: float = 0.02,
         log_every_s: float = 5.0,
         ledger_retry_s: float = 60.0,
+        metrics: ServiceMetrics | None = None,
     ) -> None:
         self.site = site
         self.ledger = ledger
@@ -98,9 +99,8 @@ class RoundDriver:
         self.log_every_s = log_every_s
         self.ledger_retry_s = ledger_retry_s
         self.log = logging.LoggerAdapter(log, {"site": site})
-        self.on_round_merged: Callable[[dict, float], None] | None = None
+        self.metrics = metrics or ServiceMetrics(site)
         self.rejected_blobs: list[dict] = []
-        self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ ledger
 
@@ -164,10 +164,12 @@ class RoundDriver:
                     continue
                 try:
                     data = self.peers.fetch(nodes[node]["endpoint"], sha256, limit)
+                    self.metrics.bytes_received.inc(len(data))
                     serialization.from_bytes(data, layout)
                     self.store.put(data)
                     return data
                 except (BlobFetchError, serialization.WeightsFormatError) as exc:
+                    self._count_rejection(exc)
                     errors.append(f"{node}: {exc}")
             time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
         raise SyncFailed(f"could not fetch merged model {sha256[:12]}...: " + "; ".join(errors[-len(order) :]))
@@ -239,6 +241,7 @@ class RoundDriver:
             status = rnd["status"]
             if status == "done":
                 data = self.fetch_merged(rec, rnd["merged_sha256"], rnd["published_by"], deadline)
+                self.metrics.rounds_completed.inc()
                 self.log.info(
                     "round %d: merged %s... by %s loaded (%d contributors)",
                     round_no,
@@ -269,6 +272,7 @@ class RoundDriver:
                 if now_ms() >= rnd["leader_deadline_ms"]:
                     try:
                         after = self._ledger(self.ledger.failover, deadline, task, round_no)
+                        self.metrics.failovers.inc()
                         self.log.warning(
                             "round %d: leader %s missed its deadline; %s leads now",
                             round_no,
@@ -333,10 +337,12 @@ class RoundDriver:
                     data = self.store.get(sub["sha256"])
                 else:
                     data = self.peers.fetch(rec["nodes"][node]["endpoint"], sub["sha256"], limit)
+                    self.metrics.bytes_received.inc(len(data))
                 arrays = serialization.from_bytes(data, layout)
                 self.store.put(data)
                 del data
             except (BlobFetchError, serialization.WeightsFormatError, ValueError) as exc:
+                self._count_rejection(exc)
                 self.rejected_blobs.append({"round": round_no, "node": node, "reason": str(exc)})
                 self.log.error("round %d: contribution of %s rejected: %s", round_no, node, exc)
                 continue
@@ -373,8 +379,15 @@ class RoundDriver:
             elapsed,
             merged_sha[:12],
         )
-        if self.on_round_merged is not None:
-            self.on_round_merged(rnd, elapsed)
+        self.metrics.rounds_led.inc()
+        self.metrics.merge_seconds.observe(elapsed)
+
+    def _count_rejection(self, exc: Exception) -> None:
+        if isinstance(exc, BlobFetchError):
+            reason = "tampered" if exc.tampered else "unreachable"
+        else:
+            reason = getattr(exc, "code", "invalid").lower()
+        self.metrics.rejected_blobs.labels(reason=reason).inc()
 
 
 class StackedModels:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from sn_service.blob_store import BlobStore
 from sn_service.ledger.base import ContractError, Ledger
+from sn_service.metrics import ServiceMetrics
 from sn_service.peer_client import PeerClient
 from sn_service.round_protocol import RoundDriver, SyncFailed, SyncResult, WaitState
 from swarm_keras import serialization
@@ -90,18 +91,14 @@ class SwarmNetworkService:
         self.store = store
         self.endpoint = endpoint
         self.sync_timeout_s = sync_timeout_s
-        self.driver = RoundDriver(site, ledger, store, peers, poll_s=poll_s)
+        self.metrics = ServiceMetrics(site)
+        self.driver = RoundDriver(site, ledger, store, peers, poll_s=poll_s, metrics=self.metrics)
         self.tasks: dict[str, TaskState] = {}
         self.jobs: dict[str, SyncJob] = {}
         self.started = time.time()
-        self.counters = {"syncs_completed": 0, "syncs_failed": 0, "rounds_led": 0, "bytes_received": 0}
-        self.driver.on_round_merged = self._on_round_merged
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.log = logging.LoggerAdapter(log, {"site": site})
-
-    def _on_round_merged(self, rnd: dict, elapsed: float) -> None:
-        self.counters["rounds_led"] += 1
 
     # ------------------------------------------------------------------ tasks
 
@@ -141,7 +138,8 @@ class SwarmNetworkService:
         try:
             job.result = self.driver.sync(job.task, blob, weight, self.sync_timeout_s, job.wait)
             job.state = "done"
-            self.counters["syncs_completed"] += 1
+            self.metrics.syncs.labels(outcome="done").inc()
+            self.metrics.sync_seconds.observe(time.perf_counter() - t0)
             state = self.tasks.get(job.task)
             if state is not None:
                 state.syncs_done += 1
@@ -149,12 +147,12 @@ class SwarmNetworkService:
         except (SyncFailed, ContractError) as exc:
             job.state = "failed"
             job.error = str(exc)
-            self.counters["syncs_failed"] += 1
+            self.metrics.syncs.labels(outcome="failed").inc()
             self.log.error("sync %s failed: %s", job.sync_id[:8], exc)
         except Exception as exc:  # a bug must still end the job, loudly
             job.state = "failed"
             job.error = f"internal error: {type(exc).__name__}: {exc}"
-            self.counters["syncs_failed"] += 1
+            self.metrics.syncs.labels(outcome="failed").inc()
             self.log.exception("sync %s crashed", job.sync_id[:8])
         finally:
             job.finished_at = time.time()
@@ -245,7 +243,7 @@ class SwarmNetworkService:
             "site": self.site,
             "endpoint": self.endpoint,
             "uptime_s": round(time.time() - self.started, 1),
-            "counters": dict(self.counters),
+            "counters": self.metrics.snapshot(),
             "rejected_blobs": self.driver.rejected_blobs[-20:],
             "tasks": tasks,
         }

@@ -19,7 +19,9 @@ A transaction (``invoke``):
 4. ``Gateway.CommitStatus`` (a signed request) waits until a block holding
    it is validated. Only ``VALID`` counts; an ``MVCC_READ_CONFLICT`` (another
    site changed the same record between endorsement and commit) is retried
-   with a new proposal, transparently.
+   with a new proposal, transparently. So is an endorsement that this
+   site's peer gave but other organisations' peers refused or gave
+   differently (their ledgers a block behind or ahead).
 
 A query (``query``) is ``Gateway.Evaluate`` of the same kind of proposal.
 
@@ -137,6 +139,8 @@ _NO_PEERS_RE = re.compile(
 )
 # The endorsers disagreed (e.g. one peer had not yet committed the last block): endorsing again helps.
 _ENDORSEMENT_MISMATCH = "ProposalResponsePayloads do not match"
+# The gateway's first endorsement (its own organisation's peer) succeeded but too few others did.
+_PARTIAL_ENDORSEMENT = "failed to collect enough transaction endorsements"
 
 
 # ---------------------------------------------------------------- errors
@@ -644,18 +648,25 @@ class FabricLedger(Ledger):
 
     def _raise_rpc(self, exc: grpc.RpcError, step: str, fn: str, tx_id: str) -> NoReturn:
         message, peers = _rpc_texts(exc)
-        refusal = contract_error_in([*peers, message])
-        if refusal is not None:
-            raise refusal from exc
         code = exc.code() if hasattr(exc, "code") else None
         reason = f"{step} failed ({code.name if code else 'unknown status'}): {message}"
         if peers:
             reason += " [" + "; ".join(peers) + "]"
+        # The gateway's own organisation endorsed, but the other endorsers refused or
+        # answered otherwise: their ledgers are at another height (a block not yet
+        # committed everywhere). That is no verdict of the contract; endorsing again is.
+        disagreement = step == "endorse" and (
+            _PARTIAL_ENDORSEMENT in message or any(_ENDORSEMENT_MISMATCH in t for t in (message, *peers))
+        )
+        if not disagreement:
+            refusal = contract_error_in([*peers, message])
+            if refusal is not None:
+                raise refusal from exc
         if code in _UNAVAILABLE_CODES or _NO_PEERS_RE.search(message + " " + " ".join(peers)):
             raise LedgerUnavailable(
                 f"Fabric gateway {self.gateway_address}: transaction {tx_id} ({fn}): {reason}"
             ) from exc
-        if step == "endorse" and any(_ENDORSEMENT_MISMATCH in t for t in (message, *peers)):
+        if disagreement:
             raise TransactionConflict(fn, tx_id, reason) from exc
         if step in ("endorse", "evaluate"):
             raise EndorsementError(fn, tx_id, reason) from exc
@@ -712,9 +723,12 @@ class FabricLedger(Ledger):
     def invoke(self, fn: str, *args: Any) -> dict:
         """Submits ``fn(*args)`` and waits until it is committed VALID; returns the chaincode's result.
 
-        A transaction invalidated by a concurrent one (``MVCC_READ_CONFLICT``)
-        or whose endorsers disagreed is endorsed again, up to
-        ``conflict_retries`` times, with a short random back-off.
+        A transaction invalidated by a concurrent one (``MVCC_READ_CONFLICT``),
+        or endorsed by this site's peer but refused or answered otherwise by
+        the other endorsers (their ledgers not yet at the same block), is
+        endorsed again, up to ``conflict_retries`` times, with a short random
+        back-off. A refusal by this site's own peer is the contract's verdict
+        on the state this site sees: ``ContractError``.
         """
         attempt = 0
         while True:

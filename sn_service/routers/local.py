@@ -54,11 +54,13 @@ async def _read_body(request: Request, limit: int) -> bytes:
     """Reads the request body, refusing it once it passes ``limit`` bytes."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
+        request.app.state.service.metrics.rejected_blobs.labels(reason="too_large").inc()
         raise api_error(413, "TOO_LARGE", f"the body has {declared} bytes; this task's model allows {limit}")
     chunks, total = [], 0
     async for chunk in request.stream():
         total += len(chunk)
         if total > limit:
+            request.app.state.service.metrics.rejected_blobs.labels(reason="too_large").inc()
             raise api_error(413, "TOO_LARGE", f"the body passed {limit} bytes, the most this task's model allows")
         chunks.append(chunk)
     return b"".join(chunks)
@@ -70,8 +72,9 @@ async def _validated_blob(request: Request, service: SwarmNetworkService, task: 
     try:
         await asyncio.to_thread(serialization.from_bytes, data, spec["layout"])
     except serialization.WeightsFormatError as exc:
+        service.metrics.rejected_blobs.labels(reason=exc.code.lower()).inc()
         raise api_error(400 if exc.code != "TOO_LARGE" else 413, exc.code, str(exc)) from exc
-    service.counters["bytes_received"] += len(data)
+    service.metrics.bytes_received.inc(len(data))
     return data
 
 
@@ -155,6 +158,7 @@ async def local_blob(sha256: str, request: Request) -> Response:
         data = await asyncio.to_thread(store.get, sha256)
     except KeyError:
         raise api_error(404, "NO_SUCH_BLOB", f"this site holds no blob {sha256}") from None
+    _service(request).metrics.bytes_sent.inc(len(data))
     return Response(data, media_type="application/octet-stream")
 
 

@@ -21,6 +21,5 @@ async def get_blob(sha256: str, request: Request) -> FileResponse:
     path = store.path(sha256)
     if not path.is_file():
         raise api_error(404, "NO_SUCH_BLOB", f"this site holds no blob {sha256}")
-    service.counters.setdefault("bytes_sent", 0)
-    service.counters["bytes_sent"] += path.stat().st_size
+    service.metrics.bytes_sent.inc(path.stat().st_size)
     return FileResponse(path, media_type="application/octet-stream")

@@ -94,3 +94,24 @@ def test_bad_uploads_are_refused_and_the_round_completes(services):
                 np.testing.assert_allclose(merged[i], expected, rtol=1e-6, atol=1e-6)
     status = httpx.get(f"{a}/v1/status").json()
     assert status["tasks"]["t"]["current_round"] == 2
+    _check_metrics(a)
+
+
+def _check_metrics(url: str) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    r = httpx.get(f"{url}/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    values = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(r.text)
+        for s in family.samples
+    }
+    assert values[("swarm_rejected_blobs_total", (("reason", "not_safetensors"),))] == 2
+    assert values[("swarm_rejected_blobs_total", (("reason", "not_finite"),))] == 2
+    assert values[("swarm_rejected_blobs_total", (("reason", "too_large"),))] == 1
+    assert values[("swarm_syncs_total", (("outcome", "done"),))] == 2
+    assert values[("swarm_rounds_completed_total", ())] == 2
+    assert values[("swarm_sync_seconds_count", ())] == 2
+    assert values[("swarm_bytes_received_total", ())] > 0
+    assert values[("swarm_bytes_sent_total", ())] > 0  # the merged blobs fetched by this test and by peers
