@@ -1,0 +1,66 @@
+"""The answer to "why is it stuck?": a task's state rendered for a terminal.
+
+Pure: takes the ledger's task record, its current round and recent rounds.
+"""
+
+from __future__ import annotations
+
+from sn_service.contract import closable
+
+
+def _age(now_ms: int, then_ms: int | None) -> str:
+    if then_ms is None:
+        return "-"
+    s = max(0, now_ms - then_ms) / 1000
+    return f"{s:.1f} s ago" if s < 120 else f"{s / 60:.1f} min ago"
+
+
+def render_task(task: dict, current: dict, recent: list[dict], now_ms: int) -> str:
+    """Several lines: the sites, who submitted and who is awaited, the leader, recent rounds."""
+    spec = task["spec"]
+    r = current
+    lines = [
+        f"task {task['task']} ({task['status']}) - round {r['round']} {r['status']} since "
+        f"{_age(now_ms, r['opened_ms'])} - min_peers {spec['min_peers']}, merge {spec['merge_method']}, "
+        f"quorum wait {spec['quorum_wait_ms'] / 1000:g} s, leader timeout {spec['leader_timeout_ms'] / 1000:g} s",
+        f"  {'site':14s} {'status':9s} {'last seen':13s} round {r['round']}",
+    ]
+    for node, info in sorted(task["nodes"].items()):
+        sub = r["submissions"].get(node)
+        if sub is not None:
+            what = f"submitted {sub['sha256'][:12]} (weight {sub['weight']}, {_age(now_ms, sub['ts_ms'])})"
+        elif info["status"] == "left":
+            what = "left the task"
+        elif r["status"] == "open":
+            waiting = "" if r["first_submit_ms"] is None else f" for {_age(now_ms, r['first_submit_ms'])[:-4]}"
+            what = f"MISSING - the round waits for it{waiting}"
+        else:
+            what = "not in this round"
+        lines.append(f"  {node:14s} {info['status']:9s} {_age(now_ms, info['last_seen_ms']):13s} {what}")
+    if r["status"] == "open":
+        ok, why = closable(task, r, now_ms)
+        lines.append(f"  round {r['round']}: {'can close now' if ok else 'cannot close: ' + why}")
+    elif r["status"] == "closed":
+        leader = r["contributors"][r["leader_index"]]
+        left = (r["leader_deadline_ms"] - now_ms) / 1000
+        deadline = f"deadline in {left:.1f} s" if left >= 0 else f"deadline passed {-left:.1f} s ago: failover due"
+        lines.append(
+            f"  round {r['round']}: closed, leader {leader} merging {len(r['contributors'])} models; {deadline}"
+            + (f"; {r['failovers']} failovers" if r["failovers"] else "")
+        )
+    latest = task["latest_merged"]
+    lines.append(
+        "  latest merged: "
+        + (f"round {latest['round']} by {latest['node']} {latest['sha256'][:12]}" if latest else "none yet")
+    )
+    if recent:
+        lines.append("  recent rounds:")
+        for rnd in recent:
+            took = (rnd["published_ms"] - rnd["opened_ms"]) / 1000 if rnd["published_ms"] else float("nan")
+            leader = rnd["published_by"] or "-"
+            lines.append(
+                f"    {rnd['round']:5d}  leader {leader:12s} {len(rnd['contributors'])} contributors"
+                f"  {took:7.2f} s  {(rnd['merged_sha256'] or '')[:12]}"
+                + (f"  ({rnd['failovers']} failovers)" if rnd["failovers"] else "")
+            )
+    return "\n".join(lines)
