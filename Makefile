@@ -21,7 +21,10 @@ venv: $(STAMP)
 $(STAMP): setup.cfg pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
-	$(BIN)/python -m pip install --quiet -e ".[keras,examples,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[keras,examples,dev,fabric]"
+	@# Fabric's protobuf bindings declare protobuf<6 but work under TensorFlow's protobuf 6/7
+	@# (see sn_service/ledger/fabric.py); installed last, without their dependencies.
+	$(BIN)/python -m pip install --quiet --no-deps "hyperledger-fabric-protos==0.3.7.dev349689853811"
 	@touch $@
 
 demo: $(STAMP)

@@ -3,7 +3,8 @@
 The network comes from ``scripts/start_network.sh``. In order of preference:
 
 1. ``SWARM_FABRIC_PROFILE=/path/to/connection.json``: that network, as it is;
-2. ``.fabric/connection.json`` of a network already up: used, left running;
+2. ``.fabric/connection.json`` of a network already up: used, left running
+   (unless ``SWARM_FABRIC_PRIVATE=1``);
 3. otherwise a private network is started for this module (its own folder
    and ports, so a developer's network is never touched) and stopped after.
 
@@ -121,12 +122,13 @@ def profile(tmp_path_factory) -> Path:
         yield Path(given)
         return
     default = REPO / ".fabric" / "connection.json"
-    if default.is_file() and _serving(default) is None:
+    private = os.environ.get("SWARM_FABRIC_PRIVATE") == "1"
+    if not private and default.is_file() and _serving(default) is None:
         yield default  # a developer's network: used as it is, never stopped here
         return
     missing = _toolchain_missing()
     if missing:
-        _unavailable(f"no Fabric network is running and {missing}")
+        _unavailable(f"no running Fabric network to use, and {missing}")
 
     home = tmp_path_factory.mktemp("fabric-home")
     env = {
@@ -135,19 +137,19 @@ def profile(tmp_path_factory) -> Path:
         "FABRIC_PORT_BASE": str(_free_port_block()),
         "SITE_NAMES": ",".join(SITES),
     }
-    log = home.parent / "start_network.log"
+    log = tmp_path_factory.mktemp("fabric-log") / "start_network.log"
     started = time.monotonic()
-    with log.open("w") as out:
-        proc = subprocess.run(
-            ["bash", str(REPO / "scripts" / "start_network.sh")],
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            timeout=1200,
-            check=False,
-        )
     try:
+        with log.open("w") as out:
+            proc = subprocess.run(
+                ["bash", str(REPO / "scripts" / "start_network.sh")],
+                cwd=REPO,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                timeout=1200,
+                check=False,
+            )
         text = log.read_text(errors="replace")
         if proc.returncode != 0:
             _unavailable(f"scripts/start_network.sh failed (exit {proc.returncode}):\n{text[-4000:]}")

@@ -724,6 +724,12 @@ def test_profile_loads(tmp_path, crypto):
     assert p.client_key == crypto["paths"]["key"]
 
 
+def test_profile_server_name_override_is_optional(tmp_path, crypto):
+    doc = _profile(crypto, tmp_path)
+    del doc["sites"]["site-a"]["peer"]["ssl_target_name_override"]
+    assert load_profile(_write(tmp_path / "c.json", doc), "site-a").server_name_override is None
+
+
 def test_profile_relative_paths_are_from_its_folder(tmp_path, crypto):
     doc = _profile(crypto, tmp_path)
     doc["sites"]["site-a"]["client"]["cert"] = "cert.pem"
