@@ -11,17 +11,26 @@ from sn_service.routers import local, peer, status
 from sn_service.service import SwarmNetworkService
 
 
-def create_app(service: SwarmNetworkService) -> FastAPI:
-    """The HTTP app of one site's service."""
+def create_app(service: SwarmNetworkService, parts: tuple[str, ...] = ("local", "peer", "status")) -> FastAPI:
+    """The HTTP app of one site's service, with the given routers.
+
+    With mutual TLS the service runs two apps: ``("local", "status")`` on
+    loopback for the callback, and ``("peer",)`` on the TLS listener.
+    """
     app = FastAPI(
         title=f"swarm-network service ({service.site})",
         version="0.1.0",
         description="Coordinates merge rounds for one site: the callback's local API, the peer blob API and status.",
     )
     app.state.service = service
-    app.include_router(local.router)
-    app.include_router(peer.router)
-    app.include_router(status.router)
+    if "local" in parts:
+        app.include_router(local.router)
+    if "peer" in parts:
+        app.include_router(peer.router)
+    if "status" in parts:
+        app.include_router(status.router)
+    else:
+        app.add_api_route("/v1/health", status.health, methods=["GET"])
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import logging
 import os
 import sys
+from collections.abc import Generator
 from pathlib import Path
 
 import uvicorn
 
 from sn_service.app import create_app
 from sn_service.blob_store import BlobStore
+from sn_service.identity import IdentityError, SiteTLS
 from sn_service.ledger import open_ledger
-from sn_service.peer_client import PeerClient
+from sn_service.peer_client import PeerClient, TLSConfig
+from sn_service.peer_tls import PeerCertProtocol, server_ssl_options
 from sn_service.service import SwarmNetworkService
 
 
@@ -37,10 +42,35 @@ def build_parser() -> argparse.ArgumentParser:
         "--ledger-path", type=Path, help="embedded ledger: the SQLite file shared by the sites of this machine"
     )
     p.add_argument("--fabric-profile", type=Path, help="fabric ledger: the connection profile JSON")
-    p.add_argument("--identity", help="the caller identity on the embedded ledger (default embedded::SITE)")
+    p.add_argument(
+        "--identity", help="the caller identity on the embedded ledger (default: from --tls-dir, else embedded::SITE)"
+    )
+    p.add_argument(
+        "--tls-dir",
+        type=Path,
+        help="site.crt, site.key and ca.crt (from swarm-identity issue): serve blobs over mutual TLS on --peer-port",
+    )
+    p.add_argument("--peer-port", type=int, help="with --tls-dir: the TLS port other sites fetch blobs from")
     p.add_argument("--sync-timeout", type=float, default=600.0, help="seconds one sync may take (default 600)")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
+
+
+class _PeerServer(uvicorn.Server):
+    """The second listener: the first one owns the signal handlers."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+async def _serve_both(local: uvicorn.Server, peer: uvicorn.Server) -> None:
+    peer_task = asyncio.create_task(peer.serve())
+    try:
+        await local.serve()
+    finally:
+        peer.should_exit = True
+        await peer_task
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,11 +82,22 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise here
+    tls = None
+    if args.tls_dir is not None:
+        if args.peer_port is None:
+            print("swarm-sn: --tls-dir needs --peer-port PORT for the mutual-TLS blob listener", file=sys.stderr)
+            return 2
+        try:
+            tls = SiteTLS.from_dir(args.tls_dir)
+        except IdentityError as exc:
+            print(f"swarm-sn: {exc}", file=sys.stderr)
+            return 2
     if args.ledger == "embedded":
         if args.ledger_path is None:
             print("swarm-sn: --ledger embedded needs --ledger-path FILE (shared by the sites)", file=sys.stderr)
             return 2
-        ledger = open_ledger("embedded", identity=args.identity or f"embedded::{args.site}", path=str(args.ledger_path))
+        identity = args.identity or (tls.identity() if tls else f"embedded::{args.site}")
+        ledger = open_ledger("embedded", identity=identity, path=str(args.ledger_path))
     else:
         if args.fabric_profile is None:
             print(
@@ -65,9 +106,13 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         ledger = open_ledger("fabric", identity="", profile=str(args.fabric_profile), site=args.site)
     store = BlobStore(args.data_dir / "blobs")
-    endpoint = args.advertise or f"http://{args.host}:{args.port}"
-    service = SwarmNetworkService(args.site, ledger, store, PeerClient(), endpoint, sync_timeout_s=args.sync_timeout)
-    app = create_app(service)
+    if tls is not None:
+        endpoint = args.advertise or f"https://{args.host}:{args.peer_port}"
+        peers = PeerClient(TLSConfig(str(tls.cert), str(tls.key), str(tls.ca)))
+    else:
+        endpoint = args.advertise or f"http://{args.host}:{args.port}"
+        peers = PeerClient()
+    service = SwarmNetworkService(args.site, ledger, store, peers, endpoint, sync_timeout_s=args.sync_timeout, tls=tls)
     logging.getLogger("sn_service").info(
         "swarm-network service for %s on %s (ledger %s, data %s, pid %d)",
         args.site,
@@ -76,9 +121,34 @@ def main(argv: list[str] | None = None) -> int:
         args.data_dir,
         os.getpid(),
     )
-    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False)
-    server = uvicorn.Server(config)
-    server.run()  # uvicorn stops gracefully on SIGINT and SIGTERM
+    if tls is None:
+        app = create_app(service)
+        uvicorn.Server(
+            uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+        ).run()  # uvicorn stops gracefully on SIGINT and SIGTERM
+    else:
+        # The callback's API stays on loopback; blobs go out only over mutual TLS.
+        local = uvicorn.Server(
+            uvicorn.Config(
+                create_app(service, ("local", "status")),
+                host="127.0.0.1",
+                port=args.port,
+                log_level="warning",
+                access_log=False,
+            )
+        )
+        peer = _PeerServer(
+            uvicorn.Config(
+                create_app(service, ("peer",)),
+                host=args.host,
+                port=args.peer_port,
+                log_level="warning",
+                access_log=False,
+                http=PeerCertProtocol,
+                **server_ssl_options(str(tls.cert), str(tls.key), str(tls.ca)),
+            )
+        )
+        asyncio.run(_serve_both(local, peer))
     service.shutdown()
     ledger.close()
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import ssl
 from dataclasses import dataclass
 
 import httpx
@@ -37,16 +38,25 @@ class PeerClient:
     """
 
     def __init__(self, tls: TLSConfig | None = None, timeout_s: float = 60.0) -> None:
+        self.tls = tls
         if tls is not None:
-            self._client = httpx.Client(timeout=timeout_s, verify=tls.ca, cert=(tls.cert, tls.key))
+            context = ssl.create_default_context(cafile=tls.ca)
+            context.load_cert_chain(tls.cert, tls.key)
+            self._client = httpx.Client(timeout=timeout_s, verify=context)
         else:
             self._client = httpx.Client(timeout=timeout_s)
 
-    def fetch(self, endpoint: str, sha256: str, max_bytes: int) -> bytes:
-        """The blob's bytes; raises BlobFetchError when unreachable, missing, too big or tampered."""
+    def fetch(self, endpoint: str, sha256: str, max_bytes: int, expected_identity: str | None = None) -> bytes:
+        """The blob's bytes; raises BlobFetchError when unreachable, missing, too big or tampered.
+
+        Over mutual TLS, the server's certificate must also be that of
+        ``expected_identity``, the node the ledger says holds the blob.
+        """
         url = f"{endpoint.rstrip('/')}/v1/blobs/{sha256}"
         try:
             with self._client.stream("GET", url) as resp:
+                if self.tls is not None and expected_identity is not None:
+                    self._check_server(resp, endpoint, sha256, expected_identity)
                 if resp.status_code != 200:
                     resp.read()
                     raise BlobFetchError(endpoint, sha256, f"HTTP {resp.status_code}: {resp.text[:200]}")
@@ -62,6 +72,21 @@ class PeerClient:
         if hashlib.sha256(data).hexdigest() != sha256:
             raise BlobFetchError(endpoint, sha256, "its bytes do not match the hash on the ledger", tampered=True)
         return data
+
+    @staticmethod
+    def _check_server(resp: httpx.Response, endpoint: str, sha256: str, expected: str) -> None:
+        from cryptography import x509
+
+        from sn_service.identity import identity_of
+
+        stream = resp.extensions.get("network_stream")
+        ssl_object = stream.get_extra_info("ssl_object") if stream is not None else None
+        der = ssl_object.getpeercert(True) if ssl_object is not None else None
+        if not der:
+            raise BlobFetchError(endpoint, sha256, "no server certificate on a TLS connection")
+        found = identity_of(x509.load_der_x509_certificate(der))
+        if found != expected:
+            raise BlobFetchError(endpoint, sha256, f"the server is {found}, not {expected} as the ledger says")
 
     def close(self) -> None:
         """Closes the connection pool."""

@@ -149,7 +149,9 @@ class RoundDriver:
 
     # ------------------------------------------------------------------ fetching
 
-    def fetch_merged(self, task_rec: dict, sha256: str, publisher: str | None, deadline: float) -> bytes:
+    def fetch_merged(
+        self, task_rec: dict, sha256: str, publisher: str | None, deadline: float, wait: WaitState | None = None
+    ) -> bytes:
         """Gets a merged blob: from our store, else from its publisher, else from any node."""
         if self.store.has(sha256):
             return self.store.get(sha256)
@@ -163,7 +165,7 @@ class RoundDriver:
                 if node == self.site:
                     continue
                 try:
-                    data = self.peers.fetch(nodes[node]["endpoint"], sha256, limit)
+                    data = self.peers.fetch(nodes[node]["endpoint"], sha256, limit, nodes[node]["identity"])
                     self.metrics.bytes_received.inc(len(data))
                     serialization.from_bytes(data, layout)
                     self.store.put(data)
@@ -171,6 +173,9 @@ class RoundDriver:
                 except (BlobFetchError, serialization.WeightsFormatError) as exc:
                     self._count_rejection(exc)
                     errors.append(f"{node}: {exc}")
+                    self.log.warning("merged model %s... not had from %s: %s", sha256[:12], node, exc)
+                    if wait is not None:
+                        self._set_wait(wait, "fetching the merged model", f"{node}: {exc}")
             time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
         raise SyncFailed(f"could not fetch merged model {sha256[:12]}...: " + "; ".join(errors[-len(order) :]))
 
@@ -240,7 +245,7 @@ class RoundDriver:
             rnd = self._ledger(self.ledger.get_round, deadline, task, round_no)
             status = rnd["status"]
             if status == "done":
-                data = self.fetch_merged(rec, rnd["merged_sha256"], rnd["published_by"], deadline)
+                data = self.fetch_merged(rec, rnd["merged_sha256"], rnd["published_by"], deadline, wait)
                 self.metrics.rounds_completed.inc()
                 self.log.info(
                     "round %d: merged %s... by %s loaded (%d contributors)",
@@ -336,7 +341,9 @@ class RoundDriver:
                 if self.store.has(sub["sha256"]):
                     data = self.store.get(sub["sha256"])
                 else:
-                    data = self.peers.fetch(rec["nodes"][node]["endpoint"], sub["sha256"], limit)
+                    data = self.peers.fetch(
+                        rec["nodes"][node]["endpoint"], sub["sha256"], limit, rec["nodes"][node]["identity"]
+                    )
                     self.metrics.bytes_received.inc(len(data))
                 arrays = serialization.from_bytes(data, layout)
                 self.store.put(data)

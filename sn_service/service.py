@@ -14,6 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from sn_service.blob_store import BlobStore
+from sn_service.identity import SiteTLS
 from sn_service.ledger.base import ContractError, Ledger
 from sn_service.metrics import ServiceMetrics
 from sn_service.peer_client import PeerClient
@@ -85,12 +86,15 @@ class SwarmNetworkService:
         endpoint: str,
         sync_timeout_s: float = 600.0,
         poll_s: float = 0.02,
+        tls: SiteTLS | None = None,
     ) -> None:
         self.site = site
         self.ledger = ledger
         self.store = store
         self.endpoint = endpoint
         self.sync_timeout_s = sync_timeout_s
+        self.tls = tls
+        self._identities: tuple[float, set[str]] = (0.0, set())
         self.metrics = ServiceMetrics(site)
         self.driver = RoundDriver(site, ledger, store, peers, poll_s=poll_s, metrics=self.metrics)
         self.tasks: dict[str, TaskState] = {}
@@ -108,6 +112,20 @@ class SwarmNetworkService:
         with self._lock:
             self.tasks[task] = TaskState(spec=record["spec"])
         return record
+
+    def is_registered_identity(self, identity: str, max_age_s: float = 2.0) -> bool:
+        """Whether ``identity`` is a node of a task this site joined (ledger read, cached briefly)."""
+        fetched_at, known = self._identities
+        if identity in known and time.monotonic() - fetched_at < max_age_s:
+            return True
+        known = set()
+        for task in list(self.tasks):
+            try:
+                known |= {info["identity"] for info in self.ledger.get_task(task)["nodes"].values()}
+            except Exception as exc:  # an unreachable ledger must not open the door
+                self.log.warning("could not read task %s to check a peer: %s", task, exc)
+        self._identities = (time.monotonic(), known)
+        return identity in known
 
     def task_spec(self, task: str) -> dict | None:
         """The spec of a task this site joined, or None."""

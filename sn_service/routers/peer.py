@@ -2,19 +2,36 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 
 from sn_service.errors import api_error
+from sn_service.identity import identity_of
+from sn_service.peer_tls import peer_certificate
 from sn_service.schemas import ErrorBody
 
-router = APIRouter(prefix="/v1", tags=["peer"], responses={400: {"model": ErrorBody}, 404: {"model": ErrorBody}})
+router = APIRouter(
+    prefix="/v1",
+    tags=["peer"],
+    responses={400: {"model": ErrorBody}, 403: {"model": ErrorBody}, 404: {"model": ErrorBody}},
+)
 
 
 @router.get("/blobs/{sha256}", response_class=FileResponse)
 async def get_blob(sha256: str, request: Request) -> FileResponse:
     """Serves a stored blob; its name is its sha256, so the fetcher can verify it."""
     service = request.app.state.service
+    if service.tls is not None:
+        cert = peer_certificate(request)
+        if cert is None:
+            raise api_error(403, "NO_CLIENT_CERTIFICATE", "blobs are served only over mutual TLS")
+        identity = identity_of(cert)
+        if not await asyncio.to_thread(service.is_registered_identity, identity):
+            raise api_error(
+                403, "UNKNOWN_SITE", f"{identity} is not a site registered in any task this site takes part in"
+            )
     store = service.store
     if not store.valid_sha(sha256):
         raise api_error(400, "INVALID_ARGUMENT", "the blob name must be 64 lowercase hex characters")

@@ -1,0 +1,193 @@
+"""Site identities: a swarm CA and one key and certificate per site (ECDSA P-256).
+
+``swarm-identity init-ca --dir ca/`` makes the CA; ``swarm-identity issue
+--ca ca/ --site site-a --out site-a/`` issues a site's key and certificate.
+A site's service serves blobs over mutual TLS with them; its ledger identity
+is ``x509::<certificate subject>``. Existing keys are never overwritten.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import ipaddress
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from sn_service.x509_names import go_subject_string
+
+CA_CERT, CA_KEY = "ca.crt", "ca.key"
+SITE_CERT, SITE_KEY = "site.crt", "site.key"
+IDENTITY_PREFIX = "x509::"
+
+
+class IdentityError(ValueError):
+    """A CA or site identity could not be made or read; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class SiteTLS:
+    """A site's TLS material: its certificate and key, and the swarm CA."""
+
+    cert: Path
+    key: Path
+    ca: Path
+
+    @classmethod
+    def from_dir(cls, folder: str | Path) -> SiteTLS:
+        """Reads ``site.crt``, ``site.key`` and ``ca.crt`` from one folder (what ``issue`` writes)."""
+        folder = Path(folder)
+        paths = cls(folder / SITE_CERT, folder / SITE_KEY, folder / CA_CERT)
+        for p in (paths.cert, paths.key, paths.ca):
+            if not p.is_file():
+                raise IdentityError(f"{p} is missing: issue the site's identity with `swarm-identity issue`")
+        return paths
+
+    def identity(self) -> str:
+        """This site's ledger identity: ``x509::`` and its certificate's subject."""
+        return identity_of(x509.load_pem_x509_certificate(self.cert.read_bytes()))
+
+
+def identity_of(cert: x509.Certificate) -> str:
+    """The ledger identity a certificate stands for."""
+    return IDENTITY_PREFIX + go_subject_string(cert.subject)
+
+
+def _write_new(path: Path, data: bytes, private: bool = False) -> None:
+    """Writes a file that must not exist yet (keys are never overwritten)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    try:
+        fd = os.open(path, flags, 0o600 if private else 0o644)
+    except FileExistsError:
+        raise IdentityError(
+            f"{path} exists already; refusing to overwrite it (move it away to make a new one)"
+        ) from None
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def create_ca(folder: str | Path, name: str = "swarm-ca", days: int = 3650) -> Path:
+    """Makes a self-signed CA (``ca.key``, ``ca.crt``) in ``folder``; returns the certificate's path."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name(
+        [x509.NameAttribute(NameOID.COMMON_NAME, name), x509.NameAttribute(NameOID.ORGANIZATION_NAME, "swarm")]
+    )
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    _write_new(folder / CA_KEY, _key_pem(key), private=True)
+    _write_new(folder / CA_CERT, cert.public_bytes(serialization.Encoding.PEM))
+    return folder / CA_CERT
+
+
+def issue_site(
+    ca_folder: str | Path,
+    site: str,
+    out: str | Path,
+    hosts: tuple[str, ...] = ("127.0.0.1", "localhost"),
+    days: int = 825,
+) -> SiteTLS:
+    """Issues a site's key and certificate (server and client use) signed by the CA; copies ``ca.crt`` beside."""
+    ca_folder, out = Path(ca_folder), Path(out)
+    try:
+        ca_key = serialization.load_pem_private_key((ca_folder / CA_KEY).read_bytes(), password=None)
+        ca_cert = x509.load_pem_x509_certificate((ca_folder / CA_CERT).read_bytes())
+    except FileNotFoundError as exc:
+        raise IdentityError(
+            f"no CA in {ca_folder} ({exc.filename} missing): run `swarm-identity init-ca` first"
+        ) from exc
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise IdentityError(f"{ca_folder / CA_KEY} is not an ECDSA key")
+    out.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    names: list[x509.GeneralName] = [x509.DNSName(site)]
+    for host in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(
+            x509.Name(
+                [x509.NameAttribute(NameOID.COMMON_NAME, site), x509.NameAttribute(NameOID.ORGANIZATION_NAME, "swarm")]
+            )
+        )
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()),
+            critical=False,  # type: ignore[arg-type]
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    _write_new(out / SITE_KEY, _key_pem(key), private=True)
+    _write_new(out / SITE_CERT, cert.public_bytes(serialization.Encoding.PEM))
+    if not (out / CA_CERT).exists():
+        _write_new(out / CA_CERT, (ca_folder / CA_CERT).read_bytes())
+    return SiteTLS(out / SITE_CERT, out / SITE_KEY, out / CA_CERT)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``swarm-identity``."""
+    p = argparse.ArgumentParser(prog="swarm-identity", description="Make a swarm CA and issue site identities.")
+    sub = p.add_subparsers(dest="command", required=True)
+    ca = sub.add_parser("init-ca", help="make a CA: ca.key and ca.crt in --dir")
+    ca.add_argument("--dir", required=True, type=Path)
+    ca.add_argument("--name", default="swarm-ca")
+    issue = sub.add_parser("issue", help="issue a site's site.key and site.crt (with ca.crt) into --out")
+    issue.add_argument("--ca", required=True, type=Path, help="the CA folder made by init-ca")
+    issue.add_argument("--site", required=True, help="the site's node name (its certificate's CN)")
+    issue.add_argument("--out", required=True, type=Path)
+    issue.add_argument("--host", action="append", default=[], help="an extra host name or IP the site serves at")
+    args = p.parse_args(argv)
+    try:
+        if args.command == "init-ca":
+            path = create_ca(args.dir, args.name)
+            print(f"CA certificate {path}; keep {args.dir / CA_KEY} secret")
+        else:
+            tls = issue_site(args.ca, args.site, args.out, ("127.0.0.1", "localhost", *args.host))
+            print(f"{args.site}: certificate {tls.cert}, key {tls.key}, CA {tls.ca}; identity {tls.identity()}")
+    except IdentityError as exc:
+        print(f"swarm-identity: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
