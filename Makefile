@@ -8,11 +8,12 @@ STAMP  := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test lint unit integration go-test bench venv clean help
+.PHONY: demo test lint unit integration go-test fabric-tools fabric-up fabric-down bench venv clean help
 
 help:
 	@echo "make demo   - a three-site swarm on this machine (embedded ledger)"
-	@echo "make test   - lint, unit and integration tests, the chaincode's Go tests"
+	@echo "make test   - lint, the chaincode's Go tests, unit and integration tests (embedded and Fabric)"
+	@echo "make fabric-up / fabric-down - a Fabric test network of native processes (no Docker)"
 	@echo "make bench  - benchmarks; figures go to docs/benchmarks.md"
 	@echo "make clean  - remove .venv and run artefacts"
 
@@ -42,7 +43,18 @@ integration: $(STAMP)
 go-test:
 	cd fabric-network/chaincode/swarm && go vet ./... && go test ./...
 
-test: lint go-test $(STAMP)
+# Fabric's commands (peer, orderer, ...) built once through the Go module proxy into .tools/fabric.
+fabric-tools:
+	bash scripts/install_fabric.sh
+
+fabric-up: fabric-tools
+	bash scripts/start_network.sh
+
+fabric-down:
+	bash scripts/stop_network.sh
+
+# The Fabric tests start a private network of their own and stop it after.
+test: lint go-test fabric-tools $(STAMP)
 	$(BIN)/python -m pytest tests -q
 
 bench: $(STAMP)

@@ -14,6 +14,7 @@ import httpx
 import numpy as np
 import pytest
 
+from sn_service.blob_store import BlobStore
 from sn_service.launcher import free_port
 from swarm_keras import serialization
 
@@ -116,3 +117,41 @@ def wait_sync(url: str, sync_id: str, timeout_s: float = 60) -> dict:
         if status["state"] != "running":
             return status
     raise AssertionError(f"sync {sync_id} still running after {timeout_s} s: {status}")
+
+
+def check_swarm_run(workdir: Path, history: list[dict], task: dict, sites: tuple[str, ...], min_merges: int) -> None:
+    """What every finished swarm run must show, whatever its ledger.
+
+    Every site ends with bit-identical weights, the last round's merged
+    model; round 0 is the leader's own weights; every later merged model is
+    the weighted mean of the stored contributions, recomputed here with numpy.
+    """
+
+    def blob(sha: str) -> bytes:
+        for site in sites:
+            store = BlobStore(workdir / site / "blobs")
+            if store.has(sha):
+                return store.get(sha)
+        raise AssertionError(f"no site stored blob {sha}")
+
+    finals = [(workdir / s / "final.safetensors").read_bytes() for s in sites]
+    assert all(f == finals[0] for f in finals), "sites ended with different weights"
+    assert serialization.sha256_hex(finals[0]) == history[-1]["merged_sha256"], "final weights = last merged model"
+    assert task["status"] == "done", "the task ends when every site has left"
+    layout = task["spec"]["layout"]
+
+    first = history[0]
+    leader = first["contributors"][first["leader_index"]]
+    assert first["merged_sha256"] == first["submissions"][leader]["sha256"], "round 0 aligns on the leader's weights"
+
+    merges = [r for r in history if r["previous_merged_sha256"] is not None]
+    assert len(merges) >= min_merges
+    for rnd in merges:
+        assert sorted(rnd["contributors"]) == sorted(sites)
+        assert rnd["published_by"] == rnd["contributors"][rnd["leader_index"]]
+        models = [serialization.from_bytes(blob(rnd["submissions"][s]["sha256"]), layout) for s in rnd["contributors"]]
+        weights = [rnd["submissions"][s]["weight"] for s in rnd["contributors"]]
+        merged = serialization.from_bytes(blob(rnd["merged_sha256"]), layout)
+        for i in range(len(merged)):
+            expected = np.average(np.stack([m[i] for m in models]).astype(np.float64), axis=0, weights=weights)
+            np.testing.assert_allclose(merged[i], expected, rtol=1e-5, atol=1e-6)
