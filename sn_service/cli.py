@@ -112,7 +112,17 @@ def main(argv: list[str] | None = None) -> int:
     else:
         endpoint = args.advertise or f"http://{args.host}:{args.port}"
         peers = PeerClient()
-    service = SwarmNetworkService(args.site, ledger, store, peers, endpoint, sync_timeout_s=args.sync_timeout, tls=tls)
+    service = SwarmNetworkService(
+        args.site,
+        ledger,
+        store,
+        peers,
+        endpoint,
+        sync_timeout_s=args.sync_timeout,
+        tls=tls,
+        state_file=args.data_dir / "tasks.json",
+    )
+    service.recover()
     logging.getLogger("sn_service").info(
         "swarm-network service for %s on %s (ledger %s, data %s, pid %d)",
         args.site,

@@ -7,11 +7,14 @@ site waits or merges.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from sn_service.blob_store import BlobStore
 from sn_service.identity import SiteTLS
@@ -87,6 +90,7 @@ class SwarmNetworkService:
         sync_timeout_s: float = 600.0,
         poll_s: float = 0.02,
         tls: SiteTLS | None = None,
+        state_file: Path | None = None,
     ) -> None:
         self.site = site
         self.ledger = ledger
@@ -94,6 +98,7 @@ class SwarmNetworkService:
         self.endpoint = endpoint
         self.sync_timeout_s = sync_timeout_s
         self.tls = tls
+        self.state_file = state_file
         self._identities: tuple[float, set[str]] = (0.0, set())
         self.metrics = ServiceMetrics(site)
         self.driver = RoundDriver(site, ledger, store, peers, poll_s=poll_s, metrics=self.metrics)
@@ -111,7 +116,44 @@ class SwarmNetworkService:
         record = self.driver.join(task, spec, self.endpoint)
         with self._lock:
             self.tasks[task] = TaskState(spec=record["spec"])
+            self._save_tasks()
         return record
+
+    def _save_tasks(self) -> None:
+        """Remembers the joined tasks' specs, so a restarted service can rejoin them."""
+        if self.state_file is None:
+            return
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({name: state.spec for name, state in self.tasks.items()}))
+        os.replace(tmp, self.state_file)
+
+    def recover(self) -> list[str]:
+        """After a restart: rejoins every remembered task that is not over; returns their names.
+
+        The ledger holds the rounds and the blob store the blobs, so nothing
+        merged is lost; the site registers again (same identity, perhaps a new
+        endpoint) and its callback carries on with the next sync.
+        """
+        if self.state_file is None or not self.state_file.is_file():
+            return []
+        rejoined = []
+        for task, spec in json.loads(self.state_file.read_text()).items():
+            try:
+                record = self.ledger.get_task(task)
+                if record["status"] == "done" or record["nodes"].get(self.site, {}).get("status") == "left":
+                    continue
+                self.join(task, spec)
+                rejoined.append(task)
+                latest = record["latest_merged"]
+                self.log.info(
+                    "recovered task %s: round %d open, latest merged %s",
+                    task,
+                    record["current_round"],
+                    f"round {latest['round']} {latest['sha256'][:12]}..." if latest else "none yet",
+                )
+            except Exception as exc:  # one bad task must not keep the service down
+                self.log.error("could not recover task %s: %s", task, exc)
+        return rejoined
 
     def is_registered_identity(self, identity: str, max_age_s: float = 2.0) -> bool:
         """Whether ``identity`` is a node of a task this site joined (ledger read, cached briefly)."""

@@ -30,8 +30,8 @@ class Services:
         self.procs: dict[str, subprocess.Popen] = {}
         self.urls: dict[str, str] = {}
 
-    def start(self, site: str, *extra: str) -> str:
-        port = free_port()
+    def start(self, site: str, *extra: str, port: int | None = None) -> str:
+        port = port or free_port()
         log = open(self.root / f"{site}.log", "ab")  # noqa: SIM115 - closed with the process
         proc = subprocess.Popen(
             [

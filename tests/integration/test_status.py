@@ -17,8 +17,9 @@ pytestmark = pytest.mark.slow
 
 
 def _status(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sn_service.status_cli", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "sn_service.status_cli", *args], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_status_names_the_missing_site_from_the_service_and_from_the_ledger(services):

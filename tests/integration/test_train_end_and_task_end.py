@@ -19,9 +19,25 @@ SITES = ("site-a", "site-b", "site-c")
 
 def _launch(workdir: Path, task: str, *script_args: str) -> subprocess.CompletedProcess:
     proc = subprocess.run(
-        [sys.executable, "-m", "sn_service.launcher", "--sites", "3", "--task", task, "--workdir", str(workdir),
-         "--timeout", "600", str(REPO / "examples" / "synthetic" / "train.py"), *script_args],
-        cwd=REPO, capture_output=True, text=True, timeout=700,
+        [
+            sys.executable,
+            "-m",
+            "sn_service.launcher",
+            "--sites",
+            "3",
+            "--task",
+            task,
+            "--workdir",
+            str(workdir),
+            "--timeout",
+            "600",
+            str(REPO / "examples" / "synthetic" / "train.py"),
+            *script_args,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=700,
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     return proc
@@ -29,8 +45,20 @@ def _launch(workdir: Path, task: str, *script_args: str) -> subprocess.Completed
 
 def test_active_checkin_keeps_min_peers_for_the_sites_still_training(tmp_path):
     # site-a trains 1 epoch, the others 3; with minPeers=3 they could not merge without site-a's stand-in.
-    _launch(tmp_path, "active", "--epochs", "1,3,3", "--checkin", "active", "--samples", "160",
-            "--sync-frequency", "2", "--min-peers", "3")
+    _launch(
+        tmp_path,
+        "active",
+        "--epochs",
+        "1,3,3",
+        "--checkin",
+        "active",
+        "--samples",
+        "160",
+        "--sync-frequency",
+        "2",
+        "--min-peers",
+        "3",
+    )
     ledger = EmbeddedLedger(tmp_path / "ledger.sqlite", identity="observer")
     history = ledger.get_history("active")["rounds"]
     results = {s: json.loads((tmp_path / s / "result.json").read_text()) for s in SITES}
