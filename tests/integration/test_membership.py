@@ -1,0 +1,55 @@
+"""Sites joining late and leaving: the swarm goes on without waiting for anyone who is gone."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from sn_service.ledger import EmbeddedLedger
+from swarm_keras import serialization
+
+from .conftest import SMALL_LAYOUT_ARRAYS, small_spec, wait_sync
+
+pytestmark = pytest.mark.slow
+
+
+def _sync_all(urls: dict, rng) -> dict:
+    jobs = {}
+    for s, url in urls.items():
+        blob = serialization.to_bytes([rng.standard_normal(a.shape).astype(np.float32) for a in SMALL_LAYOUT_ARRAYS])
+        jobs[s] = httpx.post(f"{url}/v1/local/syncs", params={"task": "m", "weight": 1}, content=blob).json()["sync_id"]
+    results = {s: wait_sync(urls[s], j) for s, j in jobs.items()}
+    assert all(r["state"] == "done" for r in results.values()), results
+    return results
+
+
+def test_late_joiner_starts_from_the_latest_merged_model_and_a_leaver_is_not_awaited(services):
+    spec = small_spec(min_peers=2, quorum_wait_ms=600_000)  # nobody is ever given up by the clock here
+    urls = {s: services.start(s) for s in ("site-a", "site-b")}
+    for url in urls.values():
+        assert httpx.post(f"{url}/v1/local/join", json={"task": "m", "spec": spec}).status_code == 200
+    rng = np.random.default_rng(5)
+    _sync_all(urls, rng)
+    merged = _sync_all(urls, rng)["site-a"]["merged_sha256"]
+
+    late = services.start("site-c")
+    joined = httpx.post(f"{late}/v1/local/join", json={"task": "m", "spec": spec}).json()
+    assert joined["latest_merged"] == {"round": 1, "sha256": merged, "node": joined["latest_merged"]["node"]}
+    r = httpx.get(f"{late}/v1/local/latest", params={"task": "m"})
+    assert r.status_code == 200 and serialization.sha256_hex(r.content) == merged, "starts from the swarm's model"
+    urls["site-c"] = late
+    _sync_all(urls, rng)
+    ledger = EmbeddedLedger(services.ledger_path, identity="observer")
+    assert sorted(ledger.get_round("m", 2)["contributors"]) == ["site-a", "site-b", "site-c"]
+
+    # site-c leaves: the next round closes as soon as the two others submit (no quorum wait).
+    assert httpx.post(f"{late}/v1/local/checkin", params={"task": "m", "mode": "leave"}).status_code == 200
+    del urls["site-c"]
+    t0 = time.monotonic()
+    _sync_all(urls, rng)
+    assert time.monotonic() - t0 < 30
+    assert sorted(ledger.get_round("m", 3)["contributors"]) == ["site-a", "site-b"]
+    assert ledger.get_task("m")["nodes"]["site-c"]["status"] == "left"
