@@ -53,3 +53,20 @@ def test_late_joiner_starts_from_the_latest_merged_model_and_a_leaver_is_not_awa
     assert time.monotonic() - t0 < 30
     assert sorted(ledger.get_round("m", 3)["contributors"]) == ["site-a", "site-b"]
     assert ledger.get_task("m")["nodes"]["site-c"]["status"] == "left"
+
+
+def test_a_silent_site_is_given_up_after_the_quorum_wait_when_min_peers_hold(services):
+    # site-c's training process is gone: it never submits. min_peers 2 still holds.
+    spec = small_spec(min_peers=2, quorum_wait_ms=2000)
+    urls = {s: services.start(s) for s in ("site-a", "site-b", "site-c")}
+    for url in urls.values():
+        assert httpx.post(f"{url}/v1/local/join", json={"task": "m", "spec": spec}).status_code == 200
+    del urls["site-c"]
+    t0 = time.monotonic()
+    results = _sync_all(urls, np.random.default_rng(6))
+    took = time.monotonic() - t0
+    assert 2.0 <= took < 30, took
+    assert {r["round"] for r in results.values()} == {0}
+    rnd = EmbeddedLedger(services.ledger_path, identity="observer").get_round("m", 0)
+    assert sorted(rnd["contributors"]) == ["site-a", "site-b"]
+    assert "quorum wait passed without site-c" in services.log("site-a") + services.log("site-b")
