@@ -36,6 +36,19 @@ def site_data(stream: int, n: int, features: int, seed: int, shift: float) -> tu
     return x, (logits > 0).astype("float32")
 
 
+class ScaleBeforeSync(keras.callbacks.Callback):
+    """A hostile site: multiplies its weights just before SwarmCallback sends them."""
+
+    def __init__(self, every: int, scale: float) -> None:
+        super().__init__()
+        self.every, self.scale, self.steps = every, scale, 0
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self.steps += 1
+        if self.steps % self.every == 0:
+            self.model.set_weights([w * self.scale for w in self.model.get_weights()])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--epochs", default="3", help="epochs, or one number per site: 2,4,4")
@@ -49,6 +62,14 @@ def main() -> None:
     p.add_argument("--checkin", default="snapshot", choices=["inactive", "snapshot", "active"])
     p.add_argument("--max-rounds", type=int, default=0)
     p.add_argument("--adaptive-sync", action="store_true", help="adapt the sync interval to a validation loss")
+    p.add_argument(
+        "--attacker",
+        type=int,
+        default=-1,
+        metavar="INDEX",
+        help="for robustness tests: the site with this index scales its weights by --attack-scale before each sync",
+    )
+    p.add_argument("--attack-scale", type=float, default=100.0)
     args = p.parse_args()
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -82,7 +103,11 @@ def main() -> None:
         leaderTimeoutSeconds=20,
     )
     swarm.logger.setLevel(logging.INFO)
-    history = model.fit(x, y, epochs=epochs, batch_size=args.batch_size, callbacks=[swarm], verbose=0)
+    callbacks = [swarm]
+    if index == args.attacker:
+        callbacks.insert(0, ScaleBeforeSync(args.sync_frequency, args.attack_scale))
+        print(f"this site attacks: weights x{args.attack_scale:g} before every sync")
+    history = model.fit(x, y, epochs=epochs, batch_size=args.batch_size, callbacks=callbacks, verbose=0)
 
     loss, acc = model.evaluate(x_test, y_test, verbose=0)
     (out / "final.safetensors").write_bytes(to_bytes(model.get_weights()))
