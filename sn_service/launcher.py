@@ -67,6 +67,7 @@ class SwarmLauncher:
         self.ledger = ledger
         self.fabric_profile = fabric_profile
         self.echo = echo
+        self.children_echo = True
         self.service_args = service_args or []
         self.ledger_path = workdir / "ledger.sqlite"
         self.ports: dict[str, int] = {}
@@ -103,7 +104,7 @@ class SwarmLauncher:
             for line in managed.proc.stdout:
                 log.write(line)
                 log.flush()
-                if self.echo is not None:
+                if self.echo is not None and self.children_echo:
                     with self._echo_lock:
                         self.echo.write(prefix + line)
                         self.echo.flush()
@@ -177,8 +178,34 @@ class SwarmLauncher:
             self._spawn(site, "train", [sys.executable, script, *script_args], env)
         self.say(f"training started: {script} at {len(self.sites)} sites, task {task}")
 
-    def wait(self, timeout_s: float) -> int:
-        """Waits for every training process; returns 0, or 1 on the first failure."""
+    def progress_line(self) -> str:
+        """One line: the round of each task and what each site's service is doing."""
+        parts, rounds = [], set()
+        for site in self.sites:
+            try:
+                status = httpx.get(self.service_url(site) + "/v1/status", timeout=1.0).json()
+            except (httpx.HTTPError, ValueError):
+                parts.append(f"{site}: no answer")
+                continue
+            doing = "training"
+            for task in status["tasks"].values():
+                if "current_round" in task:
+                    rounds.add(task["current_round"])
+                for job in task.get("running_syncs", []):
+                    doing = f"{job['phase']} ({job['waiting_for']})" if job["waiting_for"] else job["phase"]
+                if task.get("status") == "done":
+                    doing = "done"
+            parts.append(f"{site}: {doing}")
+        head = f"round {max(rounds)}" if rounds else "joining"
+        return f"{head} | " + " | ".join(parts)
+
+    def wait(self, timeout_s: float, progress_every_s: float | None = None) -> int:
+        """Waits for every training process; returns 0, or 1 on the first failure.
+
+        With ``progress_every_s``, prints a progress line whenever it changes
+        (and at least that often).
+        """
+        last_line, last_time = "", 0.0
         deadline = time.monotonic() + timeout_s
         trainers = [c for c in self.children if c.role == "train"]
         services = [c for c in self.children if c.role == "sn"]
@@ -201,6 +228,11 @@ class SwarmLauncher:
             if all(code == 0 for code in codes):
                 self.say("every site finished training")
                 return 0
+            if progress_every_s is not None:
+                line = self.progress_line()
+                if line != last_line or time.monotonic() - last_time > progress_every_s:
+                    self.say(line)
+                    last_line, last_time = line, time.monotonic()
             if time.monotonic() > deadline:
                 running = [c.name for c, code in zip(trainers, codes, strict=True) if code is None]
                 self.say(f"FAILED: timeout after {timeout_s:.0f} s; still training: {', '.join(running)}")
@@ -258,6 +290,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fabric-profile", type=Path, default=Path(".fabric/connection.json"))
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds before the run is failed (default 3600)")
     p.add_argument("--quiet", action="store_true", help="do not echo the sites' logs (they are still written)")
+    p.add_argument(
+        "--progress",
+        action="store_true",
+        help="instead of the sites' logs, show one line per change: the round and what each site is doing",
+    )
     return p
 
 
@@ -286,7 +323,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     task = args.task or f"{Path(args.script).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     workdir = args.workdir or Path(".runs") / task
-    launcher = SwarmLauncher(sites, workdir, args.ledger, args.fabric_profile, None if args.quiet else sys.stdout)
+    quiet = args.quiet or args.progress
+    launcher = SwarmLauncher(sites, workdir, args.ledger, args.fabric_profile, None if quiet else sys.stdout)
+    if args.progress:
+        launcher.echo = sys.stdout  # the launcher's own lines only: children's output goes to their logs
+        launcher.children_echo = False
 
     def on_signal(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
@@ -296,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         launcher.start_services()
         launcher.start_training(args.script, args.script_args, task)
-        code = launcher.wait(args.timeout)
+        code = launcher.wait(args.timeout, progress_every_s=10.0 if args.progress else None)
     except KeyboardInterrupt:
         launcher.say("interrupted: stopping every site")
         code = 130

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 SITES = ("site-a", "site-b", "site-c")
 
 
-def _launch(workdir: Path, task: str, *script_args: str) -> subprocess.CompletedProcess:
+def _launch(workdir: Path, task: str, *script_args: str, launcher_args: tuple = ()) -> subprocess.CompletedProcess:
     proc = subprocess.run(
         [
             sys.executable,
@@ -31,6 +31,7 @@ def _launch(workdir: Path, task: str, *script_args: str) -> subprocess.Completed
             str(workdir),
             "--timeout",
             "600",
+            *launcher_args,
             str(REPO / "examples" / "synthetic" / "train.py"),
             *script_args,
         ],
@@ -75,7 +76,22 @@ def test_active_checkin_keeps_min_peers_for_the_sites_still_training(tmp_path):
 
 
 def test_training_stops_when_the_task_reaches_max_rounds(tmp_path):
-    _launch(tmp_path, "capped", "--epochs", "20", "--max-rounds", "4", "--samples", "160", "--sync-frequency", "2")
+    proc = _launch(
+        tmp_path,
+        "capped",
+        "--epochs",
+        "20",
+        "--max-rounds",
+        "4",
+        "--samples",
+        "160",
+        "--sync-frequency",
+        "2",
+        launcher_args=("--progress",),
+    )
+    # --progress: one line per change instead of the sites' raw logs.
+    assert "[site-a train]" not in proc.stdout
+    assert "| site-a: " in proc.stdout and "round " in proc.stdout
     history = EmbeddedLedger(tmp_path / "ledger.sqlite", identity="observer").get_history("capped")["rounds"]
     assert len(history) == 4
     for site in SITES:
