@@ -15,9 +15,13 @@ def distances(stacked: np.ndarray, z: np.ndarray) -> np.ndarray:
     """Euclidean distance of every row to z, by cache-sized chunks (no (n, P) temporary)."""
     n, p = stacked.shape
     acc = np.zeros(n, dtype=np.float64)
+    buffer = np.empty((n, min(_CHUNK, p)), dtype=stacked.dtype)
     for start in range(0, p, _CHUNK):
-        diff = stacked[:, start : start + _CHUNK] - z[start : start + _CHUNK]
-        acc += np.einsum("ij,ij->i", diff, diff, dtype=np.float64)
+        stop = min(p, start + _CHUNK)
+        diff = buffer[:, : stop - start]
+        np.subtract(stacked[:, start:stop], z[start:stop], out=diff)
+        np.multiply(diff, diff, out=diff)
+        acc += diff.sum(axis=1, dtype=np.float64)  # per-chunk float32 squares, float64 totals
     return np.sqrt(acc)
 
 
