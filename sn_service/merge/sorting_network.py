@@ -3,7 +3,7 @@
 ``np.sort(stacked, axis=0)`` on (n, P) walks memory with stride P and is
 slow for large P. For small n an odd-even transposition network (n rounds
 of element-wise min/max between neighbouring rows), run on cache-sized
-column chunks, is about 7x faster (see docs/benchmarks.md).
+column chunks, is about 3x faster (see docs/benchmarks.md).
 """
 
 from __future__ import annotations
