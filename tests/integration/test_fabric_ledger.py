@@ -423,3 +423,88 @@ def test_three_sites_train_one_model_on_fabric(profile, tmp_path):
     identities = {info["identity"] for info in record["nodes"].values()}
     assert all(i.startswith(("Org1MSP::", "Org2MSP::", "Org3MSP::")) for i in identities), identities
     check_swarm_run(workdir, history, record, SITES, min_merges=3)
+
+
+def _restart(home: Path, process: str) -> None:
+    """Kills one network process (SIGKILL) by its recorded PID, then resumes the network."""
+    import signal as _signal
+
+    pid = int((home / "pids" / f"{process}.pid").read_text().split()[0])
+    os.kill(pid, _signal.SIGKILL)
+    time.sleep(2.0)  # down for a while, with the swarm running
+    env = {**os.environ, "FABRIC_HOME": str(home)}
+    proc = subprocess.run(
+        ["bash", str(REPO / "scripts" / "start_network.sh")], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+
+
+def test_training_goes_on_when_the_orderer_and_a_peer_restart(profile, tmp_path):
+    """Faults on Fabric: the services retry with backoff while the orderer, then a peer, are down."""
+    import sys
+
+    from sn_service.ledger.fabric import FabricLedger
+
+    from .conftest import check_swarm_run
+
+    task = _task()
+    workdir = tmp_path / "run"
+    launcher = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sn_service.launcher",
+            "--sites",
+            "3",
+            "--task",
+            task,
+            "--workdir",
+            str(workdir),
+            "--ledger",
+            "fabric",
+            "--fabric-profile",
+            str(profile),
+            "--timeout",
+            "900",
+            "--quiet",
+            str(REPO / "examples" / "synthetic" / "train.py"),
+            "--epochs",
+            "4",
+            "--samples",
+            "640",
+            "--sync-frequency",
+            "5",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    ledger = FabricLedger.from_profile(profile, "site-a")
+
+    def current_round() -> int:
+        try:
+            return ledger.get_task(task)["current_round"]
+        except (ContractError, LedgerUnavailable):
+            return -1
+
+    try:
+        for process, after_round in (("orderer", 2), ("peer-org2", 6)):
+            deadline = time.monotonic() + 300
+            while current_round() < after_round:
+                assert launcher.poll() is None, launcher.stdout.read()[-4000:]
+                assert time.monotonic() < deadline, f"no round {after_round} within 300 s"
+                time.sleep(0.5)
+            _restart(profile.parent, process)
+        out, _ = launcher.communicate(timeout=900)
+        assert launcher.returncode == 0, out[-5000:]
+        history = ledger.get_history(task)["rounds"]
+        record = ledger.get_task(task)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+        ledger.close()
+    assert len(history) > 6
+    check_swarm_run(workdir, history, record, SITES, min_merges=6)
+    logs = "".join((workdir / s / "sn.log").read_text() for s in SITES)
+    assert "ledger unreachable" in logs, "the outage must be seen and retried, not silently absent"
