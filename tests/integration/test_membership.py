@@ -70,3 +70,29 @@ def test_a_silent_site_is_given_up_after_the_quorum_wait_when_min_peers_hold(ser
     rnd = EmbeddedLedger(services.ledger_path, identity="observer").get_round("m", 0)
     assert sorted(rnd["contributors"]) == ["site-a", "site-b"]
     assert "quorum wait passed without site-c" in services.log("site-a") + services.log("site-b")
+
+
+def test_a_paused_site_is_given_up_then_rejoins_when_resumed(services):
+    import os
+    import signal
+
+    spec = small_spec(min_peers=2, quorum_wait_ms=2000)
+    urls = {s: services.start(s) for s in ("site-a", "site-b", "site-c")}
+    for url in urls.values():
+        assert httpx.post(f"{url}/v1/local/join", json={"task": "m", "spec": spec}).status_code == 200
+    rng = np.random.default_rng(7)
+    _sync_all(urls, rng)  # round 0 with everyone
+    paused = services.procs["site-b"].pid
+    os.kill(paused, signal.SIGSTOP)  # site-b's service freezes: unreachable, not dead
+    try:
+        others = {s: u for s, u in urls.items() if s != "site-b"}
+        results = _sync_all(others, rng)
+        assert {r["round"] for r in results.values()} == {1}
+    finally:
+        os.kill(paused, signal.SIGCONT)
+    ledger = EmbeddedLedger(services.ledger_path, identity="observer")
+    assert sorted(ledger.get_round("m", 1)["contributors"]) == ["site-a", "site-c"]
+    # Resumed, site-b takes part again from the next round on, with the swarm's model.
+    results = _sync_all(urls, rng)
+    assert {r["round"] for r in results.values()} == {2}
+    assert sorted(ledger.get_round("m", 2)["contributors"]) == ["site-a", "site-b", "site-c"]
