@@ -59,6 +59,7 @@ def main() -> None:
     p.add_argument("--min-peers", type=int, default=3)
     p.add_argument("--merge-method", default="mean")
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--site-shift", type=float, default=2.0, help="how far apart the sites' class balances are")
     p.add_argument("--checkin", default="snapshot", choices=["inactive", "snapshot", "active"])
     p.add_argument("--max-rounds", type=int, default=0)
     p.add_argument("--adaptive-sync", action="store_true", help="adapt the sync interval to a validation loss")
@@ -79,7 +80,7 @@ def main() -> None:
     out = Path(os.environ.get("SWARM_OUTPUT_DIR", "."))
     keras.utils.set_random_seed(args.seed + index)  # different initial weights at every site
 
-    x, y = site_data(index, args.samples, args.features, args.seed, shift=(index - 1) * 2.0)
+    x, y = site_data(index, args.samples, args.features, args.seed, shift=(index - 1) * args.site_shift)
     x_test, y_test = site_data(1000, 2000, args.features, args.seed, shift=0.0)
     model = keras.Sequential(
         [
@@ -90,7 +91,7 @@ def main() -> None:
         ]
     )
     model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="binary_crossentropy", metrics=["accuracy"])
-    x_val, y_val = site_data(500 + index, 256, args.features, args.seed, shift=(index - 1) * 2.0)
+    x_val, y_val = site_data(500 + index, 256, args.features, args.seed, shift=(index - 1) * args.site_shift)
     swarm = SwarmCallback(
         syncFrequency=args.sync_frequency,
         minPeers=args.min_peers,
