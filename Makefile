@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test lint unit integration go-test fabric-tools fabric-up fabric-down bench venv clean help
+.PHONY: demo test lint unit integration go-test fabric-tools fabric-up fabric-down browser bench venv clean help
 
 help:
 	@echo "make demo   - a three-site swarm on this machine (embedded ledger)"
@@ -53,8 +53,12 @@ fabric-up: fabric-tools
 fabric-down:
 	bash scripts/stop_network.sh
 
+# Debian's Chromium, for the dashboard's browser test (installed only where missing; needs root).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
+
 # The Fabric tests start a private network of their own and stop it after.
-test: lint go-test fabric-tools $(STAMP)
+test: lint go-test fabric-tools browser $(STAMP)
 	$(BIN)/python -m pytest tests -q
 
 bench: $(STAMP)

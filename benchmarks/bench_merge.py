@@ -61,8 +61,15 @@ def service_memory(n_models: int, n_params: int) -> dict:
     shapes = [(n_params // 1000, 1000), (n_params - (n_params // 1000) * 1000,)]
     shapes = [s for s in shapes if np.prod(s) > 0]
     layout = serialization.layout_of([np.zeros(s, np.float32) for s in shapes])
-    spec = {"fingerprint": serialization.fingerprint(layout), "layout": layout, "min_peers": n_models,
-            "merge_method": "mean", "quorum_wait_ms": 600_000, "leader_timeout_ms": 600_000, "max_rounds": 0}
+    spec = {
+        "fingerprint": serialization.fingerprint(layout),
+        "layout": layout,
+        "min_peers": n_models,
+        "merge_method": "mean",
+        "quorum_wait_ms": 600_000,
+        "leader_timeout_ms": 600_000,
+        "max_rounds": 0,
+    }
     with tempfile.TemporaryDirectory() as tmp:
         services = Services(Path(tmp))
         try:
@@ -76,8 +83,9 @@ def service_memory(n_models: int, n_params: int) -> dict:
                 jobs = {}
                 for n, url in urls.items():
                     blob = serialization.to_bytes([rng.standard_normal(s, dtype=np.float32) for s in shapes])
-                    r = httpx.post(f"{url}/v1/local/syncs", params={"task": "mem", "weight": 1}, content=blob,
-                                   timeout=120)
+                    r = httpx.post(
+                        f"{url}/v1/local/syncs", params={"task": "mem", "weight": 1}, content=blob, timeout=120
+                    )
                     r.raise_for_status()
                     jobs[n] = r.json()["sync_id"]
                     del blob
@@ -112,15 +120,22 @@ def main() -> None:
     p.add_argument("--params", type=int, default=10_000_000)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--json", type=Path, help="write the figures here too")
+    p.add_argument("--no-service", action="store_true", help="only the in-process merge times")
     args = p.parse_args()
-    print(f"merge of {args.models} models x {args.params:,} float32 parameters on {platform.machine()}, "
-          f"{platform.python_version()}, numpy {np.__version__}")
+    print(
+        f"merge of {args.models} models x {args.params:,} float32 parameters on {platform.machine()}, "
+        f"{platform.python_version()}, numpy {np.__version__}"
+    )
     times = time_methods(args.models, args.params, args.repeats)
+    if args.no_service:
+        return
     print("service memory (real processes):", flush=True)
     mem = service_memory(args.models, args.params)
-    print(f"  model {mem['model_mb']:.1f} MB; leader {mem['leader']} peak RSS {mem['leader_peak_mb']:.0f} MB "
-          f"(idle {mem['leader_baseline_mb']:.0f} MB); largest of all services {mem['max_peak_mb']:.0f} MB; "
-          f"limit 3 x N x size + 200 = {mem['limit_mb']:.0f} MB")
+    print(
+        f"  model {mem['model_mb']:.1f} MB; leader {mem['leader']} peak RSS {mem['leader_peak_mb']:.0f} MB "
+        f"(idle {mem['leader_baseline_mb']:.0f} MB); largest of all services {mem['max_peak_mb']:.0f} MB; "
+        f"limit 3 x N x size + 200 = {mem['limit_mb']:.0f} MB"
+    )
     print(f"  round wall time: {mem['round_wall_s']}")
     if args.json:
         args.json.write_text(json.dumps({"merge_s": times, "memory": mem}, indent=1))

@@ -49,15 +49,19 @@ def main() -> None:
         results = {s: json.loads((Path(tmp) / s / "sync_times.json").read_text()) for s in sites}
     wall = time.perf_counter() - t0
     params = results[sites[0]]["params"]
-    print(f"{len(sites)} sites, {params:,} parameters ({params * 4 / 2**20:.1f} MB float32), "
-          f"{args.rounds} syncs each, ledger {args.ledger}, total {wall:.0f} s")
+    print(
+        f"{len(sites)} sites, {params:,} parameters ({params * 4 / 2**20:.1f} MB float32), "
+        f"{args.rounds} syncs each, ledger {args.ledger}, total {wall:.0f} s"
+    )
     all_times = []
     for s in sites:
         t = results[s]["sync_s"][1:]  # the first sync also warms up connections
         all_times += t
-        print(f"  {s}: median sync {statistics.median(t) * 1000:.0f} ms (min {min(t) * 1000:.0f}, "
-              f"max {max(t) * 1000:.0f}); serialise {statistics.median(results[s]['serialise']) * 1000:.1f} ms, "
-              f"load {statistics.median(results[s]['load']) * 1000:.1f} ms")
+        print(
+            f"  {s}: median sync {statistics.median(t) * 1000:.0f} ms (min {min(t) * 1000:.0f}, "
+            f"max {max(t) * 1000:.0f}); serialise {statistics.median(results[s]['serialise']) * 1000:.1f} ms, "
+            f"load {statistics.median(results[s]['load']) * 1000:.1f} ms"
+        )
     print(f"  all sites: median sync {statistics.median(all_times) * 1000:.0f} ms")
     if args.json:
         args.json.write_text(json.dumps({"params": params, "sites": results, "median_s": statistics.median(all_times)}))

@@ -7,7 +7,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from sn_service.routers import local, peer, status
+from sn_service.routers import dashboard, local, peer, status
 from sn_service.service import SwarmNetworkService
 
 
@@ -29,6 +29,7 @@ def create_app(service: SwarmNetworkService, parts: tuple[str, ...] = ("local", 
         app.include_router(peer.router)
     if "status" in parts:
         app.include_router(status.router)
+        app.include_router(dashboard.router)
     else:
         app.add_api_route("/v1/health", status.health, methods=["GET"])
 

@@ -37,9 +37,12 @@ class BlobStore:
         """Whether the blob is stored."""
         return self.path(sha256).is_file()
 
-    def put(self, data: bytes) -> str:
-        """Stores ``data`` and returns its sha256; storing it twice is a no-op."""
-        sha256 = hashlib.sha256(data).hexdigest()
+    def put(self, data: bytes, sha256: str | None = None) -> str:
+        """Stores ``data`` and returns its sha256; storing it twice is a no-op.
+
+        ``sha256``: the hash, when the caller has just computed and checked it.
+        """
+        sha256 = sha256 or hashlib.sha256(data).hexdigest()
         target = self.path(sha256)
         if target.is_file():
             return sha256

@@ -22,7 +22,9 @@ class ServiceMetrics:
             "swarm_sync_seconds", "Wall time of one sync, submit to merged model.", buckets=_LATENCY_BUCKETS, **labels
         )
         self.merge_seconds = Histogram(
-            "swarm_merge_seconds", "Leader's fetch, verify, merge and publish time.", buckets=_LATENCY_BUCKETS,
+            "swarm_merge_seconds",
+            "Leader's fetch, verify, merge and publish time.",
+            buckets=_LATENCY_BUCKETS,
             **labels,
         )
         self.bytes_sent = Counter("swarm_bytes_sent", "Blob bytes served to peers and to the callback.", **labels)

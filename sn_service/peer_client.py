@@ -1,10 +1,12 @@
-"""Fetching blobs from other sites' services, verified by sha256."""
+"""Fetching from other sites' services: blobs verified by sha256, small JSON documents."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import ssl
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
@@ -20,6 +22,16 @@ class BlobFetchError(Exception):
         self.tampered = tampered
 
 
+class PeerRequestError(Exception):
+    """A JSON document could not be had from a peer: unreachable, refused, too big, not JSON, wrong server."""
+
+    def __init__(self, endpoint: str, path: str, reason: str) -> None:
+        super().__init__(f"{path} from {endpoint}: {reason}")
+        self.endpoint = endpoint
+        self.path = path
+        self.reason = reason
+
+
 @dataclass(frozen=True)
 class TLSConfig:
     """Client side of mutual TLS: our certificate and key, and the swarm CA."""
@@ -30,7 +42,7 @@ class TLSConfig:
 
 
 class PeerClient:
-    """Downloads blobs by hash from peers' ``GET /v1/blobs/{sha256}``.
+    """Downloads blobs by hash from peers' ``GET /v1/blobs/{sha256}``, and small JSON documents.
 
     Args:
         tls: client certificate and CA for mTLS; None for plain HTTP.
@@ -73,8 +85,49 @@ class PeerClient:
             raise BlobFetchError(endpoint, sha256, "its bytes do not match the hash on the ledger", tampered=True)
         return data
 
+    def get_json(
+        self,
+        endpoint: str,
+        path: str,
+        expected_identity: str | None = None,
+        timeout_s: float = 2.0,
+        max_bytes: int = 1 << 20,
+    ) -> Any:
+        """A peer's JSON answer to ``GET path``; raises PeerRequestError.
+
+        Verified like ``fetch``: over mutual TLS the server's certificate
+        must be that of ``expected_identity``, the node the ledger names.
+        """
+        url = f"{endpoint.rstrip('/')}{path}"
+        try:
+            with self._client.stream("GET", url, timeout=timeout_s) as resp:
+                if self.tls is not None and expected_identity is not None:
+                    found = self._server_identity(resp)
+                    if found is None:
+                        raise PeerRequestError(endpoint, path, "no server certificate on a TLS connection")
+                    if found != expected_identity:
+                        raise PeerRequestError(
+                            endpoint, path, f"the server is {found}, not {expected_identity} as the ledger says"
+                        )
+                chunks, total = [], 0
+                for chunk in resp.iter_bytes():
+                    total += len(chunk)
+                    if total > max_bytes:
+                        raise PeerRequestError(endpoint, path, f"larger than the {max_bytes} bytes allowed")
+                    chunks.append(chunk)
+        except httpx.HTTPError as exc:
+            raise PeerRequestError(endpoint, path, f"{type(exc).__name__}: {exc}") from exc
+        body = b"".join(chunks)
+        if resp.status_code != 200:
+            raise PeerRequestError(endpoint, path, f"HTTP {resp.status_code}: {body[:200].decode(errors='replace')}")
+        try:
+            return json.loads(body)
+        except ValueError as exc:
+            raise PeerRequestError(endpoint, path, f"the answer is not JSON: {exc}") from exc
+
     @staticmethod
-    def _check_server(resp: httpx.Response, endpoint: str, sha256: str, expected: str) -> None:
+    def _server_identity(resp: httpx.Response) -> str | None:
+        """The identity in the TLS server certificate of ``resp``'s connection, or None without one."""
         from cryptography import x509
 
         from sn_service.identity import identity_of
@@ -82,9 +135,13 @@ class PeerClient:
         stream = resp.extensions.get("network_stream")
         ssl_object = stream.get_extra_info("ssl_object") if stream is not None else None
         der = ssl_object.getpeercert(True) if ssl_object is not None else None
-        if not der:
+        return identity_of(x509.load_der_x509_certificate(der)) if der else None
+
+    @classmethod
+    def _check_server(cls, resp: httpx.Response, endpoint: str, sha256: str, expected: str) -> None:
+        found = cls._server_identity(resp)
+        if found is None:
             raise BlobFetchError(endpoint, sha256, "no server certificate on a TLS connection")
-        found = identity_of(x509.load_der_x509_certificate(der))
         if found != expected:
             raise BlobFetchError(endpoint, sha256, f"the server is {found}, not {expected} as the ledger says")
 

@@ -11,8 +11,11 @@ has a deadline and reports what it waits for and on whom.
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,11 +37,10 @@ class SyncFailed(Exception):
 
 @dataclass
 class SyncResult:
-    """The outcome of one sync: the merged model to load."""
+    """The outcome of one sync: the merged model to load (it is in the blob store)."""
 
     round: int
     merged_sha256: str
-    data: bytes
     task_status: str
     contributed: bool
 
@@ -65,6 +67,31 @@ class WaitState:
 def now_ms() -> int:
     """Wall-clock milliseconds (the embedded ledger's transaction time base)."""
     return int(time.time() * 1000)
+
+
+class ModelCache:
+    """The few most recent verified models, parsed, by sha256: a sync need not re-read its own blobs."""
+
+    def __init__(self, capacity: int = 6) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[str, list[np.ndarray]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, sha256: str) -> list[np.ndarray] | None:
+        """The parsed model, or None."""
+        with self._lock:
+            arrays = self._items.get(sha256)
+            if arrays is not None:
+                self._items.move_to_end(sha256)
+            return arrays
+
+    def put(self, sha256: str, arrays: list[np.ndarray]) -> None:
+        """Remembers a verified model, forgetting the oldest beyond capacity."""
+        with self._lock:
+            self._items[sha256] = arrays
+            self._items.move_to_end(sha256)
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
 
 
 class RoundDriver:
@@ -101,6 +128,7 @@ class RoundDriver:
         self.log = logging.LoggerAdapter(log, {"site": site})
         self.metrics = metrics or ServiceMetrics(site)
         self.rejected_blobs: list[dict] = []
+        self.models = ModelCache()
 
     # ------------------------------------------------------------------ ledger
 
@@ -151,10 +179,10 @@ class RoundDriver:
 
     def fetch_merged(
         self, task_rec: dict, sha256: str, publisher: str | None, deadline: float, wait: WaitState | None = None
-    ) -> bytes:
-        """Gets a merged blob: from our store, else from its publisher, else from any node."""
+    ) -> None:
+        """Makes sure a merged blob is in our store: else from its publisher, else from any node."""
         if self.store.has(sha256):
-            return self.store.get(sha256)
+            return
         layout = task_rec["spec"]["layout"]
         limit = serialization.expected_nbytes(layout) + serialization.HEADER_ALLOWANCE
         nodes = task_rec["nodes"]
@@ -168,8 +196,8 @@ class RoundDriver:
                     data = self.peers.fetch(nodes[node]["endpoint"], sha256, limit, nodes[node]["identity"])
                     self.metrics.bytes_received.inc(len(data))
                     serialization.from_bytes(data, layout)
-                    self.store.put(data)
-                    return data
+                    self.store.put(data, sha256)
+                    return
                 except (BlobFetchError, serialization.WeightsFormatError) as exc:
                     self._count_rejection(exc)
                     errors.append(f"{node}: {exc}")
@@ -186,12 +214,20 @@ class RoundDriver:
         latest = rec["latest_merged"]
         if latest is None:
             return None
-        data = self.fetch_merged(rec, latest["sha256"], latest["node"], deadline)
-        return SyncResult(latest["round"], latest["sha256"], data, rec["status"], contributed=False)
+        self.fetch_merged(rec, latest["sha256"], latest["node"], deadline)
+        return SyncResult(latest["round"], latest["sha256"], rec["status"], contributed=False)
 
     # ------------------------------------------------------------------ sync
 
-    def sync(self, task: str, blob: bytes, weight: int, timeout_s: float, wait: WaitState | None = None) -> SyncResult:
+    def sync(
+        self,
+        task: str,
+        blob: bytes,
+        weight: int,
+        timeout_s: float,
+        wait: WaitState | None = None,
+        arrays: list[np.ndarray] | None = None,
+    ) -> SyncResult:
         """Contributes ``blob`` to the open round and returns the round's merged model.
 
         If the round closed before our submission arrived, our update is
@@ -201,6 +237,8 @@ class RoundDriver:
         wait = wait or WaitState()
         deadline = time.monotonic() + timeout_s
         sha256 = self.store.put(blob)
+        if arrays is not None:  # already parsed and checked against the layout by the caller
+            self.models.put(sha256, arrays)
         while True:
             rec = self._ledger(self.ledger.get_task, deadline, task)
             if rec["status"] == "done":
@@ -245,7 +283,7 @@ class RoundDriver:
             rnd = self._ledger(self.ledger.get_round, deadline, task, round_no)
             status = rnd["status"]
             if status == "done":
-                data = self.fetch_merged(rec, rnd["merged_sha256"], rnd["published_by"], deadline, wait)
+                self.fetch_merged(rec, rnd["merged_sha256"], rnd["published_by"], deadline, wait)
                 self.metrics.rounds_completed.inc()
                 self.log.info(
                     "round %d: merged %s... by %s loaded (%d contributors)",
@@ -254,7 +292,7 @@ class RoundDriver:
                     rnd["published_by"],
                     len(rnd["contributors"]),
                 )
-                return SyncResult(round_no, rnd["merged_sha256"], data, rec["status"], contributed)
+                return SyncResult(round_no, rnd["merged_sha256"], rec["status"], contributed)
             if status == "open":
                 ok, why = contract.closable(rec, rnd, now_ms())
                 if ok:
@@ -335,19 +373,38 @@ class RoundDriver:
         stack = None if initial else StackedModels(serialization.parse_layout(layout), len(rnd["contributors"]))
         weights: list[int] = []
         merged: list[np.ndarray] | None = None
+        # Contributions we do not hold are fetched from their sites in parallel.
+        remote = [
+            n
+            for n in rnd["contributors"]
+            if self.models.get(rnd["submissions"][n]["sha256"]) is None
+            and not self.store.has(rnd["submissions"][n]["sha256"])
+        ]
+        with ThreadPoolExecutor(max_workers=max(1, min(8, len(remote)))) as pool:
+            fetches = {
+                n: pool.submit(
+                    self.peers.fetch,
+                    rec["nodes"][n]["endpoint"],
+                    rnd["submissions"][n]["sha256"],
+                    limit,
+                    rec["nodes"][n]["identity"],
+                )
+                for n in remote
+            }
         for node in rnd["contributors"]:
             sub = rnd["submissions"][node]
             try:
-                if self.store.has(sub["sha256"]):
-                    data = self.store.get(sub["sha256"])
-                else:
-                    data = self.peers.fetch(
-                        rec["nodes"][node]["endpoint"], sub["sha256"], limit, rec["nodes"][node]["identity"]
-                    )
+                cached = self.models.get(sub["sha256"])
+                if cached is not None:
+                    arrays = cached
+                elif node in fetches:
+                    data = fetches[node].result()
                     self.metrics.bytes_received.inc(len(data))
-                arrays = serialization.from_bytes(data, layout)
-                self.store.put(data)
-                del data
+                    arrays = serialization.from_bytes(data, layout)
+                    self.store.put(data, sub["sha256"])
+                    del data
+                else:
+                    arrays = serialization.from_bytes(self.store.get(sub["sha256"]), layout)
             except (BlobFetchError, serialization.WeightsFormatError, ValueError) as exc:
                 self._count_rejection(exc)
                 self.rejected_blobs.append({"round": round_no, "node": node, "reason": str(exc)})

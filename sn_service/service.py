@@ -40,6 +40,7 @@ class SyncJob:
     started: float = field(default_factory=time.time)
     finished_at: float | None = None
     done: threading.Event = field(default_factory=threading.Event)
+    metrics: dict[str, float] | None = None
 
     def as_dict(self) -> dict:
         """The job's public status."""
@@ -79,6 +80,7 @@ class SwarmNetworkService:
     """
 
     MAX_JOBS = 256
+    MAX_METRIC_ROUNDS = 5000  # per task; older rounds' training metrics are dropped
 
     def __init__(
         self,
@@ -95,6 +97,7 @@ class SwarmNetworkService:
         self.site = site
         self.ledger = ledger
         self.store = store
+        self.peers = peers
         self.endpoint = endpoint
         self.sync_timeout_s = sync_timeout_s
         self.tls = tls
@@ -104,6 +107,8 @@ class SwarmNetworkService:
         self.driver = RoundDriver(site, ledger, store, peers, poll_s=poll_s, metrics=self.metrics)
         self.tasks: dict[str, TaskState] = {}
         self.jobs: dict[str, SyncJob] = {}
+        # task -> round -> {"metrics": {...}, "ts_ms": ...}: what this site's callback sent with each sync.
+        self.training_metrics: dict[str, dict[int, dict]] = {}
         self.started = time.time()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -181,22 +186,35 @@ class SwarmNetworkService:
 
     # ------------------------------------------------------------------ syncs
 
-    def start_sync(self, task: str, blob: bytes, weight: int) -> SyncJob:
-        """Starts a sync in a worker thread and returns its job."""
-        job = SyncJob(sync_id=uuid.uuid4().hex, task=task)
+    def start_sync(
+        self,
+        task: str,
+        blob: bytes,
+        weight: int,
+        metrics: dict[str, float] | None = None,
+        arrays: list | None = None,
+    ) -> SyncJob:
+        """Starts a sync in a worker thread and returns its job.
+
+        ``metrics`` (validated by the caller) are the site's latest training
+        metrics; they are recorded under the round the sync takes part in.
+        ``arrays``: the blob's tensors, when the caller has already parsed and
+        checked them (the leader then need not parse its own blob again).
+        """
+        job = SyncJob(sync_id=uuid.uuid4().hex, task=task, metrics=metrics or None)
         with self._lock:
             self._forget_old_jobs()
             self.jobs[job.sync_id] = job
         thread = threading.Thread(
-            target=self._run_sync, args=(job, blob, weight), name=f"sync-{job.sync_id[:8]}", daemon=True
+            target=self._run_sync, args=(job, blob, weight, arrays), name=f"sync-{job.sync_id[:8]}", daemon=True
         )
         thread.start()
         return job
 
-    def _run_sync(self, job: SyncJob, blob: bytes, weight: int) -> None:
+    def _run_sync(self, job: SyncJob, blob: bytes, weight: int, arrays: list | None) -> None:
         t0 = time.perf_counter()
         try:
-            job.result = self.driver.sync(job.task, blob, weight, self.sync_timeout_s, job.wait)
+            job.result = self.driver.sync(job.task, blob, weight, self.sync_timeout_s, job.wait, arrays)
             job.state = "done"
             self.metrics.syncs.labels(outcome="done").inc()
             self.metrics.sync_seconds.observe(time.perf_counter() - t0)
@@ -215,8 +233,33 @@ class SwarmNetworkService:
             self.metrics.syncs.labels(outcome="failed").inc()
             self.log.exception("sync %s crashed", job.sync_id[:8])
         finally:
+            round_no = job.result.round if job.result is not None else job.wait.round
+            if job.metrics and round_no is not None:
+                self._record_training_metrics(job.task, round_no, job.metrics, job.started)
             job.finished_at = time.time()
             job.done.set()
+
+    def _record_training_metrics(self, task: str, round_no: int, metrics: dict[str, float], at: float) -> None:
+        with self._lock:
+            rounds = self.training_metrics.setdefault(task, {})
+            rounds[round_no] = {"metrics": dict(metrics), "ts_ms": int(at * 1000)}
+            while len(rounds) > self.MAX_METRIC_ROUNDS:
+                del rounds[min(rounds)]
+
+    def training_metrics_history(self, task: str, last: int = 500) -> dict:
+        """This site's training metrics of its last ``last`` rounds of ``task``, oldest first.
+
+        Each entry is what the callback sent with its sync of that round (its
+        latest Keras logs when it submitted). A sync still running whose round
+        is known is included, so a stuck round's metrics show too.
+        """
+        with self._lock:
+            rounds = dict(self.training_metrics.get(task, {}))
+            for job in self.jobs.values():
+                if job.task == task and job.metrics and not job.done.is_set() and job.wait.round is not None:
+                    rounds.setdefault(job.wait.round, {"metrics": dict(job.metrics), "ts_ms": int(job.started * 1000)})
+        chosen = sorted(rounds)[-last:] if last > 0 else []
+        return {"site": self.site, "task": task, "rounds": [{"round": r, **rounds[r]} for r in chosen]}
 
     def _forget_old_jobs(self) -> None:
         if len(self.jobs) < self.MAX_JOBS:

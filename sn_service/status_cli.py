@@ -56,8 +56,9 @@ def _render_from_service(url: str, task: str | None) -> str:
         out.append(render_task(body["task"], body["round"], body["recent"], body["now_ms"]))
     waits = [j for t in status["tasks"].values() for j in t.get("running_syncs", [])]
     for job in waits:
-        out.append(f"  {status['site']} sync {job['sync_id'][:8]}: {job['phase']}: {job['waiting_for']} "
-                   f"({job['waiting_s']} s)")
+        out.append(
+            f"  {status['site']} sync {job['sync_id'][:8]}: {job['phase']}: {job['waiting_for']} ({job['waiting_s']} s)"
+        )
     return "\n".join(out)
 
 

@@ -22,6 +22,8 @@ LOOPBACK_ENV = "SWARM_LOOPBACK"
 SERVICE_URL_ENV = "SWARM_SN_URL"
 TASK_ENV = "SWARM_TASK"
 _TASK_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_METRIC_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:/-]{0,63}")
+_MAX_METRICS = 64
 
 
 def _positive_int(name: str, value: Any, allowed: str = "an integer >= 1") -> int:
@@ -47,6 +49,12 @@ class SwarmCallback(keras.callbacks.Callback):
     merged model and loads it. At train end the site checks in per
     ``checkinModelOnTrainEnd``. Training stops early when the swarm says
     the task is over.
+
+    Each sync also reports this site's latest training metrics (Keras
+    ``logs`` from the last batch and epoch: ``loss``, the compiled metrics,
+    ``val_*``; with adaptive sync, ``ads_val_loss``, the validation loss of
+    the last merged model) so every site's dashboard can chart them per
+    round. Only these numbers leave the site, never data.
 
     The constructor mirrors HPE Swarm Learning's, so a script ports by
     changing its import.
@@ -169,6 +177,7 @@ class SwarmCallback(keras.callbacks.Callback):
         self._interval = self.syncFrequency
         self._steps_since_sync = 0
         self._last_val_loss: float | None = None
+        self._metrics: dict[str, float] = {}
         self._task_over = False
         self.rounds_synced = 0
         self.sync_seconds: list[float] = []
@@ -201,7 +210,9 @@ class SwarmCallback(keras.callbacks.Callback):
         t0 = time.perf_counter()
         weight = max(self._steps_since_sync, 1) * self.nodeWeightage
         blob = serialization.to_bytes(self.model.get_weights())
-        status = self._client.sync(self.trainingContract, blob, weight, self.syncTimeoutSeconds)
+        status = self._client.sync(
+            self.trainingContract, blob, weight, self.syncTimeoutSeconds, metrics=dict(self._metrics) or None
+        )
         self._load(self._client.blob(status["merged_sha256"], self._layout))
         self._steps_since_sync = 0
         self.rounds_synced += 1
@@ -222,6 +233,20 @@ class SwarmCallback(keras.callbacks.Callback):
         if self.useAdaptiveSync:
             self._adapt_interval()
 
+    def _remember_metrics(self, logs: dict | None) -> None:
+        """Keeps the latest finite scalar of each logged metric, to report with the next sync."""
+        for name, value in (logs or {}).items():
+            if not isinstance(name, str) or not _METRIC_NAME_RE.fullmatch(name) or isinstance(value, bool):
+                continue
+            if name not in self._metrics and len(self._metrics) >= _MAX_METRICS:
+                continue
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                continue  # not a scalar
+            if math.isfinite(number):
+                self._metrics[name] = number
+
     def _adapt_interval(self) -> None:
         x = self.adsValData
         if isinstance(x, tuple) and len(x) >= 2:
@@ -229,6 +254,7 @@ class SwarmCallback(keras.callbacks.Callback):
         else:
             result = self.model.evaluate(x, batch_size=self.adsValBatchSize, verbose=0)
         loss = float(result[0] if isinstance(result, (list, tuple)) else result)
+        self._remember_metrics({"ads_val_loss": loss})
         previous, self._last_val_loss = self._last_val_loss, loss
         if previous is None or previous <= 0:
             return
@@ -286,9 +312,15 @@ class SwarmCallback(keras.callbacks.Callback):
         """Counts batches and syncs every ``syncFrequency`` (or the adapted interval)."""
         if self.loopback or self._task_over:
             return
+        self._remember_metrics(logs)
         self._steps_since_sync += 1
         if self._steps_since_sync >= self._interval:
             self._sync(f"batch {batch + 1}")
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        """Remembers the epoch's metrics (with ``val_*`` when ``fit`` validates) for the next sync."""
+        if not self.loopback:
+            self._remember_metrics(logs)
 
     def on_train_end(self, logs: dict | None = None) -> None:
         """Checks in per ``checkinModelOnTrainEnd`` and leaves the task."""

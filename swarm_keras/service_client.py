@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 
@@ -68,14 +69,25 @@ class ServiceClient:
         """Joins the task; returns the service's JoinResponse."""
         return self._request("POST", "/v1/local/join", json={"task": task, "spec": spec}).json()
 
-    def sync(self, task: str, blob: bytes, weight: int, timeout_s: float, log_every_s: float = 10.0) -> dict:
-        """Runs one sync to completion; logs what it waits for; returns the final status."""
+    def sync(
+        self,
+        task: str,
+        blob: bytes,
+        weight: int,
+        timeout_s: float,
+        log_every_s: float = 10.0,
+        metrics: dict[str, float] | None = None,
+    ) -> dict:
+        """Runs one sync to completion; logs what it waits for; returns the final status.
+
+        ``metrics`` (names to finite numbers, e.g. the latest Keras logs) go
+        with the sync and show on the swarm's dashboards for its round.
+        """
+        headers = {"content-type": "application/octet-stream"}
+        if metrics:
+            headers["x-swarm-metrics"] = json.dumps(metrics, separators=(",", ":"), allow_nan=False)
         started = self._request(
-            "POST",
-            "/v1/local/syncs",
-            params={"task": task, "weight": weight},
-            content=blob,
-            headers={"content-type": "application/octet-stream"},
+            "POST", "/v1/local/syncs", params={"task": task, "weight": weight}, content=blob, headers=headers
         ).json()
         sync_id = started["sync_id"]
         t0 = time.monotonic()

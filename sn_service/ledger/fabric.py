@@ -218,6 +218,7 @@ def chaincode_arg(value: Any) -> bytes:
 
 # ---------------------------------------------------------------- identity
 
+
 def fabric_identity(mspid: str, cert: x509.Certificate) -> str:
     """The caller identity the chaincode sees: ``<MSPID>::<subject DN as Go writes it>``."""
     return f"{mspid}{IDENTITY_SEPARATOR}{go_subject_string(cert.subject)}"

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
+import math
+import re
 
-from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import Response
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import FileResponse, Response
 
 from sn_service.errors import api_error, contract_http_error
 from sn_service.ledger.base import ContractError, LedgerUnavailable
@@ -23,6 +26,51 @@ _ERRORS = {
     413: {"model": ErrorBody},
     503: {"model": ErrorBody},
 }
+
+
+METRICS_HEADER = "X-Swarm-Metrics"
+MAX_METRICS_CHARS = 8192
+MAX_METRICS = 64
+METRIC_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:/-]{0,63}")
+
+
+class MetricsError(ValueError):
+    """A sync's metrics are not a small JSON object of finite numbers."""
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Validates a sync's metrics: a JSON object of at most 64 names to finite numbers.
+
+    Names are 1-64 of ``[A-Za-z0-9_.:/-]``, as Keras logs them (``loss``,
+    ``val_accuracy``). Raises MetricsError naming the offending entry.
+    """
+    if len(text) > MAX_METRICS_CHARS:
+        raise MetricsError(f"{len(text)} characters; at most {MAX_METRICS_CHARS} are allowed")
+
+    def no_constants(name: str) -> None:
+        raise MetricsError(f"{name} is not a finite number; leave the metric out instead")
+
+    try:
+        value = json.loads(text, parse_constant=no_constants)
+    except json.JSONDecodeError as exc:
+        raise MetricsError(f"not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise MetricsError(f"a JSON object of metric names to numbers is needed, not a {type(value).__name__}")
+    if len(value) > MAX_METRICS:
+        raise MetricsError(f"{len(value)} metrics; at most {MAX_METRICS} are allowed")
+    out = {}
+    for name, number in value.items():
+        if not METRIC_NAME.fullmatch(name):
+            raise MetricsError(f"metric name {name[:80]!r} is not 1-64 letters, digits or _ . : / -")
+        if isinstance(number, bool) or not isinstance(number, (int, float)):
+            raise MetricsError(f"metric {name!r} is {json.dumps(number)[:40]}, not a number")
+        try:
+            out[name] = float(number)
+        except OverflowError:
+            out[name] = math.inf
+        if not math.isfinite(out[name]):
+            raise MetricsError(f"metric {name!r} is not a finite number")
+    return out
 
 
 def _service(request: Request) -> SwarmNetworkService:
@@ -66,16 +114,17 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _validated_blob(request: Request, service: SwarmNetworkService, task: str) -> bytes:
+async def _validated_blob(request: Request, service: SwarmNetworkService, task: str) -> tuple[bytes, list]:
+    """The body, checked against the task's layout, and its parsed tensors."""
     spec = _joined_spec(service, task)
     data = await _read_body(request, service.max_blob_bytes(task))
     try:
-        await asyncio.to_thread(serialization.from_bytes, data, spec["layout"])
+        arrays = await asyncio.to_thread(serialization.from_bytes, data, spec["layout"])
     except serialization.WeightsFormatError as exc:
         service.metrics.rejected_blobs.labels(reason=exc.code.lower()).inc()
         raise api_error(400 if exc.code != "TOO_LARGE" else 413, exc.code, str(exc)) from exc
     service.metrics.bytes_received.inc(len(data))
-    return data
+    return data, arrays
 
 
 @router.post("/join", response_model=JoinResponse)
@@ -109,11 +158,25 @@ async def start_sync(
     request: Request,
     task: str = Query(pattern=NAME_PATTERN),
     weight: int = Query(ge=0, le=(1 << 53) - 1),
+    metrics: str | None = Header(
+        default=None,
+        alias=METRICS_HEADER,
+        description='optional: this site\'s latest training metrics, e.g. {"loss": 0.31, "val_accuracy": 0.9}',
+    ),
 ) -> SyncStarted:
-    """Starts a sync with the weights in the body (safetensors); poll it with GET."""
+    """Starts a sync with the weights in the body (safetensors); poll it with GET.
+
+    The site's training metrics may ride along in the ``X-Swarm-Metrics``
+    header; they are kept for the round this sync takes part in and shown
+    on the dashboard.
+    """
     service = _service(request)
-    data = await _validated_blob(request, service, task)
-    job = service.start_sync(task, data, weight)
+    try:
+        parsed = parse_metrics(metrics) if metrics is not None else None
+    except MetricsError as exc:
+        raise api_error(422, "INVALID_METRICS", f"{METRICS_HEADER} header: {exc}") from None
+    data, arrays = await _validated_blob(request, service, task)
+    job = service.start_sync(task, data, weight, parsed, arrays=arrays)
     return SyncStarted(sync_id=job.sync_id)
 
 
@@ -142,7 +205,7 @@ async def latest(request: Request, task: str = Query(pattern=NAME_PATTERN)) -> R
     if result is None:
         return Response(status_code=204)
     return Response(
-        result.data,
+        await asyncio.to_thread(service.store.get, result.merged_sha256),
         media_type="application/octet-stream",
         headers={"X-Swarm-Round": str(result.round), "X-Swarm-Sha256": result.merged_sha256},
     )
@@ -154,12 +217,12 @@ async def local_blob(sha256: str, request: Request) -> Response:
     store = _service(request).store
     if not store.valid_sha(sha256):
         raise api_error(400, "INVALID_ARGUMENT", "the blob name must be 64 lowercase hex characters")
-    try:
-        data = await asyncio.to_thread(store.get, sha256)
-    except KeyError:
-        raise api_error(404, "NO_SUCH_BLOB", f"this site holds no blob {sha256}") from None
-    _service(request).metrics.bytes_sent.inc(len(data))
-    return Response(data, media_type="application/octet-stream")
+    path = store.path(sha256)
+    if not path.is_file():
+        raise api_error(404, "NO_SUCH_BLOB", f"this site holds no blob {sha256}")
+    _service(request).metrics.bytes_sent.inc(path.stat().st_size)
+    # Sent as stored: the callback checks the bytes against the hash it asked for.
+    return FileResponse(path, media_type="application/octet-stream")
 
 
 @router.post("/checkin")
@@ -173,7 +236,7 @@ async def checkin(
     service = _service(request)
     try:
         if mode == "finish":
-            data = await _validated_blob(request, service, task)
+            data, _ = await _validated_blob(request, service, task)
             record = await asyncio.to_thread(service.finish, task, data, weight)
         else:
             _joined_spec(service, task)

@@ -1,20 +1,36 @@
-"""The peer API: other sites fetch blobs by sha256."""
+"""The peer API: other sites fetch blobs by sha256, and this site's training metrics."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse
 
 from sn_service.errors import api_error
 from sn_service.identity import identity_of
 from sn_service.peer_tls import peer_certificate
-from sn_service.schemas import ErrorBody
+from sn_service.schemas import NAME_PATTERN, ErrorBody
+
+
+async def registered_peer(request: Request) -> None:
+    """Over mutual TLS, refuses callers whose certificate is not a site registered in one of our tasks."""
+    service = request.app.state.service
+    if service.tls is None:
+        return
+    cert = peer_certificate(request)
+    if cert is None:
+        raise api_error(403, "NO_CLIENT_CERTIFICATE", "the peer API answers only over mutual TLS")
+    identity = identity_of(cert)
+    if not await asyncio.to_thread(service.is_registered_identity, identity):
+        raise api_error(403, "UNKNOWN_SITE", f"{identity} is not a site registered in any task this site takes part in")
+
 
 router = APIRouter(
     prefix="/v1",
     tags=["peer"],
+    dependencies=[Depends(registered_peer)],
     responses={400: {"model": ErrorBody}, 403: {"model": ErrorBody}, 404: {"model": ErrorBody}},
 )
 
@@ -23,15 +39,6 @@ router = APIRouter(
 async def get_blob(sha256: str, request: Request) -> FileResponse:
     """Serves a stored blob; its name is its sha256, so the fetcher can verify it."""
     service = request.app.state.service
-    if service.tls is not None:
-        cert = peer_certificate(request)
-        if cert is None:
-            raise api_error(403, "NO_CLIENT_CERTIFICATE", "blobs are served only over mutual TLS")
-        identity = identity_of(cert)
-        if not await asyncio.to_thread(service.is_registered_identity, identity):
-            raise api_error(
-                403, "UNKNOWN_SITE", f"{identity} is not a site registered in any task this site takes part in"
-            )
     store = service.store
     if not store.valid_sha(sha256):
         raise api_error(400, "INVALID_ARGUMENT", "the blob name must be 64 lowercase hex characters")
@@ -40,3 +47,14 @@ async def get_blob(sha256: str, request: Request) -> FileResponse:
         raise api_error(404, "NO_SUCH_BLOB", f"this site holds no blob {sha256}")
     service.metrics.bytes_sent.inc(path.stat().st_size)
     return FileResponse(path, media_type="application/octet-stream")
+
+
+@router.get("/metrics-history/{task}")
+async def metrics_history(task: str, request: Request, last: int = Query(default=500, ge=1, le=5000)) -> dict:
+    """This site's training metrics per round of ``task`` (its last ``last`` rounds), for the sites' dashboards."""
+    service = request.app.state.service
+    if not re.fullmatch(NAME_PATTERN, task):
+        raise api_error(400, "INVALID_ARGUMENT", f"task {task!r} is not a valid name")
+    if service.task_spec(task) is None:
+        raise api_error(404, "NOT_JOINED", f"this site has not joined task {task!r}")
+    return service.training_metrics_history(task, last)

@@ -1,0 +1,86 @@
+"""SwarmCallback keeps the latest finite scalar metrics from Keras logs; ServiceClient sends them with a sync.
+
+The real path (a Keras fit against a real service) is in
+tests/integration/test_dashboard.py; here, the filtering and the header.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import httpx
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+pytest.importorskip("keras")
+
+from sn_service.routers.local import parse_metrics
+from swarm_keras import SwarmCallback
+from swarm_keras.service_client import ServiceClient
+
+
+def test_only_finite_scalars_with_valid_names_are_kept_and_the_latest_wins():
+    cb = SwarmCallback(syncFrequency=2, minPeers=1)
+    cb._remember_metrics(
+        {
+            "loss": 0.7,
+            "accuracy": np.float32(0.5),
+            "auc": np.array(0.25),
+            "learning_rate": 1e-3,
+            "steps": 4,
+            "val_loss": float("nan"),
+            "overflow": float("inf"),
+            "flag": True,
+            "name": "adam",
+            "per_class": np.array([0.1, 0.2]),
+            "has space": 1.0,
+        }
+    )
+    assert cb._metrics == {"loss": 0.7, "accuracy": 0.5, "auc": 0.25, "learning_rate": 1e-3, "steps": 4.0}
+    assert all(type(v) is float for v in cb._metrics.values())
+    cb._remember_metrics({"loss": 0.6, "val_loss": 0.65})
+    cb._remember_metrics(None)
+    assert cb._metrics["loss"] == 0.6 and cb._metrics["val_loss"] == 0.65
+
+
+def test_what_the_callback_keeps_always_passes_the_services_validation():
+    cb = SwarmCallback(syncFrequency=2, minPeers=1)
+    cb._remember_metrics({f"{i:02d}_" + "m" * 61: -1.2345678901234567e-300 for i in range(80)})
+    assert len(cb._metrics) == 64, "at most 64 metrics are kept"
+    text = json.dumps(cb._metrics, separators=(",", ":"), allow_nan=False)
+    assert parse_metrics(text) == cb._metrics
+
+
+def test_sync_sends_metrics_in_a_header_and_nothing_without_them():
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.method == "POST":
+            return httpx.Response(202, json={"sync_id": "s1"})
+        return httpx.Response(
+            200,
+            json={
+                "sync_id": "s1",
+                "task": "t",
+                "state": "done",
+                "round": 3,
+                "merged_sha256": "0" * 64,
+                "contributed": True,
+                "task_status": "open",
+            },
+        )
+
+    client = ServiceClient("http://127.0.0.1:1", logging.getLogger("t"))
+    client._http = httpx.Client(base_url=client.url, transport=httpx.MockTransport(answer))
+    assert client.sync("t", b"blob", 2, 10, metrics={"loss": 0.5, "val_accuracy": 0.75})["round"] == 3
+    post = seen[0]
+    assert post.url.params["task"] == "t" and post.content == b"blob"
+    assert json.loads(post.headers["x-swarm-metrics"]) == {"loss": 0.5, "val_accuracy": 0.75}
+    client.sync("t", b"blob", 2, 10)
+    client.sync("t", b"blob", 2, 10, metrics={})
+    assert all("x-swarm-metrics" not in r.headers for r in seen[2:] if r.method == "POST")
+    client.close()
