@@ -665,6 +665,13 @@ orderer_channel_active() {
         return 1
     }
     echo "$out"
+    if grep -q 'channel does not exist' <<<"$out"; then
+        # osnadmin exits 0 even when the orderer refuses the join (as it can
+        # while it is still starting, on a loaded machine): ask again.
+        "$FABRIC_BIN/osnadmin" channel join --channelID "$CHANNEL" --config-block "$FABRIC_HOME/$CHANNEL.block" \
+            -o "127.0.0.1:$(port_orderer_admin)" >>"$NET_LOGS/cli.log" 2>&1 || true
+        return 1
+    fi
     grep -q '"status": *"active"' <<<"$out"
 }
 
