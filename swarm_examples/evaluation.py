@@ -272,11 +272,14 @@ def run_swarm(
     timeout_s: float = 3600.0,
     say: Callable[[str], None] = print,
     verbose: bool = False,
+    keep_blobs: bool = False,
 ) -> tuple[list[np.ndarray], list[dict[str, Any]]]:
     """Train the swarm as real processes; return the final merged weights and each site's outcome.
 
     Each site's outcome has its ``result.json`` fields, its ``scaler``
-    (``(mean, scale)`` or None) and its ``weights``.
+    (``(mean, scale)`` or None) and its ``weights``. The services' blob
+    stores (every round's models) are deleted afterwards unless
+    ``keep_blobs``; logs, the ledger and each site's final weights stay.
 
     Raises:
         EvaluationError: a process failed or timed out (the message names
@@ -312,6 +315,12 @@ def run_swarm(
     summary = launcher.summary(task)
     if summary:
         say("  " + summary)
+    if not keep_blobs:
+        # Each service keeps every round's contributions and merges (here
+        # 60 rounds x 4 blobs x 7 MB per site): gigabytes per permutation.
+        # The ledger keeps their hashes; the final weights are kept below.
+        for site in sites:
+            shutil.rmtree(workdir / site / "blobs", ignore_errors=True)
     outcomes = []
     for k, site in enumerate(sites, start=1):
         site_dir = workdir / site

@@ -98,6 +98,8 @@ def test_tiny_evaluation_end_to_end_through_the_launcher(tmp_path: Path) -> None
     ledger = tmp_path / "work" / "perm-01" / "ledger.sqlite"
     assert ledger.is_file()
     assert not (tmp_path / "work" / "perm-01" / "data").exists()  # the data copies are removed
+    assert not (tmp_path / "work" / "perm-01" / "site-a" / "blobs").exists()  # so are every round's models
+    assert (tmp_path / "work" / "perm-01" / "site-a" / "final.safetensors").is_file()
     text = progress.getvalue()
     assert "permutation 1/1" in text and "swarm: AUC" in text and "site-b: epoch 2/2" in text
     assert elapsed < 240, f"the tiny evaluation took {elapsed:.0f} s"
