@@ -92,7 +92,8 @@ class SwarmCallback(keras.callbacks.Callback):
             the next site takes over (default 30).
         syncTimeoutSeconds: how long one sync may take before training
             fails with a message naming what it waited for (default 600).
-        maxRounds: end the task after this many merges (0: no limit).
+        maxRounds: end the task after this many rounds, counting the first
+            (which aligns the starting weights): N gives N - 1 merges (0: no limit).
 
     With env ``SWARM_LOOPBACK=1`` the callback validates its arguments and
     trains alone with no service: for writing a script before a swarm exists.
