@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -155,3 +156,33 @@ def check_swarm_run(workdir: Path, history: list[dict], task: dict, sites: tuple
         for i in range(len(merged)):
             expected = np.average(np.stack([m[i] for m in models]).astype(np.float64), axis=0, weights=weights)
             np.testing.assert_allclose(merged[i], expected, rtol=1e-5, atol=1e-6)
+
+
+def launch_synthetic(
+    workdir: Path, task: str, *script_args: str, launcher_args: Sequence[str] = (), timeout_s: int = 600
+) -> subprocess.CompletedProcess:
+    """Runs three sites of examples/synthetic/train.py through ``swarm-launch``; asserts it succeeded."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sn_service.launcher",
+            "--sites",
+            "3",
+            "--task",
+            task,
+            "--workdir",
+            str(workdir),
+            "--timeout",
+            str(timeout_s),
+            *launcher_args,
+            str(REPO / "examples" / "synthetic" / "train.py"),
+            *script_args,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s + 100,
+    )
+    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
+    return proc

@@ -7,13 +7,11 @@ Three sites with the same data distribution (the synthetic example with
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from .conftest import REPO
+from .conftest import launch_synthetic
 
 pytestmark = pytest.mark.slow
 
@@ -22,29 +20,7 @@ def _accuracy(workdir: Path, method: str, attack: bool) -> float:
     args = ["--epochs", "3", "--site-shift", "0", "--merge-method", method]
     if attack:
         args += ["--attacker", "2", "--attack-scale", "100"]
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sn_service.launcher",
-            "--sites",
-            "3",
-            "--task",
-            "byz",
-            "--workdir",
-            str(workdir),
-            "--timeout",
-            "600",
-            "--quiet",
-            str(REPO / "examples" / "synthetic" / "train.py"),
-            *args,
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=700,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    launch_synthetic(workdir, "byz", *args, launcher_args=("--quiet",))
     return json.loads((workdir / "site-a" / "result.json").read_text())["test_accuracy"]
 
 

@@ -375,45 +375,25 @@ def test_profile_names_every_site(profile):
 
 def test_three_sites_train_one_model_on_fabric(profile, tmp_path):
     """The core end-to-end swarm, its round state agreed by the chaincode on the real network."""
-    import sys
 
     from sn_service.ledger.fabric import FabricLedger
 
-    from .conftest import check_swarm_run
+    from .conftest import check_swarm_run, launch_synthetic
 
     task = _task()
     workdir = tmp_path / "run"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sn_service.launcher",
-            "--sites",
-            "3",
-            "--task",
-            task,
-            "--workdir",
-            str(workdir),
-            "--ledger",
-            "fabric",
-            "--fabric-profile",
-            str(profile),
-            "--timeout",
-            "900",
-            str(REPO / "examples" / "synthetic" / "train.py"),
-            "--epochs",
-            "2",
-            "--samples",
-            "320",
-            "--sync-frequency",
-            "4",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=1000,
+    launch_synthetic(
+        workdir,
+        task,
+        "--epochs",
+        "2",
+        "--samples",
+        "320",
+        "--sync-frequency",
+        "4",
+        launcher_args=("--ledger", "fabric", "--fabric-profile", str(profile)),
+        timeout_s=900,
     )
-    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
     ledger = FabricLedger.from_profile(profile, "site-a")
     try:
         history = ledger.get_history(task)["rounds"]

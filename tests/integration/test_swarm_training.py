@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from sn_service.ledger import EmbeddedLedger
 
-from .conftest import REPO, check_swarm_run
+from .conftest import check_swarm_run, launch_synthetic
 
 pytestmark = pytest.mark.slow
 SITES = ("site-a", "site-b", "site-c")
@@ -18,33 +16,7 @@ SITES = ("site-a", "site-b", "site-c")
 
 def test_three_sites_train_one_model(tmp_path):
     workdir = tmp_path / "run"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sn_service.launcher",
-            "--sites",
-            "3",
-            "--task",
-            "e2e",
-            "--workdir",
-            str(workdir),
-            "--timeout",
-            "600",
-            str(REPO / "examples" / "synthetic" / "train.py"),
-            "--epochs",
-            "2",
-            "--samples",
-            "320",
-            "--sync-frequency",
-            "4",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=700,
-    )
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    proc = launch_synthetic(workdir, "e2e", "--epochs", "2", "--samples", "320", "--sync-frequency", "4")
     # Every line of every site's log is prefixed with its site and role.
     assert "[site-b train]" in proc.stdout and "[site-c sn]" in proc.stdout
     assert "every site finished training" in proc.stdout

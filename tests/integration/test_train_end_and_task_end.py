@@ -3,50 +3,20 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from sn_service.ledger import EmbeddedLedger
 
-from .conftest import REPO
+from .conftest import launch_synthetic
 
 pytestmark = pytest.mark.slow
 SITES = ("site-a", "site-b", "site-c")
 
 
-def _launch(workdir: Path, task: str, *script_args: str, launcher_args: tuple = ()) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sn_service.launcher",
-            "--sites",
-            "3",
-            "--task",
-            task,
-            "--workdir",
-            str(workdir),
-            "--timeout",
-            "600",
-            *launcher_args,
-            str(REPO / "examples" / "synthetic" / "train.py"),
-            *script_args,
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=700,
-    )
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-    return proc
-
-
 def test_active_checkin_keeps_min_peers_for_the_sites_still_training(tmp_path):
     # site-a trains 1 epoch, the others 3; with minPeers=3 they could not merge without site-a's stand-in.
-    _launch(
+    launch_synthetic(
         tmp_path,
         "active",
         "--epochs",
@@ -76,7 +46,7 @@ def test_active_checkin_keeps_min_peers_for_the_sites_still_training(tmp_path):
 
 
 def test_training_stops_when_the_task_reaches_max_rounds(tmp_path):
-    proc = _launch(
+    proc = launch_synthetic(
         tmp_path,
         "capped",
         "--epochs",
