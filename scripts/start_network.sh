@@ -897,6 +897,7 @@ EOF
     "${SITE_NAME_LIST[i - 1]}": {
       "org": "$(org_name "$i")",
       "mspid": "$(org_msp "$i")",
+      "msp_ca_cert": "$(org_dir "$i")/msp/cacerts/ca.$(org_domain "$i")-cert.pem",
       "peer": {
         "name": "$(peer_host "$i")",
         "gateway_address": "127.0.0.1:$(port_peer "$i")",

@@ -15,9 +15,9 @@ import uvicorn
 
 from sn_service.app import create_app
 from sn_service.blob_store import BlobStore
-from sn_service.identity import IdentityError, SiteTLS
+from sn_service.identity import IdentityError, PeerTLS, SiteTLS
 from sn_service.ledger import open_ledger
-from sn_service.peer_client import PeerClient, TLSConfig
+from sn_service.peer_client import PeerClient
 from sn_service.peer_tls import PeerCertProtocol, server_ssl_options
 from sn_service.service import SwarmNetworkService
 
@@ -48,9 +48,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--tls-dir",
         type=Path,
-        help="site.crt, site.key and ca.crt (from swarm-identity issue): serve blobs over mutual TLS on --peer-port",
+        help="embedded ledger: site.crt, site.key and ca.crt (from swarm-identity issue) for the mutual-TLS "
+        "blob listener on --peer-port (on Fabric the organisation's MSP certificate is used instead)",
     )
-    p.add_argument("--peer-port", type=int, help="with --tls-dir: the TLS port other sites fetch blobs from")
+    p.add_argument(
+        "--peer-port",
+        type=int,
+        help="serve blobs to the other sites over mutual TLS on this port (embedded ledger: needs --tls-dir; "
+        "Fabric: with the site's MSP certificate and the organisations' MSP CAs from the profile)",
+    )
     p.add_argument("--sync-timeout", type=float, default=600.0, help="seconds one sync may take (default 600)")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
@@ -82,16 +88,34 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise here
-    tls = None
-    if args.tls_dir is not None:
-        if args.peer_port is None:
-            print("swarm-sn: --tls-dir needs --peer-port PORT for the mutual-TLS blob listener", file=sys.stderr)
-            return 2
-        try:
+    tls: PeerTLS | None = None
+    if args.tls_dir is not None and args.peer_port is None:
+        print("swarm-sn: --tls-dir needs --peer-port PORT for the mutual-TLS blob listener", file=sys.stderr)
+        return 2
+    if args.ledger == "fabric" and args.tls_dir is not None:
+        print(
+            "swarm-sn: on Fabric a site's TLS identity is its organisation's MSP certificate (its ledger identity); "
+            "drop --tls-dir and give --peer-port only",
+            file=sys.stderr,
+        )
+        return 2
+    if args.ledger == "embedded" and args.peer_port is not None and args.tls_dir is None:
+        print(
+            "swarm-sn: --peer-port serves blobs over mutual TLS and needs --tls-dir DIR "
+            "(make it with swarm-identity init-ca and issue)",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        if args.tls_dir is not None:
             tls = SiteTLS.from_dir(args.tls_dir)
-        except IdentityError as exc:
-            print(f"swarm-sn: {exc}", file=sys.stderr)
-            return 2
+        elif args.peer_port is not None and args.fabric_profile is not None:
+            from sn_service.msp_tls import MSPTLS
+
+            tls = MSPTLS.from_profile(args.fabric_profile, args.site, args.data_dir / "peer-tls")
+    except IdentityError as exc:
+        print(f"swarm-sn: {exc}", file=sys.stderr)
+        return 2
     if args.ledger == "embedded":
         if args.ledger_path is None:
             print("swarm-sn: --ledger embedded needs --ledger-path FILE (shared by the sites)", file=sys.stderr)
@@ -105,10 +129,16 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 2
         ledger = open_ledger("fabric", identity="", profile=str(args.fabric_profile), site=args.site)
+        if tls is not None and tls.identity() != ledger.identity:
+            print(
+                f"swarm-sn: the peer TLS identity {tls.identity()} is not the ledger identity {ledger.identity}",
+                file=sys.stderr,
+            )
+            return 2
     store = BlobStore(args.data_dir / "blobs")
     if tls is not None:
         endpoint = args.advertise or f"https://{args.host}:{args.peer_port}"
-        peers = PeerClient(TLSConfig(str(tls.cert), str(tls.key), str(tls.ca)))
+        peers = PeerClient(tls)
     else:
         endpoint = args.advertise or f"http://{args.host}:{args.port}"
         peers = PeerClient()
@@ -124,10 +154,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     service.recover()
     logging.getLogger("sn_service").info(
-        "swarm-network service for %s on %s (ledger %s, data %s, pid %d)",
+        "swarm-network service for %s on %s (ledger %s, peer TLS %s, data %s, pid %d)",
         args.site,
         endpoint,
         args.ledger,
+        f"{tls.source}, as {tls.identity()}" if tls else "off",
         args.data_dir,
         os.getpid(),
     )

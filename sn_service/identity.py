@@ -15,6 +15,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -30,6 +31,28 @@ IDENTITY_PREFIX = "x509::"
 
 class IdentityError(ValueError):
     """A CA or site identity could not be made or read; the message says what to do."""
+
+
+class PeerTLS(Protocol):
+    """What the mutual-TLS peer API needs, whoever issued the certificates.
+
+    ``SiteTLS`` (a swarm CA made by ``swarm-identity``) and
+    ``sn_service.msp_tls.MSPTLS`` (the Fabric organisations' MSP CAs) both fit.
+    """
+
+    cert: Path  #: this site's certificate (PEM), served and presented as a client
+    key: Path  #: its private key (PEM)
+    ca: Path  #: the CA certificates a peer's certificate must chain to (PEM bundle)
+    check_hostname: bool  #: whether a server certificate must name the host dialled
+    source: str  #: where the certificates come from, for log lines
+
+    def identity(self) -> str:
+        """This site's identity on the ledger."""
+        ...
+
+    def identity_of(self, cert: x509.Certificate) -> str:
+        """The ledger identity a verified peer certificate stands for."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -50,9 +73,18 @@ class SiteTLS:
                 raise IdentityError(f"{p} is missing: issue the site's identity with `swarm-identity issue`")
         return paths
 
+    #: Peers are named by certificate subjects, and the site certificates carry their hosts.
+    check_hostname = True
+    #: Where the certificates come from, for log lines.
+    source = "swarm CA"
+
     def identity(self) -> str:
         """This site's ledger identity: ``x509::`` and its certificate's subject."""
         return identity_of(x509.load_pem_x509_certificate(self.cert.read_bytes()))
+
+    def identity_of(self, cert: x509.Certificate) -> str:
+        """The ledger identity of a peer's (already verified) certificate."""
+        return identity_of(cert)
 
 
 def identity_of(cert: x509.Certificate) -> str:

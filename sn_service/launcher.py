@@ -51,6 +51,11 @@ class SwarmLauncher:
         ledger: ``embedded`` or ``fabric``.
         fabric_profile: the connection profile for ``fabric``.
         echo: print children's output (prefixed) to this stream.
+        service_args: extra ``swarm-sn`` options for every site.
+        mtls: sites fetch blobs from each other over mutual TLS: on the
+            embedded ledger with a swarm CA and site certificates made in
+            ``workdir/identities`` (kept, reused on the next run); on Fabric
+            with the organisations' MSP certificates.
     """
 
     def __init__(
@@ -61,6 +66,7 @@ class SwarmLauncher:
         fabric_profile: Path | None = None,
         echo: IO[str] | None = sys.stdout,
         service_args: list[str] | None = None,
+        mtls: bool = False,
     ) -> None:
         self.sites = sites
         self.workdir = workdir
@@ -69,8 +75,10 @@ class SwarmLauncher:
         self.echo = echo
         self.children_echo = True
         self.service_args = service_args or []
+        self.mtls = mtls
         self.ledger_path = workdir / "ledger.sqlite"
         self.ports: dict[str, int] = {}
+        self.peer_ports: dict[str, int] = {}
         self.children: list[Managed] = []
         self._echo_lock = threading.Lock()
 
@@ -120,10 +128,25 @@ class SwarmLauncher:
         """The local URL of a site's service."""
         return f"http://127.0.0.1:{self.ports[site]}"
 
+    def _identities(self) -> dict[str, Path]:
+        """The swarm CA and each site's certificate under ``workdir/identities`` (made once, then reused)."""
+        from sn_service.identity import CA_CERT, SITE_CERT, create_ca, issue_site
+
+        root = self.workdir / "identities"
+        if not (root / "ca" / CA_CERT).is_file():
+            create_ca(root / "ca")
+        folders = {}
+        for site in self.sites:
+            folders[site] = root / site
+            if not (folders[site] / SITE_CERT).is_file():
+                issue_site(root / "ca", site, folders[site])
+        return folders
+
     def start_services(self, timeout_s: float = 60.0) -> None:
         """Starts one service per site and waits until each answers /v1/health."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        tls_dirs = self._identities() if self.mtls and self.ledger == "embedded" else {}
         for site in self.sites:
             self.ports[site] = free_port()
             cmd = [
@@ -144,6 +167,11 @@ class SwarmLauncher:
                 cmd += ["--ledger-path", str(self.ledger_path)]
             else:
                 cmd += ["--fabric-profile", str(self.fabric_profile)]
+            if self.mtls:
+                self.peer_ports[site] = free_port()
+                cmd += ["--peer-port", str(self.peer_ports[site])]
+                if site in tls_dirs:
+                    cmd += ["--tls-dir", str(tls_dirs[site])]
             self._spawn(site, "sn", cmd, env)
         deadline = time.monotonic() + timeout_s
         for site, child in zip(self.sites, self.children, strict=True):
@@ -160,7 +188,8 @@ class SwarmLauncher:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"the service of {site} did not answer within {timeout_s:.0f} s")
                 time.sleep(0.1)
-        self.say("services up: " + ", ".join(f"{s} on port {self.ports[s]}" for s in self.sites))
+        ports = {s: f"port {self.ports[s]}" + (f", mTLS {self.peer_ports[s]}" if self.mtls else "") for s in self.sites}
+        self.say("services up: " + ", ".join(f"{s} on {ports[s]}" for s in self.sites))
 
     def start_training(self, script: str, script_args: list[str], task: str) -> None:
         """Starts the training script once per site, pointed at its service."""
@@ -288,6 +317,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", type=Path, help="where sites keep data and logs (default .runs/TASK)")
     p.add_argument("--ledger", choices=["embedded", "fabric"], default="embedded")
     p.add_argument("--fabric-profile", type=Path, default=Path(".fabric/connection.json"))
+    p.add_argument(
+        "--mtls",
+        action="store_true",
+        help="sites exchange weights over mutual TLS: embedded ledger with a swarm CA made in WORKDIR/identities; "
+        "Fabric with the organisations' MSP certificates",
+    )
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds before the run is failed (default 3600)")
     p.add_argument("--quiet", action="store_true", help="do not echo the sites' logs (they are still written)")
     p.add_argument(
@@ -300,6 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``swarm-launch``."""
+    from sn_service.identity import IdentityError
+
     args = build_parser().parse_args(argv)
     if args.names:
         sites = [n.strip() for n in args.names.split(",") if n.strip()]
@@ -324,7 +361,9 @@ def main(argv: list[str] | None = None) -> int:
     task = args.task or f"{Path(args.script).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     workdir = args.workdir or Path(".runs") / task
     quiet = args.quiet or args.progress
-    launcher = SwarmLauncher(sites, workdir, args.ledger, args.fabric_profile, None if quiet else sys.stdout)
+    launcher = SwarmLauncher(
+        sites, workdir, args.ledger, args.fabric_profile, None if quiet else sys.stdout, mtls=args.mtls
+    )
     if args.progress:
         launcher.echo = sys.stdout  # the launcher's own lines only: children's output goes to their logs
         launcher.children_echo = False
@@ -341,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         launcher.say("interrupted: stopping every site")
         code = 130
-    except RuntimeError as exc:
+    except (RuntimeError, IdentityError) as exc:
         launcher.say(f"FAILED: {exc}")
         code = 1
     finally:

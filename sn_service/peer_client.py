@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import ssl
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
+
+if TYPE_CHECKING:
+    from sn_service.identity import PeerTLS
 
 
 class BlobFetchError(Exception):
@@ -32,28 +34,22 @@ class PeerRequestError(Exception):
         self.reason = reason
 
 
-@dataclass(frozen=True)
-class TLSConfig:
-    """Client side of mutual TLS: our certificate and key, and the swarm CA."""
-
-    cert: str
-    key: str
-    ca: str
-
-
 class PeerClient:
     """Downloads blobs by hash from peers' ``GET /v1/blobs/{sha256}``, and small JSON documents.
 
     Args:
-        tls: client certificate and CA for mTLS; None for plain HTTP.
+        tls: this site's certificate and key and the CAs to trust (``SiteTLS``
+            or ``MSPTLS``); None for plain HTTP. Who a server is comes from
+            ``tls.identity_of`` and is checked against the ledger.
         timeout_s: per-request timeout.
     """
 
-    def __init__(self, tls: TLSConfig | None = None, timeout_s: float = 60.0) -> None:
+    def __init__(self, tls: PeerTLS | None = None, timeout_s: float = 60.0) -> None:
         self.tls = tls
         if tls is not None:
-            context = ssl.create_default_context(cafile=tls.ca)
-            context.load_cert_chain(tls.cert, tls.key)
+            context = ssl.create_default_context(cafile=str(tls.ca))
+            context.check_hostname = tls.check_hostname
+            context.load_cert_chain(str(tls.cert), str(tls.key))
             self._client = httpx.Client(timeout=timeout_s, verify=context)
         else:
             self._client = httpx.Client(timeout=timeout_s)
@@ -65,6 +61,8 @@ class PeerClient:
         ``expected_identity``, the node the ledger says holds the blob.
         """
         url = f"{endpoint.rstrip('/')}/v1/blobs/{sha256}"
+        if self._unverifiable(expected_identity):
+            raise BlobFetchError(endpoint, sha256, "no ledger identity to check the server's certificate against")
         try:
             with self._client.stream("GET", url) as resp:
                 if self.tls is not None and expected_identity is not None:
@@ -99,6 +97,8 @@ class PeerClient:
         must be that of ``expected_identity``, the node the ledger names.
         """
         url = f"{endpoint.rstrip('/')}{path}"
+        if self._unverifiable(expected_identity):
+            raise PeerRequestError(endpoint, path, "no ledger identity to check the server's certificate against")
         try:
             with self._client.stream("GET", url, timeout=timeout_s) as resp:
                 if self.tls is not None and expected_identity is not None:
@@ -125,21 +125,22 @@ class PeerClient:
         except ValueError as exc:
             raise PeerRequestError(endpoint, path, f"the answer is not JSON: {exc}") from exc
 
-    @staticmethod
-    def _server_identity(resp: httpx.Response) -> str | None:
+    def _unverifiable(self, expected_identity: str | None) -> bool:
+        # Without host-name checks (MSP certificates), the ledger's identity is the only check of the server.
+        return self.tls is not None and not self.tls.check_hostname and expected_identity is None
+
+    def _server_identity(self, resp: httpx.Response) -> str | None:
         """The identity in the TLS server certificate of ``resp``'s connection, or None without one."""
         from cryptography import x509
 
-        from sn_service.identity import identity_of
-
+        assert self.tls is not None
         stream = resp.extensions.get("network_stream")
         ssl_object = stream.get_extra_info("ssl_object") if stream is not None else None
         der = ssl_object.getpeercert(True) if ssl_object is not None else None
-        return identity_of(x509.load_der_x509_certificate(der)) if der else None
+        return self.tls.identity_of(x509.load_der_x509_certificate(der)) if der else None
 
-    @classmethod
-    def _check_server(cls, resp: httpx.Response, endpoint: str, sha256: str, expected: str) -> None:
-        found = cls._server_identity(resp)
+    def _check_server(self, resp: httpx.Response, endpoint: str, sha256: str, expected: str) -> None:
+        found = self._server_identity(resp)
         if found is None:
             raise BlobFetchError(endpoint, sha256, "no server certificate on a TLS connection")
         if found != expected:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sn_service.blob_store import BlobStore
-from sn_service.identity import SiteTLS
+from sn_service.identity import PeerTLS
 from sn_service.ledger.base import ContractError, Ledger
 from sn_service.metrics import ServiceMetrics
 from sn_service.peer_client import PeerClient
@@ -91,7 +91,7 @@ class SwarmNetworkService:
         endpoint: str,
         sync_timeout_s: float = 600.0,
         poll_s: float = 0.02,
-        tls: SiteTLS | None = None,
+        tls: PeerTLS | None = None,
         state_file: Path | None = None,
     ) -> None:
         self.site = site

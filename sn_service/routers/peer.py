@@ -9,7 +9,6 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse
 
 from sn_service.errors import api_error
-from sn_service.identity import identity_of
 from sn_service.peer_tls import peer_certificate
 from sn_service.schemas import NAME_PATTERN, ErrorBody
 
@@ -22,7 +21,7 @@ async def registered_peer(request: Request) -> None:
     cert = peer_certificate(request)
     if cert is None:
         raise api_error(403, "NO_CLIENT_CERTIFICATE", "the peer API answers only over mutual TLS")
-    identity = identity_of(cert)
+    identity = service.tls.identity_of(cert)
     if not await asyncio.to_thread(service.is_registered_identity, identity):
         raise api_error(403, "UNKNOWN_SITE", f"{identity} is not a site registered in any task this site takes part in")
 

@@ -23,11 +23,16 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 class Services:
-    """Starts ``swarm-sn`` processes sharing one embedded ledger; stops them by PID."""
+    """Starts ``swarm-sn`` processes sharing one ledger (embedded by default); stops them by PID."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, ledger_args: Sequence[str] | None = None) -> None:
         self.root = root
         self.ledger_path = root / "ledger.sqlite"
+        self.ledger_args = (
+            list(ledger_args)
+            if ledger_args is not None
+            else ["--ledger", "embedded", "--ledger-path", str(self.ledger_path)]
+        )
         self.procs: dict[str, subprocess.Popen] = {}
         self.urls: dict[str, str] = {}
 
@@ -45,10 +50,7 @@ class Services:
                 str(port),
                 "--data-dir",
                 str(self.root / site),
-                "--ledger",
-                "embedded",
-                "--ledger-path",
-                str(self.ledger_path),
+                *self.ledger_args,
                 *extra,
             ],
             stdout=log,

@@ -391,7 +391,7 @@ def test_three_sites_train_one_model_on_fabric(profile, tmp_path):
         "320",
         "--sync-frequency",
         "4",
-        launcher_args=("--ledger", "fabric", "--fabric-profile", str(profile)),
+        launcher_args=("--ledger", "fabric", "--fabric-profile", str(profile), "--mtls"),
         timeout_s=900,
     )
     ledger = FabricLedger.from_profile(profile, "site-a")
@@ -402,7 +402,106 @@ def test_three_sites_train_one_model_on_fabric(profile, tmp_path):
         ledger.close()
     identities = {info["identity"] for info in record["nodes"].values()}
     assert all(i.startswith(("Org1MSP::", "Org2MSP::", "Org3MSP::")) for i in identities), identities
+    # --mtls: the blobs went over mutual TLS with the organisations' MSP certificates.
+    assert all(info["endpoint"].startswith("https://") for info in record["nodes"].values()), record["nodes"]
     check_swarm_run(workdir, history, record, SITES, min_merges=3)
+
+
+def test_blobs_travel_over_mtls_with_the_organisations_msp_certificates(profile, tmp_path):
+    """On Fabric the MSP certificates are the sites' TLS identities: only registered sites get blobs."""
+    import ssl
+
+    import httpx
+    import numpy as np
+
+    from sn_service.identity import create_ca, issue_site
+    from sn_service.launcher import free_port
+    from sn_service.ledger.fabric import FabricLedger, load_profile
+    from sn_service.msp_tls import MSPTLS
+    from sn_service.peer_client import BlobFetchError, PeerClient
+    from swarm_keras import serialization
+
+    from .conftest import SMALL_LAYOUT_ARRAYS, Services, small_spec, wait_sync
+
+    services = Services(tmp_path, ["--ledger", "fabric", "--fabric-profile", str(profile)])
+    task = _task()
+    try:
+        peer_ports = {s: free_port() for s in SITES}
+        urls = {s: services.start(s, "--peer-port", str(peer_ports[s])) for s in SITES}
+        for url in urls.values():
+            r = httpx.post(f"{url}/v1/local/join", json={"task": task, "spec": small_spec()}, timeout=60)
+            assert r.status_code == 200, r.text
+        rng = np.random.default_rng(0)
+        for round_no in (0, 1):  # round 1 fetches every contribution from its site over mTLS
+            jobs = {}
+            for s, url in urls.items():
+                blob = serialization.to_bytes(
+                    [rng.standard_normal(a.shape).astype(np.float32) for a in SMALL_LAYOUT_ARRAYS]
+                )
+                r = httpx.post(f"{url}/v1/local/syncs", params={"task": task, "weight": 1}, content=blob)
+                jobs[s] = r.json()
+            results = {s: wait_sync(urls[s], j["sync_id"], timeout_s=120) for s, j in jobs.items()}
+            assert all(r["state"] == "done" and r["round"] == round_no for r in results.values()), results
+
+        ledger = FabricLedger.from_profile(profile, "site-a")
+        try:
+            record = ledger.get_task(task)
+            holder = ledger.get_round(task, 1)["published_by"]
+        finally:
+            ledger.close()
+        for s in SITES:
+            assert record["nodes"][s]["endpoint"] == f"https://127.0.0.1:{peer_ports[s]}"
+            assert record["nodes"][s]["identity"].startswith(f"Org{SITES.index(s) + 1}MSP::CN=User1@")
+        merged = results["site-a"]["merged_sha256"]
+        url = f"https://127.0.0.1:{peer_ports[holder]}/v1/blobs/{merged}"
+        other = next(s for s in SITES if s != holder)
+        tls = {s: MSPTLS.from_profile(profile, s, tmp_path / "bundle" / s) for s in SITES}
+
+        def get(cert: tuple[str, str] | None):
+            context = ssl.create_default_context(cafile=str(tls[other].ca))
+            context.check_hostname = False
+            if cert is not None:
+                context.load_cert_chain(*cert)
+            with httpx.Client(verify=context, timeout=10) as client:
+                return client.get(url)
+
+        ok = get((str(tls[other].cert), str(tls[other].key)))
+        assert ok.status_code == 200 and serialization.sha256_hex(ok.content) == merged
+
+        # The organisation's admin: a valid Org member, but not the site registered on the ledger.
+        client = load_profile(profile, other).client_cert
+        admin_msp = client.parents[3] / client.parents[2].name.replace("User1@", "Admin@") / "msp"
+        admin_cert = next((admin_msp / "signcerts").glob("*.pem"))
+        r = get((str(admin_cert), str(admin_msp / "keystore" / "priv_sk")))
+        assert r.status_code == 403 and r.json()["detail"]["error"] == "UNKNOWN_SITE", r.text
+        assert r.json()["detail"]["message"].startswith(tls[other].mspid + "::CN=Admin@")
+
+        # A certificate from a CA outside the swarm's organisations, or none: no handshake.
+        create_ca(tmp_path / "rogue-ca")
+        rogue = issue_site(tmp_path / "rogue-ca", "site-a", tmp_path / "rogue")
+        with pytest.raises(httpx.HTTPError):
+            get((str(rogue.cert), str(rogue.key)))
+        with pytest.raises(httpx.HTTPError):
+            get(None)
+
+        # The fetching side checks the server is the node the ledger names.
+        peers = PeerClient(tls[other])
+        try:
+            endpoint, nodes = record["nodes"][holder]["endpoint"], record["nodes"]
+            assert peers.fetch(endpoint, merged, 1 << 20, nodes[holder]["identity"])
+            wrong = next(s for s in SITES if s != holder)
+            with pytest.raises(BlobFetchError, match="not " + nodes[wrong]["identity"][:20]):
+                peers.fetch(endpoint, merged, 1 << 20, nodes[wrong]["identity"])
+            with pytest.raises(BlobFetchError, match="no ledger identity"):
+                peers.fetch(endpoint, merged, 1 << 20, None)
+        finally:
+            peers.close()
+        for s in SITES:
+            log = services.log(s)
+            assert "peer TLS Fabric MSP" in log
+            assert "PRIVATE KEY" not in log, "no secret is ever logged"
+    finally:
+        services.stop_all()
 
 
 def _restart(home: Path, process: str) -> None:

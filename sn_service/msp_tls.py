@@ -1,0 +1,155 @@
+"""Mutual TLS between the sites of a Fabric swarm, with the organisations' MSP certificates.
+
+On Fabric a site already has an identity: the certificate its organisation's
+MSP CA issued, with which it signs every transaction. The chaincode records
+it as ``<MSPID>::<subject>``. The peer API uses the same certificate and key
+for mutual TLS, so no second PKI is needed, and the check that a peer "is the
+site registered on the ledger" is a comparison of two strings:
+
+- a site trusts exactly the MSP CAs of the swarm's organisations (the
+  ``msp_ca_cert`` of every site in the connection profile), nothing else;
+- the identity of a peer's certificate is ``<MSPID of the CA that issued
+  it>::<its subject>``, the string the chaincode computes for that
+  certificate; it must be a node of a task this site takes part in (server
+  side) or the very node the ledger says holds the blob (client side).
+
+MSP certificates name people, not hosts, so the client does not check host
+names; it checks the server's identity against the ledger instead, which is
+the stronger check.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+
+from sn_service.identity import IdentityError
+from sn_service.x509_names import go_subject_string
+
+#: The identity given to a certificate no trusted organisation issued (never a registered node).
+UNKNOWN_PREFIX = "unknown::"
+
+
+def _identity(mspid: str, cert: x509.Certificate) -> str:
+    # The same string as sn_service.ledger.fabric.fabric_identity (the chaincode's caller ID),
+    # written here so this module does not need the gRPC stack.
+    return f"{mspid}::{go_subject_string(cert.subject)}"
+
+
+@dataclass(frozen=True)
+class MSPTLS:
+    """A Fabric site's peer-API TLS material: its MSP certificate and key, and the organisations' CAs.
+
+    Use ``from_profile``. ``cas`` maps each organisation's MSP ID to its CA certificate.
+    """
+
+    cert: Path
+    key: Path
+    ca: Path
+    mspid: str
+    cas: dict[str, x509.Certificate] = field(repr=False)
+    check_hostname = False
+    source = "Fabric MSP"
+
+    @classmethod
+    def from_profile(cls, profile: str | Path, site: str, bundle_dir: str | Path) -> MSPTLS:
+        """Reads ``site``'s MSP certificate and key and every site's ``msp_ca_cert`` from the profile.
+
+        Writes the CA bundle (public certificates only) to
+        ``bundle_dir/msp-cas.pem``. Raises IdentityError naming what is
+        missing and what to do.
+        """
+        profile = Path(profile)
+        try:
+            doc = json.loads(profile.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise IdentityError(
+                f"no Fabric connection profile at {profile}: start the network with scripts/start_network.sh"
+            ) from None
+        except (OSError, ValueError) as exc:
+            raise IdentityError(f"cannot read the Fabric connection profile {profile}: {exc}") from exc
+        sites = doc.get("sites") if isinstance(doc, dict) else None
+        if not isinstance(sites, dict) or site not in sites:
+            known = ", ".join(sorted(sites)) if isinstance(sites, dict) else "none"
+            raise IdentityError(f"{profile}: no site {site!r} in 'sites' (the profile has: {known})")
+
+        def path_of(entry_site: str, *keys: str) -> Path:
+            where, value = f"{profile}: sites.{entry_site}", sites[entry_site]
+            for key in keys:
+                where += f".{key}"
+                value = value.get(key) if isinstance(value, dict) else None
+            if not isinstance(value, str) or not value:
+                hint = (
+                    " (profiles written before mutual TLS on Fabric lack it: run scripts/start_network.sh "
+                    "again, it rewrites the profile)"
+                    if keys == ("msp_ca_cert",)
+                    else ""
+                )
+                raise IdentityError(f"{where} is missing{hint}")
+            p = Path(value)
+            p = p if p.is_absolute() else profile.parent / p
+            if not p.is_file():
+                raise IdentityError(f"{where}: no such file {p}")
+            return p
+
+        cas: dict[str, x509.Certificate] = {}
+        pems: list[bytes] = []
+        for name in sorted(sites):
+            mspid = sites[name].get("mspid") if isinstance(sites[name], dict) else None
+            if not isinstance(mspid, str) or not mspid:
+                raise IdentityError(f"{profile}: sites.{name}.mspid is missing")
+            pem = path_of(name, "msp_ca_cert").read_bytes()
+            try:
+                ca = x509.load_pem_x509_certificate(pem)
+            except ValueError as exc:
+                raise IdentityError(f"{profile}: sites.{name}.msp_ca_cert is not a PEM certificate: {exc}") from exc
+            if mspid in cas and cas[mspid] != ca:
+                raise IdentityError(f"{profile}: two different MSP CA certificates for {mspid}")
+            if mspid not in cas:
+                cas[mspid] = ca
+                pems.append(pem if pem.endswith(b"\n") else pem + b"\n")
+        bundle_dir = Path(bundle_dir)
+        bundle_dir.mkdir(parents=True, exist_ok=True)
+        bundle = bundle_dir / "msp-cas.pem"
+        tmp = bundle.with_suffix(".tmp")
+        tmp.write_bytes(b"".join(pems))
+        tmp.replace(bundle)
+        tls = cls(
+            cert=path_of(site, "client", "cert"),
+            key=path_of(site, "client", "key"),
+            ca=bundle,
+            mspid=sites[site]["mspid"],
+            cas=cas,
+        )
+        own = x509.load_pem_x509_certificate(tls.cert.read_bytes())
+        if not tls.identity_of(own).startswith(tls.mspid + "::"):
+            raise IdentityError(
+                f"{tls.cert} was not issued by the MSP CA of {tls.mspid} given in {profile}: "
+                "the profile's client certificate and msp_ca_cert do not belong together"
+            )
+        return tls
+
+    def identity(self) -> str:
+        """This site's identity: the one the chaincode records for its transactions."""
+        return self.identity_of(x509.load_pem_x509_certificate(self.cert.read_bytes()))
+
+    def identity_of(self, cert: x509.Certificate) -> str:
+        """``<MSPID>::<subject>`` for a certificate one of the organisations' CAs signed.
+
+        TLS has verified the chain already; this finds which organisation's CA
+        it was (by issuer name and signature). A certificate none of them
+        issued gets ``unknown::<subject>``, which no registered node has.
+        """
+        for mspid, ca in self.cas.items():
+            if ca.subject != cert.issuer:
+                continue
+            try:
+                cert.verify_directly_issued_by(ca)
+            except (ValueError, TypeError, InvalidSignature):
+                continue
+            return _identity(mspid, cert)
+        return UNKNOWN_PREFIX + go_subject_string(cert.subject)

@@ -1,0 +1,95 @@
+"""Mutual TLS on Fabric with the organisations' MSP certificates: trust and identities, offline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from sn_service import cli
+from sn_service.identity import IdentityError, create_ca, issue_site
+from sn_service.msp_tls import MSPTLS
+
+
+def _org(tmp: Path, n: int) -> tuple[Path, Path, Path]:
+    """An organisation's CA and one member's certificate and key (made like an MSP's)."""
+    create_ca(tmp / f"org{n}-ca", name=f"ca.org{n}.example.com")
+    member = issue_site(tmp / f"org{n}-ca", f"User1@org{n}.example.com", tmp / f"org{n}-user")
+    return tmp / f"org{n}-ca" / "ca.crt", member.cert, member.key
+
+
+def _profile(tmp: Path, orgs: int = 3, drop: str | None = None) -> Path:
+    sites = {}
+    for n in range(1, orgs + 1):
+        ca, cert, key = _org(tmp, n)
+        sites[f"site-{'abc'[n - 1]}"] = {
+            "mspid": f"Org{n}MSP",
+            "msp_ca_cert": str(ca),
+            "client": {"cert": str(cert), "key": str(key)},
+        }
+    if drop:
+        del sites["site-b"][drop]
+    path = tmp / "connection.json"
+    path.write_text(json.dumps({"format": "swarm-fabric-profile/1", "sites": sites}))
+    return path
+
+
+def test_a_certificate_stands_for_its_organisation_and_subject(tmp_path):
+    profile = _profile(tmp_path)
+    tls = MSPTLS.from_profile(profile, "site-a", tmp_path / "bundle")
+    assert tls.mspid == "Org1MSP" and tls.check_hostname is False
+    assert tls.identity() == "Org1MSP::CN=User1@org1.example.com,O=swarm"
+    org2 = x509.load_pem_x509_certificate((tmp_path / "org2-user" / "site.crt").read_bytes())
+    assert tls.identity_of(org2) == "Org2MSP::CN=User1@org2.example.com,O=swarm"
+    # The bundle holds the three organisations' CAs, and nothing secret.
+    bundle = (tmp_path / "bundle" / "msp-cas.pem").read_text()
+    assert bundle.count("BEGIN CERTIFICATE") == 3 and "PRIVATE" not in bundle
+
+
+def test_the_identity_is_the_one_the_chaincode_records(tmp_path):
+    pytest.importorskip("fabric_protos")
+    from sn_service.ledger.fabric import fabric_identity
+
+    tls = MSPTLS.from_profile(_profile(tmp_path), "site-c", tmp_path / "bundle")
+    cert = x509.load_pem_x509_certificate(tls.cert.read_bytes())
+    assert tls.identity() == fabric_identity("Org3MSP", cert)
+
+
+def test_a_stranger_is_nobody_even_with_a_copied_issuer_name(tmp_path):
+    """A CA with the same name as Org1's but another key: the signature decides, not the name."""
+    tls = MSPTLS.from_profile(_profile(tmp_path), "site-a", tmp_path / "bundle")
+    create_ca(tmp_path / "fake-ca", name="ca.org1.example.com")
+    fake = issue_site(tmp_path / "fake-ca", "User1@org1.example.com", tmp_path / "fake")
+    cert = x509.load_pem_x509_certificate(fake.cert.read_bytes())
+    assert tls.identity_of(cert).startswith("unknown::")
+
+
+def test_profile_problems_are_named(tmp_path):
+    with pytest.raises(IdentityError, match=r"sites.site-b.msp_ca_cert is missing.*start_network.sh again"):
+        MSPTLS.from_profile(_profile(tmp_path, drop="msp_ca_cert"), "site-a", tmp_path / "bundle")
+    with pytest.raises(IdentityError, match=r"no site 'site-x'.*site-a, site-b, site-c"):
+        MSPTLS.from_profile(tmp_path / "connection.json", "site-x", tmp_path / "bundle")
+    with pytest.raises(IdentityError, match="no Fabric connection profile"):
+        MSPTLS.from_profile(tmp_path / "nope.json", "site-a", tmp_path / "bundle")
+
+
+def test_a_client_certificate_of_another_organisation_is_refused(tmp_path):
+    profile = _profile(tmp_path)
+    doc = json.loads(profile.read_text())
+    doc["sites"]["site-a"]["client"] = doc["sites"]["site-b"]["client"]  # Org2's certificate under Org1
+    doc["sites"]["site-a"]["msp_ca_cert"] = str(tmp_path / "org1-ca" / "ca.crt")
+    profile.write_text(json.dumps(doc))
+    with pytest.raises(IdentityError, match="not issued by the MSP CA of Org1MSP"):
+        MSPTLS.from_profile(profile, "site-a", tmp_path / "bundle")
+
+
+def test_swarm_sn_refuses_mixed_tls_options(tmp_path, capsys):
+    base = ["--site", "site-a", "--port", "1", "--data-dir", str(tmp_path / "d")]
+    code = cli.main([*base, "--ledger", "fabric", "--fabric-profile", "p.json", "--tls-dir", "x", "--peer-port", "2"])
+    assert code == 2 and "MSP certificate" in capsys.readouterr().err
+    code = cli.main([*base, "--ledger-path", str(tmp_path / "l.sqlite"), "--peer-port", "2"])
+    assert code == 2 and "needs --tls-dir" in capsys.readouterr().err
+    code = cli.main([*base, "--ledger-path", str(tmp_path / "l.sqlite"), "--tls-dir", "x"])
+    assert code == 2 and "needs --peer-port" in capsys.readouterr().err
