@@ -46,6 +46,7 @@ class PeerClient:
 
     def __init__(self, tls: PeerTLS | None = None, timeout_s: float = 60.0) -> None:
         self.tls = tls
+        self.timeout_s = timeout_s
         if tls is not None:
             context = ssl.create_default_context(cafile=str(tls.ca))
             context.check_hostname = tls.check_hostname
@@ -54,17 +55,25 @@ class PeerClient:
         else:
             self._client = httpx.Client(timeout=timeout_s)
 
-    def fetch(self, endpoint: str, sha256: str, max_bytes: int, expected_identity: str | None = None) -> bytes:
+    def fetch(
+        self,
+        endpoint: str,
+        sha256: str,
+        max_bytes: int,
+        expected_identity: str | None = None,
+        timeout_s: float | None = None,
+    ) -> bytes:
         """The blob's bytes; raises BlobFetchError when unreachable, missing, too big or tampered.
 
         Over mutual TLS, the server's certificate must also be that of
         ``expected_identity``, the node the ledger says holds the blob.
+        ``timeout_s`` (default: the client's) bounds connecting and each wait for data.
         """
         url = f"{endpoint.rstrip('/')}/v1/blobs/{sha256}"
         if self._unverifiable(expected_identity):
             raise BlobFetchError(endpoint, sha256, "no ledger identity to check the server's certificate against")
         try:
-            with self._client.stream("GET", url) as resp:
+            with self._client.stream("GET", url, timeout=timeout_s or self.timeout_s) as resp:
                 if self.tls is not None and expected_identity is not None:
                     self._check_server(resp, endpoint, sha256, expected_identity)
                 if resp.status_code != 200:

@@ -193,7 +193,8 @@ class RoundDriver:
                 if node == self.site:
                     continue
                 try:
-                    data = self.peers.fetch(nodes[node]["endpoint"], sha256, limit, nodes[node]["identity"])
+                    timeout_s = min(self.peers.timeout_s, max(1.0, deadline - time.monotonic()))
+                    data = self.peers.fetch(nodes[node]["endpoint"], sha256, limit, nodes[node]["identity"], timeout_s)
                     self.metrics.bytes_received.inc(len(data))
                     serialization.from_bytes(data, layout)
                     self.store.put(data, sha256)
@@ -380,6 +381,10 @@ class RoundDriver:
             if self.models.get(rnd["submissions"][n]["sha256"]) is None
             and not self.store.has(rnd["submissions"][n]["sha256"])
         ]
+        # A site that stalls (paused, or its link cut: packets dropped, no refusal) must not hold the
+        # merge past our deadline: each fetch may wait for data at most 3/4 of the time left.
+        left_s = (rnd["leader_deadline_ms"] - now_ms()) / 1000
+        fetch_timeout_s = min(self.peers.timeout_s, max(1.0, 0.75 * left_s))
         with ThreadPoolExecutor(max_workers=max(1, min(8, len(remote)))) as pool:
             fetches = {
                 n: pool.submit(
@@ -388,6 +393,7 @@ class RoundDriver:
                     rnd["submissions"][n]["sha256"],
                     limit,
                     rec["nodes"][n]["identity"],
+                    fetch_timeout_s,
                 )
                 for n in remote
             }
@@ -418,6 +424,19 @@ class RoundDriver:
                 merged = arrays
         if not weights:
             self.log.error("round %d: no contribution could be verified; waiting for failover", round_no)
+            return
+        need = rec["spec"]["min_peers"]
+        if not initial and len(weights) < need:
+            # Cut off from the others, we would publish a model of (nearly) our own weights that they
+            # cannot even fetch from us. The next site in order may reach more: let it lead.
+            self.log.error(
+                "round %d: only %d of %d contributions could be verified (min_peers %d); not publishing, "
+                "a site that reaches more takes over after our deadline",
+                round_no,
+                len(weights),
+                len(rnd["contributors"]),
+                need,
+            )
             return
         if stack is not None:
             merged = stack.merge(rec["spec"]["merge_method"], np.asarray(weights, dtype=np.float64))

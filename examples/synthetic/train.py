@@ -62,6 +62,8 @@ def main() -> None:
     p.add_argument("--site-shift", type=float, default=2.0, help="how far apart the sites' class balances are")
     p.add_argument("--checkin", default="snapshot", choices=["inactive", "snapshot", "active"])
     p.add_argument("--max-rounds", type=int, default=0)
+    p.add_argument("--quorum-wait", type=float, default=30.0, help="seconds a round waits for a missing site")
+    p.add_argument("--leader-timeout", type=float, default=20.0, help="seconds a leader has to merge")
     p.add_argument("--adaptive-sync", action="store_true", help="adapt the sync interval to a validation loss")
     p.add_argument(
         "--attacker",
@@ -100,8 +102,8 @@ def main() -> None:
         useAdaptiveSync=args.adaptive_sync,
         adsValData=(x_val, y_val) if args.adaptive_sync else None,
         maxRounds=args.max_rounds,
-        quorumWaitSeconds=30,
-        leaderTimeoutSeconds=20,
+        quorumWaitSeconds=args.quorum_wait,
+        leaderTimeoutSeconds=args.leader_timeout,
     )
     swarm.logger.setLevel(logging.INFO)
     callbacks = [swarm]

@@ -68,3 +68,72 @@ def test_dead_leader_is_failed_over_and_the_round_completes(services):
     results = {s: wait_sync(urls[s], j, timeout_s=spec_wait + 60) for s, j in jobs.items()}
     assert all(r["state"] == "done" and r["round"] == 1 for r in results.values()), results
     assert sorted(ledger.get_round("fo", 1)["contributors"]) == sorted(others)
+
+
+def test_paused_leader_is_failed_over_without_waiting_on_it(services):
+    """The leader's service freezes (SIGSTOP) before it merges: connections to it hang, nothing is refused.
+
+    After the leader timeout the next site leads; its fetch of the frozen
+    site's contribution gives up within its own deadline (not the 60 s HTTP
+    timeout), it merges the two it has and publishes. Resumed, the frozen
+    site takes the round's merged model and is in the next round again.
+    """
+    import os
+
+    urls = {s: services.start(s) for s in SITES}
+    spec = small_spec(min_peers=2, leader_timeout_ms=3000)
+    for url in urls.values():
+        assert httpx.post(f"{url}/v1/local/join", json={"task": "pl", "spec": spec}).status_code == 200
+    ledger = EmbeddedLedger(services.ledger_path, identity="observer")
+    rng = np.random.default_rng(1)
+    blobs: dict[str, bytes] = {}
+
+    def submit(site: str) -> str:
+        blobs[site] = serialization.to_bytes(
+            [rng.standard_normal(a.shape).astype(np.float32) for a in SMALL_LAYOUT_ARRAYS]
+        )
+        r = httpx.post(f"{urls[site]}/v1/local/syncs", params={"task": "pl", "weight": 1}, content=blobs[site])
+        assert r.status_code == 202, r.text
+        return r.json()["sync_id"]
+
+    jobs = {s: submit(s) for s in SITES}  # round 0: everyone takes the leader's weights
+    assert all(wait_sync(urls[s], j)["state"] == "done" for s, j in jobs.items())
+    leader = contract.leader_order(ledger.get_round("pl", 0)["merged_sha256"], 1, list(SITES))[0]
+    others = [s for s in SITES if s != leader]
+
+    jobs = {leader: submit(leader)}
+    deadline = time.monotonic() + 20
+    while leader not in ledger.get_round("pl", 1)["submissions"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    paused = services.procs[leader].pid
+    os.kill(paused, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        jobs.update({s: submit(s) for s in others})
+        results = {s: wait_sync(urls[s], jobs[s], timeout_s=60) for s in others}
+        took = time.monotonic() - t0
+    finally:
+        os.kill(paused, signal.SIGCONT)
+    assert all(r["state"] == "done" and r["round"] == 1 for r in results.values()), results
+    assert 3.0 <= took < 20.0, f"failover after the 3 s deadline, fetch bounded by the next deadline: {took:.1f} s"
+    rnd = ledger.get_round("pl", 1)
+    assert rnd["failovers"] >= 1 and rnd["published_by"] in others
+    # The merged model is the mean of the two reachable contributions; the frozen one was rejected.
+    merged = serialization.from_bytes(
+        httpx.get(f"{urls[others[0]]}/v1/local/latest", params={"task": "pl"}).content, spec["layout"]
+    )
+    models = [serialization.from_bytes(blobs[s], spec["layout"]) for s in others]
+    for i, tensor in enumerate(merged):
+        np.testing.assert_allclose(tensor, (models[0][i] + models[1][i]) / 2, rtol=1e-6)
+    logs = services.log(others[0]) + services.log(others[1])
+    assert f"leader {leader} missed its deadline" in logs
+    assert f"contribution of {leader} rejected" in logs
+
+    # Resumed: its own sync ends with the round's merged model, and it takes part in round 2.
+    back = wait_sync(urls[leader], jobs[leader], timeout_s=60)
+    assert back["state"] == "done" and back["round"] == 1 and back["merged_sha256"] == rnd["merged_sha256"]
+    jobs = {s: submit(s) for s in SITES}
+    results = {s: wait_sync(urls[s], j, timeout_s=60) for s, j in jobs.items()}
+    assert all(r["state"] == "done" and r["round"] == 2 for r in results.values()), results
+    assert sorted(ledger.get_round("pl", 2)["contributors"]) == sorted(SITES)
