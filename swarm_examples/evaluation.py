@@ -77,6 +77,7 @@ from swarm_examples.scenarios import SCENARIOS, ScenarioSplit, describe_split, f
 
 SCALINGS = ("controls", "per-node", "per-sample")
 MERGE_METHODS = ("mean", "coordmedian", "geomedian", "trimmedmean", "krum", "multikrum")
+MERGE_WEIGHTINGS = ("steps", "node")
 LEDGERS = ("embedded", "fabric")
 MAX_PERMUTATIONS = 100
 SITE_WORKER = Path(__file__).resolve().parent / "site_worker.py"
@@ -102,10 +103,14 @@ class TrainingSettings:
         merges_per_epoch: swarm only: every site merges this many times per
             pass over its own data, so it sets its ``syncFrequency`` to its
             batches per epoch / ``merges_per_epoch``. Sites then finish
-            their epochs together, and the mean merge (weighted by batches
-            since the last merge) weighs each site by its data size, as
-            central training does. None to use ``sync_frequency``.
+            their epochs together, and a bigger site's update between
+            merges grows with its data. None to use ``sync_frequency``.
         merge_method: swarm only: how the swarm merges (see SwarmCallback).
+        merge_weighting: swarm only: SwarmCallback's ``mergeWeighting``.
+            Default (None): ``"node"`` with ``merges_per_epoch`` (every
+            site's update already grows with its data; weighting by steps
+            too would count big sites' data twice), ``"steps"`` with
+            ``sync_frequency``.
         scaling: ``"controls"``, ``"per-node"`` or ``"per-sample"`` (module
             docstring).
     """
@@ -117,6 +122,7 @@ class TrainingSettings:
     sync_frequency: int | None = None
     merges_per_epoch: int | None = 2
     merge_method: str = "mean"
+    merge_weighting: str | None = None
     scaling: str = "controls"
 
     def __post_init__(self) -> None:
@@ -140,12 +146,22 @@ class TrainingSettings:
             raise ValueError(f"merge_method={self.merge_method!r}: pass one of {', '.join(MERGE_METHODS)}")
         if self.scaling not in SCALINGS:
             raise ValueError(f"scaling={self.scaling!r}: pass one of {', '.join(SCALINGS)}")
+        if self.merge_weighting not in (None, *MERGE_WEIGHTINGS):
+            raise ValueError(f"merge_weighting={self.merge_weighting!r}: pass one of {', '.join(MERGE_WEIGHTINGS)}")
+
+    @property
+    def weighting(self) -> str:
+        """The swarm's merge weighting, the default resolved."""
+        if self.merge_weighting is not None:
+            return self.merge_weighting
+        return "steps" if self.sync_frequency is not None else "node"
 
     def describe_sync(self) -> str:
-        """How often the swarm merges, in words."""
+        """How often the swarm merges, and how it weighs sites, in words."""
+        weighs = "weights: steps x node" if self.weighting == "steps" else "weights: one per site"
         if self.sync_frequency is not None:
-            return f"every {self.sync_frequency} batches"
-        return f"{self.merges_per_epoch} times per epoch at every site"
+            return f"every {self.sync_frequency} batches ({weighs})"
+        return f"{self.merges_per_epoch} times per epoch at every site ({weighs})"
 
     def worker_args(self, data_dir: Path, seed: int) -> list[str]:
         """The command line of `swarm_examples.site_worker` for these settings."""
@@ -167,6 +183,8 @@ class TrainingSettings:
             ),
             "--merge-method",
             self.merge_method,
+            "--merge-weighting",
+            self.weighting,
             "--scaling",
             self.scaling,
             "--seed",

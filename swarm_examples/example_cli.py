@@ -23,6 +23,7 @@ from swarm_examples.evaluation import (
     LEDGERS,
     MAX_PERMUTATIONS,
     MERGE_METHODS,
+    MERGE_WEIGHTINGS,
     SCALINGS,
     EvaluationError,
     TrainingSettings,
@@ -114,6 +115,12 @@ def build_parser(
         help="swarm: every site merges M times per pass over its own data (default: the data's)",
     )
     p.add_argument("--merge-method", choices=list(MERGE_METHODS), help="swarm: merge method (default mean)")
+    p.add_argument(
+        "--merge-weighting",
+        choices=list(MERGE_WEIGHTINGS),
+        help="swarm: a site's weight in the mean: steps since its last merge x node weight, or one per site "
+        "(default: node with --merges-per-epoch, steps with --sync-frequency)",
+    )
     p.add_argument("--scaling", choices=list(SCALINGS), help="input scaling (default controls, see README)")
     p.add_argument("--seed", type=int, default=0, help="seed of the first permutation (default 0)")
     p.add_argument("--data-seed", type=int, default=0, help="simulated data only: the simulator's seed (default 0)")
@@ -137,7 +144,7 @@ def build_parser(
 
 def settings_from_args(args: argparse.Namespace, base: TrainingSettings) -> TrainingSettings:
     """The data's default settings, overridden by the options given."""
-    names = ("epochs", "batch_size", "learning_rate", "width", "merge_method", "scaling")
+    names = ("epochs", "batch_size", "learning_rate", "width", "merge_method", "merge_weighting", "scaling")
     overrides = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     if args.sync_frequency is not None:
         overrides.update(sync_frequency=args.sync_frequency, merges_per_epoch=None)

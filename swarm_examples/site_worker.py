@@ -71,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="merge this many times per pass over this site's data (sets the sync frequency from the data size)",
     )
     p.add_argument("--merge-method", default="mean")
+    p.add_argument(
+        "--merge-weighting",
+        choices=("steps", "node"),
+        default="steps",
+        help="SwarmCallback's mergeWeighting: steps since the last merge x nodeWeightage, or one weight per site",
+    )
     p.add_argument("--min-peers", type=int, help="default: SWARM_NUM_SITES (every site)")
     p.add_argument("--scaling", choices=SCALINGS, default="controls")
     p.add_argument("--seed", type=int, default=0, help="seeds the initial weights, dropout and shuffling")
@@ -127,10 +133,11 @@ def main(argv: list[str] | None = None) -> int:
         sync_frequency, max_rounds = args.sync_frequency, 0
     else:
         # Every site merges as often per epoch, so bigger sites take more
-        # batches between merges and weigh more in the step-weighted mean.
-        # Rounding leaves some sites a few merges more than others; the
-        # agreed round budget (round 0 aligns the starting weights) ends the
-        # task for all at once instead of leaving one site to train alone.
+        # batches between merges: their updates grow with their data (and
+        # with --merge-weighting node every site weighs the same). Rounding
+        # leaves some sites a few merges more than others; the agreed round
+        # budget (round 0 aligns the starting weights) ends the task for all
+        # at once instead of leaving one site to train alone.
         sync_frequency = max(1, round(batches_per_epoch / args.merges_per_epoch))
         max_rounds = args.merges_per_epoch * args.epochs + 1
     # Each site draws its own initial weights and dropout masks; the first
@@ -140,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         syncFrequency=sync_frequency,
         minPeers=args.min_peers or n_sites,
         mergeMethod=args.merge_method,
+        mergeWeighting=args.merge_weighting,
         totalEpochs=args.epochs,
         checkinModelOnTrainEnd="active",
         quorumWaitSeconds=30,
@@ -149,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{site}: {len(y)} training samples ({int(y.sum())} cases), {args.epochs} epochs of batch "
         f"{args.batch_size} ({batches_per_epoch} batches each), merging every {sync_frequency} batches with at "
-        f"least {swarm.minPeers} sites",
+        f"least {swarm.minPeers} sites, merge weights by {args.merge_weighting}",
         flush=True,
     )
     progress = progress_callback(site, args.epochs, swarm)

@@ -17,6 +17,7 @@ from swarm_keras.service_client import ServiceClient, SwarmServiceError
 
 MERGE_METHODS = ("mean", "coordmedian", "geomedian", "trimmedmean", "krum", "multikrum")
 CHECKIN_MODES = ("inactive", "snapshot", "active")
+MERGE_WEIGHTINGS = ("steps", "node")
 DEFAULT_SERVICE_URL = "http://127.0.0.1:30305"
 LOOPBACK_ENV = "SWARM_LOOPBACK"
 SERVICE_URL_ENV = "SWARM_SN_URL"
@@ -71,10 +72,20 @@ class SwarmCallback(keras.callbacks.Callback):
         adsValData: validation data for adaptive sync, ``(x, y)`` or a
             dataset; required when ``useAdaptiveSync`` is True.
         adsValBatchSize: batch size for evaluating ``adsValData``.
-        mergeMethod: ``"mean"`` (weighted by steps since the last sync x
-            nodeWeightage), ``"coordmedian"``, ``"geomedian"``,
-            ``"trimmedmean"``, ``"krum"`` or ``"multikrum"``.
+        mergeMethod: ``"mean"`` (weighted, see ``mergeWeighting``),
+            ``"coordmedian"``, ``"geomedian"``, ``"trimmedmean"``,
+            ``"krum"`` or ``"multikrum"``.
         nodeWeightage: this site's weight in ``"mean"`` merges, 1 to 100.
+        mergeWeighting: what a site's weight in a ``"mean"`` merge is:
+            ``"steps"`` (default): batches trained since its last sync x
+            nodeWeightage, so a site that trained more since the last merge
+            counts more; ``"node"``: nodeWeightage alone, every merge (HPE's
+            definition). When sites sync a fixed number of times per epoch
+            (bigger sites more batches apart), use ``"node"``: their updates
+            already grow with their data, and weighting them by steps as
+            well would count a big site's data twice (the objective
+            inconsistency of FedAvg with unequal local steps, Wang et al.
+            2020, "FedNova").
         totalEpochs: accepted for HPE compatibility and used in progress
             lines; ``fit``'s own ``epochs`` governs training.
         checkinModelOnTrainEnd: at train end, ``"inactive"`` leaves at once;
@@ -116,6 +127,7 @@ class SwarmCallback(keras.callbacks.Callback):
         adsValBatchSize: int | None = None,
         mergeMethod: str = "mean",
         nodeWeightage: int = 1,
+        mergeWeighting: str = "steps",
         totalEpochs: int | None = None,
         checkinModelOnTrainEnd: str = "snapshot",
         logger: logging.Logger | None = None,
@@ -151,6 +163,9 @@ class SwarmCallback(keras.callbacks.Callback):
         self.nodeWeightage = _positive_int("nodeWeightage", nodeWeightage, "an integer from 1 to 100")
         if self.nodeWeightage > 100:
             raise ValueError(f"nodeWeightage={nodeWeightage!r} is not allowed: use an integer from 1 to 100")
+        if mergeWeighting not in MERGE_WEIGHTINGS:
+            raise ValueError(f"mergeWeighting={mergeWeighting!r} is not allowed: use one of {list(MERGE_WEIGHTINGS)}")
+        self.mergeWeighting = mergeWeighting
         self.totalEpochs = None if totalEpochs is None else _positive_int("totalEpochs", totalEpochs)
         if checkinModelOnTrainEnd not in CHECKIN_MODES:
             raise ValueError(
@@ -188,6 +203,11 @@ class SwarmCallback(keras.callbacks.Callback):
         """Batches between syncs now: ``syncFrequency``, or what adaptive sync made of it."""
         return self._interval
 
+    def merge_weight(self) -> int:
+        """This site's weight in the next ``"mean"`` merge (see ``mergeWeighting``)."""
+        steps = max(self._steps_since_sync, 1) if self.mergeWeighting == "steps" else 1
+        return steps * self.nodeWeightage
+
     # ------------------------------------------------------------------ helpers
 
     def _spec(self) -> dict:
@@ -209,7 +229,7 @@ class SwarmCallback(keras.callbacks.Callback):
         """Sends the weights, waits for the merged model, loads it."""
         assert self._client is not None
         t0 = time.perf_counter()
-        weight = max(self._steps_since_sync, 1) * self.nodeWeightage
+        weight = self.merge_weight()
         blob = serialization.to_bytes(self.model.get_weights())
         status = self._client.sync(
             self.trainingContract, blob, weight, self.syncTimeoutSeconds, metrics=dict(self._metrics) or None

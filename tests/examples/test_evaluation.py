@@ -48,11 +48,21 @@ def test_summary_is_mean_and_sample_sd_over_permutations() -> None:
         ({"sync_frequency": 4}, "set exactly one"),
         ({"merges_per_epoch": None}, "set exactly one"),
         ({"merges_per_epoch": 0}, "merges_per_epoch=0"),
+        ({"merge_weighting": "samples"}, "merge_weighting='samples': pass one of steps, node"),
     ],
 )
 def test_bad_settings_are_named(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         TrainingSettings(**kwargs)
+
+
+def test_merge_weighting_follows_the_schedule_unless_given() -> None:
+    per_epoch, fixed = TrainingSettings(merges_per_epoch=6), TrainingSettings(sync_frequency=4, merges_per_epoch=None)
+    assert per_epoch.weighting == "node" and fixed.weighting == "steps"
+    assert TrainingSettings(merges_per_epoch=6, merge_weighting="steps").weighting == "steps"
+    args = per_epoch.worker_args(Path("d"), 0)
+    assert args[args.index("--merge-weighting") + 1] == "node"
+    assert "one per site" in per_epoch.describe_sync()
 
 
 def test_bad_scenario_and_permutations_fail_before_any_training(tmp_path: Path) -> None:

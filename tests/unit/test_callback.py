@@ -38,6 +38,7 @@ from swarm_keras.service_client import ServiceClient, SwarmServiceError  # noqa:
         ({"leaderTimeoutSeconds": 0}, ["leaderTimeoutSeconds=0"]),
         ({"syncTimeoutSeconds": float("nan")}, ["syncTimeoutSeconds=nan"]),
         ({"maxRounds": -2}, ["maxRounds=-2"]),
+        ({"mergeWeighting": "samples"}, ["mergeWeighting='samples'", "'steps', 'node'"]),
     ],
 )
 def test_invalid_arguments_name_argument_value_and_what_is_allowed(kwargs, words):
@@ -126,3 +127,15 @@ def test_adaptive_sync_widens_on_plateaus_and_narrows_when_a_merge_hurts(monkeyp
         seen.append(cb.sync_interval)
     # first: no reference; 0.5 improves 50 %: keep; then plateaus double up to 4x; worse losses halve back.
     assert seen == [8, 8, 16, 32, 32, 32, 16, 8, 8]
+
+
+def test_merge_weight_by_steps_or_by_node():
+    steps = SwarmCallback(syncFrequency=5, minPeers=2, nodeWeightage=3)
+    node = SwarmCallback(syncFrequency=5, minPeers=2, nodeWeightage=3, mergeWeighting="node")
+    assert steps.mergeWeighting == "steps", "the default weighs by steps since the last sync"
+    for cb in (steps, node):
+        cb._steps_since_sync = 5
+    assert steps.merge_weight() == 15 and node.merge_weight() == 3
+    for cb in (steps, node):
+        cb._steps_since_sync = 0  # a sync with no step since the last (at train end) still counts once
+    assert steps.merge_weight() == 3 and node.merge_weight() == 3
