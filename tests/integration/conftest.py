@@ -161,16 +161,21 @@ def check_swarm_run(workdir: Path, history: list[dict], task: dict, sites: tuple
 
 
 def launch_synthetic(
-    workdir: Path, task: str, *script_args: str, launcher_args: Sequence[str] = (), timeout_s: int = 600
+    workdir: Path,
+    task: str,
+    *script_args: str,
+    launcher_args: Sequence[str] = (),
+    timeout_s: int = 600,
+    sites: int = 3,
 ) -> subprocess.CompletedProcess:
-    """Runs three sites of examples/synthetic/train.py through ``swarm-launch``; asserts it succeeded."""
+    """Runs ``sites`` sites of examples/synthetic/train.py through ``swarm-launch``; asserts it succeeded."""
     proc = subprocess.run(
         [
             sys.executable,
             "-m",
             "sn_service.launcher",
             "--sites",
-            "3",
+            str(sites),
             "--task",
             task,
             "--workdir",
