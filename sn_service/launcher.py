@@ -19,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import httpx
 
@@ -284,6 +284,22 @@ class SwarmLauncher:
                 child.proc.wait()
             for thread in child.threads:
                 thread.join(timeout=2)
+
+    def latest_merged(self, task: str) -> str | None:
+        """The sha256 of the task's latest merged model, from the ledger (None before the first merge)."""
+        if self.ledger == "embedded":
+            from sn_service.ledger import EmbeddedLedger
+
+            ledger: Any = EmbeddedLedger(self.ledger_path, identity="launcher")
+        else:
+            from sn_service.ledger.fabric import FabricLedger
+
+            ledger = FabricLedger.from_profile(self.fabric_profile, self.sites[0])
+        try:
+            latest = ledger.get_task(task)["latest_merged"]
+        finally:
+            ledger.close()
+        return latest["sha256"] if latest else None
 
     def summary(self, task: str) -> str:
         """The ledger's round history of the task, one line."""

@@ -303,8 +303,9 @@ def run_swarm(
         EvaluationError: a process failed or timed out (the message names
             the logs).
     """
+    from sn_service.blob_store import BlobStore
     from sn_service.launcher import SwarmLauncher
-    from swarm_keras.serialization import from_bytes
+    from swarm_keras.serialization import from_bytes, to_bytes
 
     data_dir = workdir / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -333,6 +334,19 @@ def run_swarm(
     summary = launcher.summary(task)
     if summary:
         say("  " + summary)
+    # The swarm's model is the task's last merged model, as the ledger says. Every site should end
+    # with it (SwarmCallback's "active" check-in waits for it); scored from a site's store if not.
+    final_sha = launcher.latest_merged(task)
+    if final_sha is None:
+        raise EvaluationError(f"the swarm merged nothing; see {workdir}/<site>/train.log and sn.log")
+    final_weights = None
+    for site in sites:
+        store = BlobStore(workdir / site / "blobs")
+        if store.has(final_sha):
+            final_weights = from_bytes(store.get(final_sha))
+            break
+    if final_weights is None:
+        raise EvaluationError(f"no site holds the swarm's final model {final_sha[:12]}...; see {workdir}")
     if not keep_blobs:
         # Each service keeps every round's contributions and merges (here
         # 60 rounds x 4 blobs x 7 MB per site): gigabytes per permutation.
@@ -351,9 +365,14 @@ def run_swarm(
         if settings.scaling != "per-sample":
             with np.load(site_dir / "scaler.npz") as npz:
                 scaler = (npz["mean"], npz["scale"])
-        outcomes.append({**result, "node": f"node{k}", "weights": weights, "scaler": scaler})
-    last = max(outcomes, key=lambda o: o["finished_at"])
-    return last["weights"], outcomes
+        holds_final = (site_dir / "final.safetensors").read_bytes() == to_bytes(final_weights)
+        outcomes.append(
+            {**result, "node": f"node{k}", "weights": weights, "scaler": scaler, "ends_with_swarm_model": holds_final}
+        )
+    stale = [o["node"] for o in outcomes if not o["ends_with_swarm_model"]]
+    if stale:
+        say(f"  note: {', '.join(stale)} ended with another model than the swarm's last merge {final_sha[:12]}...")
+    return final_weights, outcomes
 
 
 def _scaled_with(scaler: tuple[np.ndarray, np.ndarray] | None, X: np.ndarray) -> np.ndarray:
@@ -390,6 +409,7 @@ def score_swarm(
                 **scores,
                 "rounds": outcome["rounds"],
                 "median_sync_s": outcome["median_sync_s"],
+                "ends_with_swarm_model": outcome.get("ends_with_swarm_model", True),
             }
         )
         if settings.scaling == "per-sample":
@@ -619,7 +639,7 @@ def evaluate_scenario(
     result.files["swarm_sites"] = _write_csv(
         out_dir / "swarm_sites.csv",
         swarm_sites,
-        ["permutation", "seed", "scaler_of", *METRICS, "rounds", "median_sync_s"],
+        ["permutation", "seed", "scaler_of", *METRICS, "rounds", "median_sync_s", "ends_with_swarm_model"],
     )
     result.files["summary"] = _write_csv(out_dir / "summary.csv", result.summary, ["arm", "metric", "mean", "sd", "n"])
     heading = title or f"scenario {scenario}: {'SIMULATED ' if simulated else ''}{data.source.split(':')[0][:80]}"

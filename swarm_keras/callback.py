@@ -92,7 +92,9 @@ class SwarmCallback(keras.callbacks.Callback):
             ``"snapshot"`` (default) contributes the final weights to one
             last merge, loads it, then leaves; ``"active"`` does the same
             but the service keeps contributing the final model to later
-            rounds until no site is still training.
+            rounds until no site is still training, and ``fit`` returns
+            once the swarm is done, with the swarm's final model loaded
+            (every site ends with the same weights).
         logger: a ``logging.Logger``; default ``logging.getLogger("swarm_keras")``.
             Exposed as ``.logger``.
         serviceUrl: this site's swarm-network service. Default: env
@@ -343,6 +345,52 @@ class SwarmCallback(keras.callbacks.Callback):
         if not self.loopback:
             self._remember_metrics(logs)
 
+    def _load_final_model(self) -> None:
+        """Waits until every site is done, then loads the swarm's last merged model.
+
+        A site that finishes early would otherwise keep the model of its last
+        merge, while the others merge on (with its final model standing in):
+        every site ends with the same, final swarm model instead. The wait is
+        bounded by ``syncTimeoutSeconds``; past it the site keeps its model
+        and says so.
+        """
+        assert self._client is not None
+        give_up = time.monotonic() + self.syncTimeoutSeconds
+        last_log = time.monotonic()
+        training: list[str] = []
+        round_no = -1
+        while True:
+            try:
+                record = self._client.task(self.trainingContract)
+            except SwarmServiceError as exc:  # e.g. the ledger unreachable for a moment: ask again
+                record = None
+                self.logger.debug("task status not available (%s); asking again", exc)
+            if record is not None:
+                if record["status"] == "done":
+                    break
+                training = sorted(n for n, i in record["nodes"].items() if i["status"] == "active")
+                round_no = record["latest_merged"]["round"] if record["latest_merged"] else -1
+            if time.monotonic() > give_up:
+                self.logger.warning(
+                    "the swarm did not finish within %.0f s (still training: %s); keeping the model of round %d",
+                    self.syncTimeoutSeconds,
+                    ", ".join(training) or "unknown",
+                    round_no,
+                )
+                return
+            if time.monotonic() - last_log > 30:
+                self.logger.info("waiting for the swarm to finish; still training: %s", ", ".join(training))
+                last_log = time.monotonic()
+            time.sleep(0.5)
+        try:
+            latest = self._client.latest(self.trainingContract, self._layout)
+        except SwarmServiceError as exc:
+            self.logger.warning("could not load the swarm's final model (%s); keeping this site's", exc)
+            return
+        if latest is not None:
+            self._load(latest[1])
+            self.logger.info("loaded the swarm's final model (round %d)", latest[0])
+
     def on_train_end(self, logs: dict | None = None) -> None:
         """Checks in per ``checkinModelOnTrainEnd`` and leaves the task."""
         if self.loopback or self._client is None:
@@ -355,6 +403,7 @@ class SwarmCallback(keras.callbacks.Callback):
                 blob = serialization.to_bytes(self.model.get_weights())
                 self._client.checkin(self.trainingContract, "finish", blob, weight=self.nodeWeightage)
                 self.logger.info("training ended; the service keeps contributing the final model")
+                self._load_final_model()
             else:
                 self._client.checkin(self.trainingContract, "leave")
                 self.logger.info("training ended; left task %s", self.trainingContract)

@@ -133,6 +133,10 @@ class ServiceClient:
             raise SwarmServiceError(f"latest blob {sha256[:12]}... does not match its hash")
         return int(resp.headers["x-swarm-round"]), serialization.from_bytes(data, layout)
 
+    def task(self, task: str) -> dict:
+        """The ledger's record of the task (status, nodes, latest merged model), through the service."""
+        return self._request("GET", f"/v1/tasks/{task}", params={"recent": 0}).json()["task"]
+
     def checkin(self, task: str, mode: str, blob: bytes | None = None, weight: int = 1) -> dict:
         """Leaves the task, or finishes with the final weights (the service stands in)."""
         return self._request(

@@ -95,6 +95,7 @@ def test_tiny_evaluation_end_to_end_through_the_launcher(tmp_path: Path) -> None
     # The swarm really ran: every site merged, and its model was scored with each site's scaler.
     assert len(result.swarm_sites) == 3
     assert all(site["rounds"] >= 2 for site in result.swarm_sites)
+    assert all(site["ends_with_swarm_model"] for site in result.swarm_sites), "every site ends with the swarm's model"
     swarm_row = next(row for row in result.scores if row["arm"] == "swarm")
     assert swarm_row["accuracy"] == pytest.approx(np.mean([s["accuracy"] for s in result.swarm_sites]))
     # Every file is written and agrees with the result.

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from sn_service.ledger import EmbeddedLedger
+from swarm_keras import serialization
 
 from .conftest import launch_synthetic
 
@@ -43,6 +44,10 @@ def test_active_checkin_keeps_min_peers_for_the_sites_still_training(tmp_path):
     task = ledger.get_task("active")
     assert task["status"] == "done"
     assert {n: i["status"] for n, i in task["nodes"].items()} == dict.fromkeys(SITES, "finished")
+    # fit returned at site-a only once the swarm was done, with the swarm's final model loaded.
+    finals = {s: serialization.sha256_hex((tmp_path / s / "final.safetensors").read_bytes()) for s in SITES}
+    assert set(finals.values()) == {history[-1]["merged_sha256"]}, finals
+    assert "loaded the swarm's final model" in (tmp_path / "site-a" / "train.log").read_text()
 
 
 def test_training_stops_when_the_task_reaches_max_rounds(tmp_path):
