@@ -658,6 +658,28 @@ wait_raft_leader() {
     log "orderer is a consenter of '$CHANNEL' and its Raft leader"
 }
 
+# On resume only. Restarted on its existing write-ahead log, the orderer's Raft
+# node sometimes never applies its own membership: its log shows "switched to
+# configuration voters=()" and no campaign, for good (seen once after the
+# orderer was SIGKILLed mid-training, with the pinned Fabric snapshot). A
+# second start on the same log campaigns at once, so after 15 s without a
+# leader the orderer is restarted once, saying so.
+wait_raft_leader_on_resume() {
+    local n
+    for ((n = 1; n <= 100; n++)); do
+        if orderer_is_leader; then
+            log "orderer is a consenter of '$CHANNEL' and its Raft leader"
+            return 0
+        fi
+        sleep 0.15
+    done
+    warn "the orderer has no Raft leader for '$CHANNEL' after a restart on its ledger (its Raft node did not campaign); restarting the orderer once"
+    stop_recorded orderer
+    start_orderer
+    wait_healthy 60 orderer
+    wait_raft_leader
+}
+
 orderer_channel_active() {
     local out
     out=$("$FABRIC_BIN/osnadmin" channel list --channelID "$CHANNEL" -o "127.0.0.1:$(port_orderer_admin)" 2>&1) || {
@@ -972,7 +994,7 @@ resume() {
     check_ports_free
     start_chaincode_build
     start_nodes
-    wait_raft_leader
+    wait_raft_leader_on_resume
     step "6/7 chaincode servers"
     wait_chaincode_build
     start_chaincode_servers
