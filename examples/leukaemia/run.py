@@ -33,6 +33,12 @@ def _simulated_a2(seed: int):
     return simulate_a2(seed=seed)
 
 
+def _simulated_a123(seed: int):
+    from swarm_examples.cohort_simulator import simulate_a1_a2_a3
+
+    return simulate_a1_a2_a3(seed=seed)
+
+
 def _golub(seed: int):
     from swarm_examples.datasets import load_golub
 
@@ -54,7 +60,15 @@ CHOICES = {
         load=_simulated_a2,
         description="SIMULATED cohort shaped like the paper's A2 (8,348 samples, 31 %% AML)",
         scenario="2B",
-        settings=TrainingSettings(epochs=10, batch_size=128, merges_per_epoch=6),
+        settings=TrainingSettings(epochs=20, batch_size=128, merges_per_epoch=6),
+        simulated=True,
+    ),
+    "simulated-a123": DataChoice(
+        load=_simulated_a123,
+        description="SIMULATED pool shaped like the paper's A1, A2 and A3 (12,029 samples; one data set per node "
+        "in scenario 2F)",
+        scenario="2F",
+        settings=TrainingSettings(epochs=20, batch_size=128, merges_per_epoch=6),
         simulated=True,
     ),
     "golub": DataChoice(
