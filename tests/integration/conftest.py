@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import httpx
@@ -152,12 +152,28 @@ def check_swarm_run(workdir: Path, history: list[dict], task: dict, sites: tuple
     for rnd in merges:
         assert sorted(rnd["contributors"]) == sorted(sites)
         assert rnd["published_by"] == rnd["contributors"][rnd["leader_index"]]
-        models = [serialization.from_bytes(blob(rnd["submissions"][s]["sha256"]), layout) for s in rnd["contributors"]]
-        weights = [rnd["submissions"][s]["weight"] for s in rnd["contributors"]]
-        merged = serialization.from_bytes(blob(rnd["merged_sha256"]), layout)
-        for i in range(len(merged)):
-            expected = np.average(np.stack([m[i] for m in models]).astype(np.float64), axis=0, weights=weights)
-            np.testing.assert_allclose(merged[i], expected, rtol=1e-5, atol=1e-6)
+        assert_weighted_mean(rnd, rnd["contributors"], blob, layout)
+
+
+def assert_weighted_mean(rnd: dict, of: Sequence[str], blob: Callable[[str], bytes], layout: str) -> None:
+    """The round's merged model is the weighted mean of the contributions of the sites ``of``."""
+    models = [serialization.from_bytes(blob(rnd["submissions"][s]["sha256"]), layout) for s in of]
+    weights = [rnd["submissions"][s]["weight"] for s in of]
+    merged = serialization.from_bytes(blob(rnd["merged_sha256"]), layout)
+    for i in range(len(merged)):
+        expected = np.average(np.stack([m[i] for m in models]).astype(np.float64), axis=0, weights=weights)
+        np.testing.assert_allclose(merged[i], expected, rtol=1e-5, atol=1e-6)
+
+
+def sync_round(urls: dict[str, str], task: str, rng: np.random.Generator, timeout_s: float = 60) -> dict:
+    """Every site syncs random weights of the small layout; returns each site's finished sync."""
+    jobs = {}
+    for site, url in urls.items():
+        blob = serialization.to_bytes([rng.standard_normal(a.shape).astype(np.float32) for a in SMALL_LAYOUT_ARRAYS])
+        r = httpx.post(f"{url}/v1/local/syncs", params={"task": task, "weight": 1}, content=blob, timeout=30)
+        assert r.status_code == 202, r.text
+        jobs[site] = r.json()["sync_id"]
+    return {site: wait_sync(urls[site], job, timeout_s) for site, job in jobs.items()}
 
 
 def launch_synthetic(

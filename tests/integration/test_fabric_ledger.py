@@ -421,7 +421,7 @@ def test_blobs_travel_over_mtls_with_the_organisations_msp_certificates(profile,
     from sn_service.peer_client import BlobFetchError, PeerClient
     from swarm_keras import serialization
 
-    from .conftest import SMALL_LAYOUT_ARRAYS, Services, small_spec, wait_sync
+    from .conftest import Services, small_spec, sync_round
 
     services = Services(tmp_path, ["--ledger", "fabric", "--fabric-profile", str(profile)])
     task = _task()
@@ -433,14 +433,7 @@ def test_blobs_travel_over_mtls_with_the_organisations_msp_certificates(profile,
             assert r.status_code == 200, r.text
         rng = np.random.default_rng(0)
         for round_no in (0, 1):  # round 1 fetches every contribution from its site over mTLS
-            jobs = {}
-            for s, url in urls.items():
-                blob = serialization.to_bytes(
-                    [rng.standard_normal(a.shape).astype(np.float32) for a in SMALL_LAYOUT_ARRAYS]
-                )
-                r = httpx.post(f"{url}/v1/local/syncs", params={"task": task, "weight": 1}, content=blob)
-                jobs[s] = r.json()
-            results = {s: wait_sync(urls[s], j["sync_id"], timeout_s=120) for s, j in jobs.items()}
+            results = sync_round(urls, task, rng, timeout_s=120)
             assert all(r["state"] == "done" and r["round"] == round_no for r in results.values()), results
 
         ledger = FabricLedger.from_profile(profile, "site-a")

@@ -11,17 +11,13 @@ import pytest
 from sn_service.ledger import EmbeddedLedger
 from swarm_keras import serialization
 
-from .conftest import SMALL_LAYOUT_ARRAYS, small_spec, wait_sync
+from .conftest import small_spec, sync_round
 
 pytestmark = pytest.mark.slow
 
 
 def _sync_all(urls: dict, rng) -> dict:
-    jobs = {}
-    for s, url in urls.items():
-        blob = serialization.to_bytes([rng.standard_normal(a.shape).astype(np.float32) for a in SMALL_LAYOUT_ARRAYS])
-        jobs[s] = httpx.post(f"{url}/v1/local/syncs", params={"task": "m", "weight": 1}, content=blob).json()["sync_id"]
-    results = {s: wait_sync(urls[s], j) for s, j in jobs.items()}
+    results = sync_round(urls, "m", rng)
     assert all(r["state"] == "done" for r in results.values()), results
     return results
 

@@ -13,7 +13,7 @@ from sn_service.launcher import free_port
 from sn_service.ledger import EmbeddedLedger
 from swarm_keras import serialization
 
-from .conftest import SMALL_LAYOUT_ARRAYS, small_spec, wait_sync
+from .conftest import small_spec, sync_round
 
 pytestmark = pytest.mark.slow
 SITES = ("site-a", "site-b", "site-c")
@@ -42,13 +42,7 @@ def test_rounds_run_over_mtls_and_strangers_get_nothing(services, tmp_path):
 
     rng = np.random.default_rng(0)
     for round_no in (0, 1):  # round 1 fetches every contribution from its site over mTLS
-        jobs = {}
-        for s, url in urls.items():
-            blob = serialization.to_bytes(
-                [rng.standard_normal(a.shape).astype(np.float32) for a in SMALL_LAYOUT_ARRAYS]
-            )
-            jobs[s] = httpx.post(f"{url}/v1/local/syncs", params={"task": "tls", "weight": 1}, content=blob).json()
-        results = {s: wait_sync(urls[s], j["sync_id"]) for s, j in jobs.items()}
+        results = sync_round(urls, "tls", rng)
         assert all(r["state"] == "done" and r["round"] == round_no for r in results.values()), results
     merged = results["site-a"]["merged_sha256"]
     holder = ledger.get_round("tls", 1)["published_by"]

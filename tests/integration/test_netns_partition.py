@@ -31,13 +31,14 @@ import time
 import uuid
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from sn_service.blob_store import BlobStore
 from sn_service.identity import create_ca, issue_site
 from sn_service.ledger import EmbeddedLedger
 from swarm_keras import serialization
+
+from .conftest import assert_weighted_mean
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -225,14 +226,7 @@ def test_a_site_cut_off_the_network_is_worked_around_and_rejoins(network, tmp_pa
             raise AssertionError(f"no site stored blob {sha}")
 
         def check_mean(rnd: dict, of: list[str]) -> None:
-            """The round's merged model is the weighted mean of the contributions of ``of``."""
-            layout = ledger.get_task("netns")["spec"]["layout"]
-            merged = serialization.from_bytes(blob(rnd["merged_sha256"]), layout)
-            models = [serialization.from_bytes(blob(rnd["submissions"][s]["sha256"]), layout) for s in of]
-            weights = [rnd["submissions"][s]["weight"] for s in of]
-            for i, tensor in enumerate(merged):
-                expected = np.average(np.stack([m[i] for m in models]).astype(np.float64), axis=0, weights=weights)
-                np.testing.assert_allclose(tensor, expected, rtol=1e-5, atol=1e-6)
+            assert_weighted_mean(rnd, of, blob, ledger.get_task("netns")["spec"]["layout"])
 
         # ---- the cut, at the moment site-c has submitted to a round the others have not finished:
         # its contribution is on the ledger, its blob out of reach. Packets vanish; nothing is refused.
