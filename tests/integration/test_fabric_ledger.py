@@ -574,7 +574,11 @@ def test_training_goes_on_when_the_orderer_and_a_peer_restart(profile, tmp_path)
         record = ledger.get_task(task)
     finally:
         if launcher.poll() is None:
-            launcher.kill()
+            launcher.terminate()  # SIGTERM: the launcher stops the services and trainers it started
+            try:
+                launcher.wait(30)
+            except subprocess.TimeoutExpired:
+                launcher.kill()
         ledger.close()
     assert len(history) > 6
     check_swarm_run(workdir, history, record, SITES, min_merges=6)
