@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import hashlib
 import json
 import math
 import os
@@ -292,10 +293,11 @@ def run_swarm(
     verbose: bool = False,
     keep_blobs: bool = False,
 ) -> tuple[list[np.ndarray], list[dict[str, Any]]]:
-    """Train the swarm as real processes; return the final merged weights and each site's outcome.
+    """Train the swarm as real processes; return the task's last merged weights and each site's outcome.
 
     Each site's outcome has its ``result.json`` fields, its ``scaler``
-    (``(mean, scale)`` or None) and its ``weights``. The services' blob
+    (``(mean, scale)`` or None) and ``ends_with_swarm_model`` (whether its
+    final weights are that last merged model). The services' blob
     stores (every round's models) are deleted afterwards unless
     ``keep_blobs``; logs, the ledger and each site's final weights stay.
 
@@ -305,7 +307,7 @@ def run_swarm(
     """
     from sn_service.blob_store import BlobStore
     from sn_service.launcher import SwarmLauncher
-    from swarm_keras.serialization import from_bytes, to_bytes
+    from swarm_keras.serialization import from_bytes
 
     data_dir = workdir / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -358,17 +360,15 @@ def run_swarm(
         site_dir = workdir / site
         try:
             result = json.loads((site_dir / "result.json").read_text())
-            weights = from_bytes((site_dir / "final.safetensors").read_bytes())
+            final_bytes = (site_dir / "final.safetensors").read_bytes()
         except (OSError, ValueError) as exc:
             raise EvaluationError(f"node{k} ({site}) left no usable result in {site_dir}: {exc}") from exc
         scaler = None
         if settings.scaling != "per-sample":
             with np.load(site_dir / "scaler.npz") as npz:
                 scaler = (npz["mean"], npz["scale"])
-        holds_final = (site_dir / "final.safetensors").read_bytes() == to_bytes(final_weights)
-        outcomes.append(
-            {**result, "node": f"node{k}", "weights": weights, "scaler": scaler, "ends_with_swarm_model": holds_final}
-        )
+        holds_final = hashlib.sha256(final_bytes).hexdigest() == final_sha
+        outcomes.append({**result, "node": f"node{k}", "scaler": scaler, "ends_with_swarm_model": holds_final})
     stale = [o["node"] for o in outcomes if not o["ends_with_swarm_model"]]
     if stale:
         say(f"  note: {', '.join(stale)} ended with another model than the swarm's last merge {final_sha[:12]}...")
