@@ -28,16 +28,10 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
 from sn_service.identity import IdentityError
-from sn_service.x509_names import go_subject_string
+from sn_service.x509_names import FABRIC_IDENTITY_SEPARATOR, fabric_identity, go_subject_string
 
 #: The identity given to a certificate no trusted organisation issued (never a registered node).
 UNKNOWN_PREFIX = "unknown::"
-
-
-def _identity(mspid: str, cert: x509.Certificate) -> str:
-    # The same string as sn_service.ledger.fabric.fabric_identity (the chaincode's caller ID),
-    # written here so this module does not need the gRPC stack.
-    return f"{mspid}::{go_subject_string(cert.subject)}"
 
 
 @dataclass(frozen=True)
@@ -126,7 +120,7 @@ class MSPTLS:
             cas=cas,
         )
         own = x509.load_pem_x509_certificate(tls.cert.read_bytes())
-        if not tls.identity_of(own).startswith(tls.mspid + "::"):
+        if not tls.identity_of(own).startswith(tls.mspid + FABRIC_IDENTITY_SEPARATOR):
             raise IdentityError(
                 f"{tls.cert} was not issued by the MSP CA of {tls.mspid} given in {profile}: "
                 "the profile's client certificate and msp_ca_cert do not belong together"
@@ -151,5 +145,5 @@ class MSPTLS:
                 cert.verify_directly_issued_by(ca)
             except (ValueError, TypeError, InvalidSignature):
                 continue
-            return _identity(mspid, cert)
+            return fabric_identity(mspid, cert)
         return UNKNOWN_PREFIX + go_subject_string(cert.subject)

@@ -87,3 +87,12 @@ def go_subject_string(name: x509.Name) -> str:
                 atvs.append(f"{type_name}={_go_escape(value)}")
         parts.append("+".join(atvs))
     return ",".join(parts)
+
+
+#: Between the MSP ID and the subject in a Fabric caller identity.
+FABRIC_IDENTITY_SEPARATOR = "::"
+
+
+def fabric_identity(mspid: str, cert: x509.Certificate) -> str:
+    """The caller identity the chaincode sees: ``<MSPID>::<subject DN as Go writes it>``."""
+    return f"{mspid}{FABRIC_IDENTITY_SEPARATOR}{go_subject_string(cert.subject)}"

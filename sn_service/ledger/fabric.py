@@ -56,7 +56,7 @@ from google.protobuf import any_pb2, descriptor_pb2, descriptor_pool, message_fa
 from google.protobuf.message import DecodeError
 
 from sn_service.ledger.base import ContractError, Ledger, LedgerUnavailable
-from sn_service.x509_names import go_subject_string
+from sn_service.x509_names import fabric_identity, go_subject_string
 
 try:
     from fabric_protos.common import common_pb2
@@ -122,7 +122,6 @@ _CONTRACT_ERROR_RE = re.compile(
 
 PROFILE_FORMAT = "swarm-fabric-profile/1"
 NONCE_BYTES = 24
-IDENTITY_SEPARATOR = "::"
 
 # The order n of the P-256 group: a signature (r, s) with s > n/2 is replaced
 # by (r, n - s), which Fabric requires (it refuses high-S signatures).
@@ -214,14 +213,6 @@ def chaincode_arg(value: Any) -> bytes:
     else:
         raise TypeError(f"cannot pass a {type(value).__name__} to the chaincode: use str, int or dict")
     return text.encode("utf-8")
-
-
-# ---------------------------------------------------------------- identity
-
-
-def fabric_identity(mspid: str, cert: x509.Certificate) -> str:
-    """The caller identity the chaincode sees: ``<MSPID>::<subject DN as Go writes it>``."""
-    return f"{mspid}{IDENTITY_SEPARATOR}{go_subject_string(cert.subject)}"
 
 
 # ---------------------------------------------------------------- signing

@@ -50,11 +50,12 @@ def test_a_certificate_stands_for_its_organisation_and_subject(tmp_path):
 
 def test_the_identity_is_the_one_the_chaincode_records(tmp_path):
     pytest.importorskip("fabric_protos")
-    from sn_service.ledger.fabric import fabric_identity
+    from sn_service.ledger.fabric import Signer
 
     tls = MSPTLS.from_profile(_profile(tmp_path), "site-c", tmp_path / "bundle")
-    cert = x509.load_pem_x509_certificate(tls.cert.read_bytes())
-    assert tls.identity() == fabric_identity("Org3MSP", cert)
+    # The Fabric ledger's signer names itself with the same string the peer API gives its certificate.
+    signer = Signer("Org3MSP", tls.cert.read_bytes(), tls.key.read_bytes())
+    assert tls.identity() == signer.identity == "Org3MSP::CN=User1@org3.example.com,O=swarm"
 
 
 def test_a_stranger_is_nobody_even_with_a_copied_issuer_name(tmp_path):
