@@ -74,20 +74,17 @@ class PeerClient:
             raise BlobFetchError(endpoint, sha256, "no ledger identity to check the server's certificate against")
         try:
             with self._client.stream("GET", url, timeout=timeout_s or self.timeout_s) as resp:
-                if self.tls is not None and expected_identity is not None:
-                    self._check_server(resp, endpoint, sha256, expected_identity)
+                wrong = self._wrong_server(resp, expected_identity)
+                if wrong:
+                    raise BlobFetchError(endpoint, sha256, wrong)
                 if resp.status_code != 200:
                     resp.read()
                     raise BlobFetchError(endpoint, sha256, f"HTTP {resp.status_code}: {resp.text[:200]}")
-                chunks, total = [], 0
-                for chunk in resp.iter_bytes():
-                    total += len(chunk)
-                    if total > max_bytes:
-                        raise BlobFetchError(endpoint, sha256, f"larger than the {max_bytes} bytes allowed")
-                    chunks.append(chunk)
+                data = self._read_capped(resp, max_bytes)
+                if data is None:
+                    raise BlobFetchError(endpoint, sha256, f"larger than the {max_bytes} bytes allowed")
         except httpx.HTTPError as exc:
             raise BlobFetchError(endpoint, sha256, f"{type(exc).__name__}: {exc}") from exc
-        data = b"".join(chunks)
         if hashlib.sha256(data).hexdigest() != sha256:
             raise BlobFetchError(endpoint, sha256, "its bytes do not match the hash on the ledger", tampered=True)
         return data
@@ -110,23 +107,14 @@ class PeerClient:
             raise PeerRequestError(endpoint, path, "no ledger identity to check the server's certificate against")
         try:
             with self._client.stream("GET", url, timeout=timeout_s) as resp:
-                if self.tls is not None and expected_identity is not None:
-                    found = self._server_identity(resp)
-                    if found is None:
-                        raise PeerRequestError(endpoint, path, "no server certificate on a TLS connection")
-                    if found != expected_identity:
-                        raise PeerRequestError(
-                            endpoint, path, f"the server is {found}, not {expected_identity} as the ledger says"
-                        )
-                chunks, total = [], 0
-                for chunk in resp.iter_bytes():
-                    total += len(chunk)
-                    if total > max_bytes:
-                        raise PeerRequestError(endpoint, path, f"larger than the {max_bytes} bytes allowed")
-                    chunks.append(chunk)
+                wrong = self._wrong_server(resp, expected_identity)
+                if wrong:
+                    raise PeerRequestError(endpoint, path, wrong)
+                body = self._read_capped(resp, max_bytes)
+                if body is None:
+                    raise PeerRequestError(endpoint, path, f"larger than the {max_bytes} bytes allowed")
         except httpx.HTTPError as exc:
             raise PeerRequestError(endpoint, path, f"{type(exc).__name__}: {exc}") from exc
-        body = b"".join(chunks)
         if resp.status_code != 200:
             raise PeerRequestError(endpoint, path, f"HTTP {resp.status_code}: {body[:200].decode(errors='replace')}")
         try:
@@ -148,12 +136,27 @@ class PeerClient:
         der = ssl_object.getpeercert(True) if ssl_object is not None else None
         return self.tls.identity_of(x509.load_der_x509_certificate(der)) if der else None
 
-    def _check_server(self, resp: httpx.Response, endpoint: str, sha256: str, expected: str) -> None:
+    def _wrong_server(self, resp: httpx.Response, expected: str | None) -> str | None:
+        """Over mutual TLS, why the server is not the node ``expected`` the ledger names; None when it is."""
+        if self.tls is None or expected is None:
+            return None
         found = self._server_identity(resp)
         if found is None:
-            raise BlobFetchError(endpoint, sha256, "no server certificate on a TLS connection")
+            return "no server certificate on a TLS connection"
         if found != expected:
-            raise BlobFetchError(endpoint, sha256, f"the server is {found}, not {expected} as the ledger says")
+            return f"the server is {found}, not {expected} as the ledger says"
+        return None
+
+    @staticmethod
+    def _read_capped(resp: httpx.Response, max_bytes: int) -> bytes | None:
+        """The response body, or None as soon as it grows past ``max_bytes`` (the rest is not read)."""
+        chunks, total = [], 0
+        for chunk in resp.iter_bytes():
+            total += len(chunk)
+            if total > max_bytes:
+                return None
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     def close(self) -> None:
         """Closes the connection pool."""
