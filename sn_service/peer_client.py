@@ -41,12 +41,16 @@ class PeerClient:
         tls: this site's certificate and key and the CAs to trust (``SiteTLS``
             or ``MSPTLS``); None for plain HTTP. Who a server is comes from
             ``tls.identity_of`` and is checked against the ledger.
-        timeout_s: per-request timeout.
+        timeout_s: per-request timeout (connecting, and each wait for data).
+        connect_timeout_s: the longest wait for a connection, within ``timeout_s``:
+            a peer cut off the network drops packets rather than refusing, and
+            should be reported as unreachable long before a slow transfer is.
     """
 
-    def __init__(self, tls: PeerTLS | None = None, timeout_s: float = 60.0) -> None:
+    def __init__(self, tls: PeerTLS | None = None, timeout_s: float = 60.0, connect_timeout_s: float = 10.0) -> None:
         self.tls = tls
         self.timeout_s = timeout_s
+        self.connect_timeout_s = connect_timeout_s
         if tls is not None:
             context = ssl.create_default_context(cafile=str(tls.ca))
             context.check_hostname = tls.check_hostname
@@ -73,7 +77,7 @@ class PeerClient:
         if self._unverifiable(expected_identity):
             raise BlobFetchError(endpoint, sha256, "no ledger identity to check the server's certificate against")
         try:
-            with self._client.stream("GET", url, timeout=timeout_s or self.timeout_s) as resp:
+            with self._client.stream("GET", url, timeout=self._timeout(timeout_s or self.timeout_s)) as resp:
                 wrong = self._wrong_server(resp, expected_identity)
                 if wrong:
                     raise BlobFetchError(endpoint, sha256, wrong)
@@ -106,7 +110,7 @@ class PeerClient:
         if self._unverifiable(expected_identity):
             raise PeerRequestError(endpoint, path, "no ledger identity to check the server's certificate against")
         try:
-            with self._client.stream("GET", url, timeout=timeout_s) as resp:
+            with self._client.stream("GET", url, timeout=self._timeout(timeout_s)) as resp:
                 wrong = self._wrong_server(resp, expected_identity)
                 if wrong:
                     raise PeerRequestError(endpoint, path, wrong)
@@ -121,6 +125,9 @@ class PeerClient:
             return json.loads(body)
         except ValueError as exc:
             raise PeerRequestError(endpoint, path, f"the answer is not JSON: {exc}") from exc
+
+    def _timeout(self, timeout_s: float) -> httpx.Timeout:
+        return httpx.Timeout(timeout_s, connect=min(timeout_s, self.connect_timeout_s))
 
     def _unverifiable(self, expected_identity: str | None) -> bool:
         # Without host-name checks (MSP certificates), the ledger's identity is the only check of the server.

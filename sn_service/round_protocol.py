@@ -192,6 +192,10 @@ class RoundDriver:
             for node in order:
                 if node == self.site:
                     continue
+                if wait is not None:
+                    # Said before the attempt: an unreachable peer can hold it for the whole timeout.
+                    last = f"; last failure: {errors[-1]}" if errors else ""
+                    self._set_wait(wait, "fetching the merged model", f"from {node}{last}")
                 try:
                     timeout_s = min(self.peers.timeout_s, max(1.0, deadline - time.monotonic()))
                     data = self.peers.fetch(nodes[node]["endpoint"], sha256, limit, nodes[node]["identity"], timeout_s)
