@@ -24,7 +24,8 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-MERGE_METHODS = ("mean", "coordmedian", "geomedian", "trimmedmean", "krum", "multikrum")
+from swarm_keras.options import MERGE_METHODS
+
 SPEC_FIELDS = (
     "fingerprint",
     "layout",

@@ -75,10 +75,9 @@ from swarm_examples.expression_data import ExpressionData
 from swarm_examples.metrics import METRICS, score_predictions
 from swarm_examples.scaling import ControlReferenceScaler, StandardScaler, zscore_per_sample
 from swarm_examples.scenarios import SCENARIOS, ScenarioSplit, describe_split, format_split_table, split_scenario
+from swarm_keras.options import MERGE_METHODS, MERGE_WEIGHTINGS
 
 SCALINGS = ("controls", "per-node", "per-sample")
-MERGE_METHODS = ("mean", "coordmedian", "geomedian", "trimmedmean", "krum", "multikrum")
-MERGE_WEIGHTINGS = ("steps", "node")
 LEDGERS = ("embedded", "fabric")
 MAX_PERMUTATIONS = 100
 SITE_WORKER = Path(__file__).resolve().parent / "site_worker.py"

@@ -13,11 +13,10 @@ import keras
 import numpy as np
 
 from swarm_keras import serialization
+from swarm_keras.options import MERGE_METHODS, MERGE_WEIGHTINGS
 from swarm_keras.service_client import ServiceClient, SwarmServiceError
 
-MERGE_METHODS = ("mean", "coordmedian", "geomedian", "trimmedmean", "krum", "multikrum")
 CHECKIN_MODES = ("inactive", "snapshot", "active")
-MERGE_WEIGHTINGS = ("steps", "node")
 DEFAULT_SERVICE_URL = "http://127.0.0.1:30305"
 LOOPBACK_ENV = "SWARM_LOOPBACK"
 SERVICE_URL_ENV = "SWARM_SN_URL"
