@@ -41,13 +41,15 @@ class PeerClient:
         tls: this site's certificate and key and the CAs to trust (``SiteTLS``
             or ``MSPTLS``); None for plain HTTP. Who a server is comes from
             ``tls.identity_of`` and is checked against the ledger.
-        timeout_s: per-request timeout (connecting, and each wait for data).
+        timeout_s: per-request timeout: the longest wait for each piece of an
+            answer. A peer serves a stored file, so a healthy one answers in
+            well under a second even when busy; a peer cut off the network on a
+            kept-alive connection is found out only by this timeout.
         connect_timeout_s: the longest wait for a connection, within ``timeout_s``:
-            a peer cut off the network drops packets rather than refusing, and
-            should be reported as unreachable long before a slow transfer is.
+            a peer cut off the network drops packets rather than refusing.
     """
 
-    def __init__(self, tls: PeerTLS | None = None, timeout_s: float = 60.0, connect_timeout_s: float = 10.0) -> None:
+    def __init__(self, tls: PeerTLS | None = None, timeout_s: float = 20.0, connect_timeout_s: float = 10.0) -> None:
         self.tls = tls
         self.timeout_s = timeout_s
         self.connect_timeout_s = connect_timeout_s

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import threading
 import time
 
 import pytest
@@ -48,3 +49,28 @@ def test_json_from_a_peer_that_drops_connections_fails_at_the_connect_timeout(si
         client.get_json(f"http://127.0.0.1:{silent_port}", "/v1/status", timeout_s=30.0)
     assert time.monotonic() - t0 < 10.0
     assert "ConnectTimeout" in info.value.reason
+
+
+def test_fetch_from_a_peer_that_accepts_but_never_answers_fails_at_the_timeout():
+    """Like a peer cut off while a kept-alive connection to it is reused: the request goes out, nothing comes back."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    port = server.getsockname()[1]
+    accepted = []
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            accepted.append(server.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(BlobFetchError) as info:
+            PeerClient(timeout_s=0.5).fetch(f"http://127.0.0.1:{port}", "0" * 64, 1024)
+        assert time.monotonic() - t0 < 10.0
+        assert "ReadTimeout" in info.value.reason
+    finally:
+        for sock in [*accepted, server]:
+            sock.close()
