@@ -38,13 +38,14 @@ class BlobStore:
         return self.path(sha256).is_file()
 
     def put(self, data: bytes, sha256: str | None = None) -> str:
-        """Stores ``data`` and returns its sha256; storing it twice is a no-op.
+        """Stores ``data`` and returns its sha256; storing it twice only refreshes its time.
 
         ``sha256``: the hash, when the caller has just computed and checked it.
         """
         sha256 = sha256 or hashlib.sha256(data).hexdigest()
         target = self.path(sha256)
         if target.is_file():
+            os.utime(target)  # stored again: recent, so pruning of old rounds leaves it alone
             return sha256
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")

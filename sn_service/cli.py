@@ -58,6 +58,21 @@ def build_parser() -> argparse.ArgumentParser:
         "Fabric: with the site's MSP certificate and the organisations' MSP CAs from the profile)",
     )
     p.add_argument("--sync-timeout", type=float, default=600.0, help="seconds one sync may take (default 600)")
+    p.add_argument(
+        "--keep-rounds",
+        type=int,
+        default=20,
+        metavar="N",
+        help="keep the blobs (contributions and merged models) of each task's last N rounds and its latest merged "
+        "model; older ones are deleted after each sync (default 20; 0 keeps every blob, e.g. for an audit)",
+    )
+    p.add_argument(
+        "--prune-grace",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="never delete a blob stored (or stored again) this recently (default 60)",
+    )
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
 
@@ -89,6 +104,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise here
     tls: PeerTLS | None = None
+    if args.keep_rounds < 0:
+        print(
+            f"swarm-sn: --keep-rounds {args.keep_rounds}: give 0 (keep every blob) or a number of rounds >= 1",
+            file=sys.stderr,
+        )
+        return 2
+    if args.prune_grace < 0:
+        print(f"swarm-sn: --prune-grace {args.prune_grace}: give a number of seconds >= 0", file=sys.stderr)
+        return 2
     if args.tls_dir is not None and args.peer_port is None:
         print("swarm-sn: --tls-dir needs --peer-port PORT for the mutual-TLS blob listener", file=sys.stderr)
         return 2
@@ -151,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         sync_timeout_s=args.sync_timeout,
         tls=tls,
         state_file=args.data_dir / "tasks.json",
+        keep_rounds=args.keep_rounds,
+        prune_grace_s=args.prune_grace,
     )
     service.recover()
     logging.getLogger("sn_service").info(

@@ -339,6 +339,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="sites exchange weights over mutual TLS: embedded ledger with a swarm CA made in WORKDIR/identities; "
         "Fabric with the organisations' MSP certificates",
     )
+    p.add_argument(
+        "--keep-rounds",
+        type=int,
+        metavar="N",
+        help="each site keeps the blobs of the last N rounds (swarm-sn's default: 20; 0 keeps every blob)",
+    )
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds before the run is failed (default 3600)")
     p.add_argument("--quiet", action="store_true", help="do not echo the sites' logs (they are still written)")
     p.add_argument(
@@ -377,8 +383,17 @@ def main(argv: list[str] | None = None) -> int:
     task = args.task or f"{Path(args.script).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     workdir = args.workdir or Path(".runs") / task
     quiet = args.quiet or args.progress
+    if args.keep_rounds is not None and args.keep_rounds < 0:
+        print(f"swarm-launch: --keep-rounds {args.keep_rounds}: give 0 (keep every blob) or N >= 1", file=sys.stderr)
+        return 2
     launcher = SwarmLauncher(
-        sites, workdir, args.ledger, args.fabric_profile, None if quiet else sys.stdout, mtls=args.mtls
+        sites,
+        workdir,
+        args.ledger,
+        args.fabric_profile,
+        None if quiet else sys.stdout,
+        service_args=[] if args.keep_rounds is None else ["--keep-rounds", str(args.keep_rounds)],
+        mtls=args.mtls,
     )
     if args.progress:
         launcher.echo = sys.stdout  # the launcher's own lines only: children's output goes to their logs

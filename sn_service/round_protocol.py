@@ -207,8 +207,8 @@ class RoundDriver:
                     self._count_rejection(exc)
                     errors.append(f"{node}: {exc}")
                     self.log.warning("merged model %s... not had from %s: %s", sha256[:12], node, exc)
-                    if wait is not None:
-                        self._set_wait(wait, "fetching the merged model", f"{node}: {exc}")
+            if wait is not None and errors:
+                self._set_wait(wait, "fetching the merged model", f"retrying in 1 s; last failure: {errors[-1]}")
             time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
         raise SyncFailed(f"could not fetch merged model {sha256[:12]}...: " + "; ".join(errors[-len(order) :]))
 
@@ -288,16 +288,23 @@ class RoundDriver:
             rnd = self._ledger(self.ledger.get_round, deadline, task, round_no)
             status = rnd["status"]
             if status == "done":
-                self.fetch_merged(rec, rnd["merged_sha256"], rnd["published_by"], deadline, wait)
+                latest = rec["latest_merged"]
+                if latest and latest["round"] > round_no:
+                    # The swarm merged again since (this site was cut off, paused or slow): catch up with
+                    # the newest model, which has this round in it; old rounds' blobs may be pruned.
+                    self.log.info(
+                        "round %d: merged long since; taking the latest merged model (round %d)",
+                        round_no,
+                        latest["round"],
+                    )
+                    round_no = wait.round = latest["round"]
+                    merged, publisher = latest["sha256"], latest["node"]
+                else:
+                    merged, publisher = rnd["merged_sha256"], rnd["published_by"]
+                self.fetch_merged(rec, merged, publisher, deadline, wait)
                 self.metrics.rounds_completed.inc()
-                self.log.info(
-                    "round %d: merged %s... by %s loaded (%d contributors)",
-                    round_no,
-                    rnd["merged_sha256"][:12],
-                    rnd["published_by"],
-                    len(rnd["contributors"]),
-                )
-                return SyncResult(round_no, rnd["merged_sha256"], rec["status"], contributed)
+                self.log.info("round %d: merged %s... by %s loaded", round_no, merged[:12], publisher)
+                return SyncResult(round_no, merged, rec["status"], contributed)
             if status == "open":
                 ok, why = contract.closable(rec, rnd, now_ms())
                 if ok:

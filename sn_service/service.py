@@ -21,6 +21,7 @@ from sn_service.identity import PeerTLS
 from sn_service.ledger.base import ContractError, Ledger
 from sn_service.metrics import ServiceMetrics
 from sn_service.peer_client import PeerClient
+from sn_service.retention import BlobRetention
 from sn_service.round_protocol import RoundDriver, SyncFailed, SyncResult, WaitState
 from swarm_keras import serialization
 
@@ -77,6 +78,9 @@ class SwarmNetworkService:
         peers: the client for other sites' blob APIs.
         endpoint: the URL other sites reach this site's peer API at.
         sync_timeout_s: the deadline of one sync.
+        keep_rounds: blobs of rounds more than this many behind a task's newest
+            round are deleted after each sync (``BlobRetention``); 0 keeps all.
+        prune_grace_s: a blob stored this recently is never deleted.
     """
 
     MAX_JOBS = 256
@@ -93,6 +97,8 @@ class SwarmNetworkService:
         poll_s: float = 0.02,
         tls: PeerTLS | None = None,
         state_file: Path | None = None,
+        keep_rounds: int = 20,
+        prune_grace_s: float = 60.0,
     ) -> None:
         self.site = site
         self.ledger = ledger
@@ -113,6 +119,9 @@ class SwarmNetworkService:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.log = logging.LoggerAdapter(log, {"site": site})
+        self.retention = BlobRetention(
+            store, ledger, keep_rounds, grace_s=prune_grace_s, tasks=lambda: list(self.tasks), logger=self.log
+        )
 
     # ------------------------------------------------------------------ tasks
 
@@ -238,6 +247,15 @@ class SwarmNetworkService:
                 self._record_training_metrics(job.task, round_no, job.metrics, job.started)
             job.finished_at = time.time()
             job.done.set()
+        if job.state == "done":
+            self._prune(job.task)
+
+    def _prune(self, task: str) -> None:
+        """Deletes the blobs of long-merged rounds (after the callback has its result)."""
+        try:
+            self.retention.prune(task)
+        except Exception as exc:  # a full store is better than a failed sync
+            self.log.warning("could not prune old blobs of task %s: %s", task, exc)
 
     def _record_training_metrics(self, task: str, round_no: int, metrics: dict[str, float], at: float) -> None:
         with self._lock:
@@ -302,6 +320,7 @@ class SwarmNetworkService:
                     self.log.info("task %s: no site trains any more; standing contribution ends", task)
                     return
                 result = self.driver.sync(task, blob, weight, self.sync_timeout_s)
+                self._prune(task)
                 if result.task_status == "done":
                     return
             except (SyncFailed, ContractError) as exc:

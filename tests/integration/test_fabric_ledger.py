@@ -391,7 +391,7 @@ def test_three_sites_train_one_model_on_fabric(profile, tmp_path):
         "320",
         "--sync-frequency",
         "4",
-        launcher_args=("--ledger", "fabric", "--fabric-profile", str(profile), "--mtls"),
+        launcher_args=("--ledger", "fabric", "--fabric-profile", str(profile), "--mtls", "--keep-rounds", "0"),
         timeout_s=900,
     )
     ledger = FabricLedger.from_profile(profile, "site-a")
@@ -538,6 +538,8 @@ def test_training_goes_on_when_the_orderer_and_a_peer_restart(profile, tmp_path)
             str(profile),
             "--timeout",
             "900",
+            "--keep-rounds",
+            "0",  # every round is audited below
             "--quiet",
             str(REPO / "examples" / "synthetic" / "train.py"),
             "--epochs",

@@ -16,7 +16,17 @@ SITES = ("site-a", "site-b", "site-c")
 
 def test_three_sites_train_one_model(tmp_path):
     workdir = tmp_path / "run"
-    proc = launch_synthetic(workdir, "e2e", "--epochs", "2", "--samples", "320", "--sync-frequency", "4")
+    proc = launch_synthetic(
+        workdir,
+        "e2e",
+        "--epochs",
+        "2",
+        "--samples",
+        "320",
+        "--sync-frequency",
+        "4",
+        launcher_args=("--keep-rounds", "0"),
+    )
     # Every line of every site's log is prefixed with its site and role.
     assert "[site-b train]" in proc.stdout and "[site-c sn]" in proc.stdout
     assert "every site finished training" in proc.stdout
@@ -31,7 +41,15 @@ def test_three_sites_train_over_mutual_tls(tmp_path):
     """``swarm-launch --mtls``: a swarm CA and site certificates made for the run; blobs only over mTLS."""
     workdir = tmp_path / "run"
     launch_synthetic(
-        workdir, "mtls", "--epochs", "1", "--samples", "320", "--sync-frequency", "4", launcher_args=("--mtls",)
+        workdir,
+        "mtls",
+        "--epochs",
+        "1",
+        "--samples",
+        "320",
+        "--sync-frequency",
+        "4",
+        launcher_args=("--mtls", "--keep-rounds", "0"),
     )
     ledger = EmbeddedLedger(workdir / "ledger.sqlite", identity="observer")
     task = ledger.get_task("mtls")

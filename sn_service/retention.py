@@ -1,0 +1,143 @@
+"""Keeping a site's blob store bounded: blobs of rounds long merged are deleted.
+
+Each round leaves contributions and a merged model in the stores of the
+sites that made, fetched or merged them (for the paper's classifier, about
+7 MB each). Without pruning a long task fills the disk. Once a round is
+``keep_rounds`` rounds behind the task's newest round, nobody needs its
+blobs: a site that comes back later takes the latest merged model, never an
+old one (``RoundDriver.follow``). What is kept, for every task this site
+joined:
+
+- every blob of the last ``keep_rounds`` rounds and of the round still open
+  (contributions the leader or a failover leader may still fetch);
+- the task's latest merged model (late joiners and restarted sites load it);
+- any blob written or stored again in the last ``grace_s`` seconds (a
+  contribution uploaded but not yet on the ledger).
+
+Finished rounds never change on the ledger, so each is read once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+from sn_service.blob_store import BlobStore
+from sn_service.ledger.base import ContractError, Ledger
+
+log = logging.getLogger("sn_service.retention")
+
+
+def round_blobs(rnd: dict) -> set[str]:
+    """The blobs a round refers to: its contributions and its merged model."""
+    shas = {sub["sha256"] for sub in rnd.get("submissions", {}).values()}
+    if rnd.get("merged_sha256"):
+        shas.add(rnd["merged_sha256"])
+    return shas
+
+
+class BlobRetention:
+    """Deletes the blobs of rounds more than ``keep_rounds`` behind, for one site's store.
+
+    Args:
+        store: the site's blob store.
+        ledger: the ledger, to read rounds.
+        keep_rounds: how many of a task's latest rounds keep their blobs; 0 keeps everything.
+        grace_s: a blob written (or stored again) this recently is never deleted.
+        tasks: the tasks this site joined (called at each pruning).
+    """
+
+    def __init__(
+        self,
+        store: BlobStore,
+        ledger: Ledger,
+        keep_rounds: int,
+        grace_s: float,
+        tasks: Callable[[], Iterable[str]],
+        logger: logging.Logger | logging.LoggerAdapter | None = None,
+    ) -> None:
+        if keep_rounds < 0:
+            raise ValueError(f"keep_rounds={keep_rounds}: pass 0 (keep every blob) or a number of rounds >= 1")
+        self.store = store
+        self.ledger = ledger
+        self.keep_rounds = keep_rounds
+        self.grace_s = grace_s
+        self.tasks = tasks
+        self.log = logger or log
+        self._done_rounds: dict[tuple[str, int], set[str]] = {}  # finished rounds never change
+        self._pruned_below: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self.deleted = 0
+        self.freed_bytes = 0
+
+    def _round(self, task: str, round_no: int) -> set[str]:
+        key = (task, round_no)
+        if key in self._done_rounds:
+            return self._done_rounds[key]
+        try:
+            rnd = self.ledger.get_round(task, round_no)
+        except ContractError as exc:
+            if exc.code != "ROUND_NOT_FOUND":
+                raise
+            return set()
+        shas = round_blobs(rnd)
+        if rnd["status"] == "done":
+            self._done_rounds[key] = shas
+        return shas
+
+    def prune(self, task: str) -> int:
+        """Deletes what ``task``'s old rounds left in the store; returns how many blobs went.
+
+        Runs after a sync; a pruning already under way (another task's) makes
+        this one a no-op, the next sync catches up.
+        """
+        if self.keep_rounds == 0 or not self._lock.acquire(blocking=False):
+            return 0
+        try:
+            return self._prune(task)
+        finally:
+            self._lock.release()
+
+    def _prune(self, task: str) -> int:
+        records = {name: self.ledger.get_task(name) for name in set(self.tasks()) | {task}}
+        first_kept = records[task]["current_round"] - self.keep_rounds
+        start = self._pruned_below.get(task, 0)
+        if first_kept <= start:
+            return 0
+        protected: set[str] = set()
+        for name, rec in records.items():
+            if rec["latest_merged"]:
+                protected.add(rec["latest_merged"]["sha256"])
+            for r in range(max(0, rec["current_round"] - self.keep_rounds), rec["current_round"] + 1):
+                protected |= self._round(name, r)
+        now = time.time()
+        deleted = freed = 0
+        for r in range(start, first_kept):
+            for sha in self._round(task, r) - protected:
+                path = self.store.path(sha)
+                try:
+                    stat = path.stat()
+                except FileNotFoundError:
+                    continue
+                if now - stat.st_mtime < self.grace_s:
+                    continue
+                path.unlink(missing_ok=True)
+                deleted += 1
+                freed += stat.st_size
+            self._done_rounds.pop((task, r), None)
+        self._pruned_below[task] = first_kept
+        self.deleted += deleted
+        self.freed_bytes += freed
+        if deleted:
+            self.log.info(
+                "task %s: deleted %d blobs (%.1f MB) of rounds %d-%d (keeping the last %d rounds)",
+                task,
+                deleted,
+                freed / 2**20,
+                start,
+                first_kept - 1,
+                self.keep_rounds,
+            )
+        return deleted
