@@ -132,10 +132,12 @@ _P256_HALF_ORDER = _P256_ORDER >> 1
 _RETRY_VALIDATION_CODES = frozenset({"MVCC_READ_CONFLICT", "PHANTOM_READ_CONFLICT"})
 # gRPC codes that mean "not reachable right now": the caller may retry.
 _UNAVAILABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
-# Gateway and peer messages that mean a peer, orderer or chaincode server is not up (right now).
+# Gateway and peer messages that mean a peer, orderer or chaincode server is not up (right now). "No
+# combination of peers": too few organisations' peers are known alive to meet the endorsement policy, as
+# for a few seconds after a peer restarts, until discovery sees the others again (FAILED_PRECONDITION).
 _NO_PEERS_RE = re.compile(
     r"due to unavailability of peers|no peers available|failed to find any endorsing peers|no orderer nodes available"
-    r"|could not launch chaincode|chaincode stream terminated"
+    r"|could not launch chaincode|chaincode stream terminated|no combination of peers can be derived"
 )
 # The endorsers disagreed (e.g. one peer had not yet committed the last block): endorsing again helps.
 _ENDORSEMENT_MISMATCH = "ProposalResponsePayloads do not match"

@@ -474,6 +474,12 @@ class FakeGateway(gateway_pb2_grpc.GatewayServicer):
             context.abort(
                 grpc.StatusCode.UNAVAILABLE, "no peers available to evaluate chaincode swarm in channel swarm"
             )
+        if fn == "TooFewPeers":  # what a gateway says while discovery has not yet seen restarted peers
+            context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "no combination of peers can be derived which satisfy the endorsement policy: "
+                "no peer combination can satisfy the endorsement policy",
+            )
         msp = identities_pb2.SerializedIdentity.FromString(creator).mspid
         ts_ms = ch.timestamp.seconds * 1000 + ch.timestamp.nanos // 1_000_000
         result = json.dumps({"fn": fn, "args": [a.decode() for a in args[1:]], "ts_ms": ts_ms, "caller_msp": msp})
@@ -654,6 +660,8 @@ def test_unavailable_maps_to_ledger_unavailable(ledger):
         ledger.invoke("Down", "t")
     with pytest.raises(LedgerUnavailable):
         ledger.query("Down", "t")
+    with pytest.raises(LedgerUnavailable, match="no combination of peers"):
+        ledger.invoke("TooFewPeers", "t")
 
 
 def test_nothing_listening_is_ledger_unavailable(crypto, signer):
