@@ -5,7 +5,9 @@ launcher (embedded ledger, loopback); each process runs 20 syncs back to
 back (serialise, upload, ledger, fetch, merge, load) and records each one's
 wall time. Reports the median per site and over all.
 
-Run: .venv/bin/python benchmarks/bench_sync.py [--rounds 20] [--ledger embedded|fabric]
+Also reports each site's blob store size at the end (see --keep-rounds).
+
+Run: .venv/bin/python benchmarks/bench_sync.py [--rounds 20] [--ledger embedded|fabric] [--keep-rounds N]
 """
 
 from __future__ import annotations
@@ -31,10 +33,15 @@ def main() -> None:
     p.add_argument("--ledger", choices=["embedded", "fabric"], default="embedded")
     p.add_argument("--fabric-profile", type=Path, default=Path(".fabric/connection.json"))
     p.add_argument("--json", type=Path)
+    p.add_argument("--keep-rounds", type=int, default=20, help="swarm-sn --keep-rounds (0: keep every blob)")
+    p.add_argument("--prune-grace", type=float, default=60.0, help="swarm-sn --prune-grace seconds")
     args = p.parse_args()
     sites = ["site-a", "site-b", "site-c"]
     with tempfile.TemporaryDirectory() as tmp:
-        launcher = SwarmLauncher(sites, Path(tmp), args.ledger, args.fabric_profile, echo=None)
+        service_args = ["--keep-rounds", str(args.keep_rounds), "--prune-grace", str(args.prune_grace)]
+        launcher = SwarmLauncher(
+            sites, Path(tmp), args.ledger, args.fabric_profile, echo=None, service_args=service_args
+        )
         try:
             launcher.start_services()
             t0 = time.perf_counter()
@@ -47,6 +54,7 @@ def main() -> None:
                 print((Path(tmp) / s / "train.log").read_text()[-3000:])
             raise SystemExit("benchmark run failed")
         results = {s: json.loads((Path(tmp) / s / "sync_times.json").read_text()) for s in sites}
+        stores = {s: sum(f.stat().st_size for f in (Path(tmp) / s / "blobs").rglob("*") if f.is_file()) for s in sites}
     wall = time.perf_counter() - t0
     params = results[sites[0]]["params"]
     print(
@@ -63,6 +71,10 @@ def main() -> None:
             f"load {statistics.median(results[s]['load']) * 1000:.1f} ms"
         )
     print(f"  all sites: median sync {statistics.median(all_times) * 1000:.0f} ms")
+    print(
+        f"  blob stores at the end (--keep-rounds {args.keep_rounds}, --prune-grace {args.prune_grace:g}): "
+        + ", ".join(f"{s} {b / 2**20:.0f} MB" for s, b in stores.items())
+    )
     if args.json:
         args.json.write_text(json.dumps({"params": params, "sites": results, "median_s": statistics.median(all_times)}))
 

@@ -1,5 +1,8 @@
 """One site of the sync benchmark: the paper's classifier, 20 syncs, timed.
 
+Before each sync the weights are nudged (standing in for training, not timed),
+so that every contribution and merged model is new and crosses the network.
+
 Run by bench_sync.py through the launcher; writes its timings to
 SWARM_OUTPUT_DIR/sync_times.json.
 """
@@ -15,6 +18,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras
+import numpy as np
 
 from swarm_keras import SwarmCallback, serialization
 
@@ -37,7 +41,11 @@ def main() -> None:
     cb.set_model(model)
     cb.on_train_begin()
     times, parts = [], {"serialise": [], "load": []}
+    rng = np.random.default_rng(int(os.environ.get("SWARM_SITE_INDEX", "0")))
     for _ in range(rounds):
+        # Stands in for training between syncs (not timed): each site's weights differ from the merged
+        # model, so every contribution and every merged model is a new blob that has to travel.
+        model.set_weights([w + rng.normal(0.0, 1e-4, w.shape).astype(w.dtype) for w in model.get_weights()])
         cb._steps_since_sync = 1
         t0 = time.perf_counter()
         cb._sync("bench")
