@@ -114,7 +114,9 @@ class BlobRetention:
                 protected |= self._round(name, r)
         now = time.time()
         deleted = freed = 0
+        revisit = first_kept  # the oldest round with a blob too recent to delete yet
         for r in range(start, first_kept):
+            too_recent = False
             for sha in self._round(task, r) - protected:
                 path = self.store.path(sha)
                 try:
@@ -122,12 +124,16 @@ class BlobRetention:
                 except FileNotFoundError:
                     continue
                 if now - stat.st_mtime < self.grace_s:
+                    too_recent = True
                     continue
                 path.unlink(missing_ok=True)
                 deleted += 1
                 freed += stat.st_size
-            self._done_rounds.pop((task, r), None)
-        self._pruned_below[task] = first_kept
+            if too_recent:
+                revisit = min(revisit, r)
+            elif r < revisit:
+                self._done_rounds.pop((task, r), None)
+        self._pruned_below[task] = revisit
         self.deleted += deleted
         self.freed_bytes += freed
         if deleted:

@@ -91,6 +91,28 @@ def test_a_blob_stored_recently_is_not_deleted(tmp_path):
     assert swarm.store.has(old[0][0]) and not swarm.store.has(old[0][1]) and not swarm.store.has(old[1][0])
 
 
+def test_blobs_too_recent_to_delete_are_deleted_by_a_later_pruning(tmp_path):
+    """Rounds faster than the grace period: their blobs go once they are old enough, not never."""
+    swarm = Swarm(tmp_path)
+    fresh = []
+    for _ in range(10):
+        sub, merged = swarm.round("t")
+        for sha in (sub, merged):
+            os.utime(swarm.store.path(sha))  # stored just now
+        fresh.append((sub, merged))
+    retention = swarm.retention(keep=2, grace_s=60.0)
+    assert retention.prune("t") == 0
+    assert all(swarm.store.has(sha) for pair in fresh for sha in pair)
+    old = time.time() - 3600
+    for sub, merged in fresh[:4]:  # time passes for the first four rounds' blobs
+        for sha in (sub, merged):
+            os.utime(swarm.store.path(sha), (old, old))
+    swarm.round("t")
+    assert retention.prune("t") == 8
+    assert not any(swarm.store.has(sha) for pair in fresh[:4] for sha in pair)
+    assert all(swarm.store.has(sha) for pair in fresh[4:] for sha in pair)
+
+
 def test_another_tasks_recent_blobs_are_protected(tmp_path):
     swarm = Swarm(tmp_path, tasks=("t", "u"))
     shared = b"the same initial model in two tasks"
