@@ -69,7 +69,12 @@ def test_permutation_invariance(method, case, rnd):
     rnd.shuffle(perm)
     a = merge(method, x, w)
     b = merge(method, x[perm], w[perm])
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
+    if method == "geomedian":
+        # Iterative: the order of the rows changes float rounding, so two runs agree up to the
+        # algorithm's own stopping rule (relative step 1e-6 of the whole vector), not per element.
+        assert np.linalg.norm(a - b) <= 1e-5 * np.linalg.norm(a) + 1e-3
+    else:
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
 
 
 @pytest.mark.parametrize("method", sorted(MERGE_METHODS))
