@@ -34,7 +34,7 @@ def main() -> None:
     p.add_argument("--fabric-profile", type=Path, default=Path(".fabric/connection.json"))
     p.add_argument("--json", type=Path)
     p.add_argument("--keep-rounds", type=int, default=20, help="swarm-sn --keep-rounds (0: keep every blob)")
-    p.add_argument("--prune-grace", type=float, default=60.0, help="swarm-sn --prune-grace seconds")
+    p.add_argument("--prune-grace", type=float, default=10.0, help="swarm-sn --prune-grace seconds")
     args = p.parse_args()
     sites = ["site-a", "site-b", "site-c"]
     with tempfile.TemporaryDirectory() as tmp:

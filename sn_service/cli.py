@@ -69,9 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--prune-grace",
         type=float,
-        default=60.0,
+        default=10.0,
         metavar="SECONDS",
-        help="never delete a blob stored (or stored again) this recently (default 60)",
+        help="never delete a blob stored (or stored again) this recently (default 10)",
     )
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p

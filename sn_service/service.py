@@ -98,7 +98,7 @@ class SwarmNetworkService:
         tls: PeerTLS | None = None,
         state_file: Path | None = None,
         keep_rounds: int = 20,
-        prune_grace_s: float = 60.0,
+        prune_grace_s: float = 10.0,
     ) -> None:
         self.site = site
         self.ledger = ledger
