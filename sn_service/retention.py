@@ -101,11 +101,13 @@ class BlobRetention:
             self._lock.release()
 
     def _prune(self, task: str) -> int:
-        records = {name: self.ledger.get_task(name) for name in set(self.tasks()) | {task}}
-        first_kept = records[task]["current_round"] - self.keep_rounds
+        record = self.ledger.get_task(task)
+        first_kept = record["current_round"] - self.keep_rounds
         start = self._pruned_below.get(task, 0)
         if first_kept <= start:
-            return 0
+            return 0  # nothing new to prune: the other tasks need not be read
+        records = {name: self.ledger.get_task(name) for name in set(self.tasks()) - {task}}
+        records[task] = record
         protected: set[str] = set()
         for name, rec in records.items():
             if rec["latest_merged"]:
