@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import fcntl
+import json
 import logging
 import os
 import sys
@@ -16,7 +18,7 @@ import uvicorn
 from sn_service.app import create_app
 from sn_service.blob_store import BlobStore
 from sn_service.identity import IdentityError, PeerTLS, SiteTLS
-from sn_service.ledger import open_ledger
+from sn_service.ledger import LedgerUnavailable, open_ledger
 from sn_service.peer_client import PeerClient
 from sn_service.peer_tls import PeerCertProtocol, server_ssl_options
 from sn_service.service import SwarmNetworkService
@@ -73,8 +75,46 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="never delete a blob stored (or stored again) this recently (default 10)",
     )
+    p.add_argument(
+        "--body-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="answer 408 to a request whose body stalls this long (or arrives slower than 256 KiB/s on average "
+        "after that) (default 30)",
+    )
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
+
+
+class DataDirInUse(Exception):
+    """Another swarm-sn holds this data folder."""
+
+
+def lock_data_dir(data_dir: Path) -> int:
+    """Takes this process's lock on ``data_dir`` (held until exit); raises DataDirInUse naming the holder."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(data_dir / ".swarm-sn.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise DataDirInUse(
+            f"--data-dir {data_dir} is in use by another swarm-sn (pid {holder}): give each service its own "
+            "data folder, and each site one service"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
+
+
+def remembered_tasks(data_dir: Path) -> list[str]:
+    """The tasks a service with this data folder has joined (its tasks.json), if any."""
+    try:
+        return sorted(json.loads((data_dir / "tasks.json").read_text()))
+    except (OSError, ValueError):
+        return []
 
 
 class _PeerServer(uvicorn.Server):
@@ -110,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    if not args.body_timeout > 0:
+        print(f"swarm-sn: --body-timeout {args.body_timeout}: give a number of seconds > 0", file=sys.stderr)
+        return 2
     if args.prune_grace < 0:
         print(f"swarm-sn: --prune-grace {args.prune_grace}: give a number of seconds >= 0", file=sys.stderr)
         return 2
@@ -131,6 +174,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     try:
+        lock_data_dir(args.data_dir)
+    except DataDirInUse as exc:
+        print(f"swarm-sn: {exc}", file=sys.stderr)
+        return 2
+    try:
         if args.tls_dir is not None:
             tls = SiteTLS.from_dir(args.tls_dir)
         elif args.peer_port is not None and args.fabric_profile is not None:
@@ -145,7 +193,17 @@ def main(argv: list[str] | None = None) -> int:
             print("swarm-sn: --ledger embedded needs --ledger-path FILE (shared by the sites)", file=sys.stderr)
             return 2
         identity = args.identity or (tls.identity() if tls else f"embedded::{args.site}")
-        ledger = open_ledger("embedded", identity=identity, path=str(args.ledger_path))
+        joined = remembered_tasks(args.data_dir)
+        try:
+            # A new swarm's services create the ledger; a site that has joined tasks on it expects it.
+            ledger = open_ledger("embedded", identity=identity, create=not joined, path=str(args.ledger_path))
+        except LedgerUnavailable as exc:
+            print(
+                f"swarm-sn: {exc}. This site has joined {', '.join(joined)} on that ledger "
+                f"({args.data_dir}/tasks.json)",
+                file=sys.stderr,
+            )
+            return 2
     else:
         if args.fabric_profile is None:
             print(
@@ -177,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         state_file=args.data_dir / "tasks.json",
         keep_rounds=args.keep_rounds,
         prune_grace_s=args.prune_grace,
+        body_timeout_s=args.body_timeout,
     )
     service.recover()
     logging.getLogger("sn_service").info(

@@ -290,7 +290,7 @@ class SwarmLauncher:
         if self.ledger == "embedded":
             from sn_service.ledger import EmbeddedLedger
 
-            ledger: Any = EmbeddedLedger(self.ledger_path, identity="launcher")
+            ledger: Any = EmbeddedLedger(self.ledger_path, identity="launcher", create=False)
         else:
             from sn_service.ledger.fabric import FabricLedger
 
@@ -307,7 +307,10 @@ class SwarmLauncher:
             return ""
         from sn_service.ledger import EmbeddedLedger
 
-        ledger = EmbeddedLedger(self.ledger_path, identity="launcher")
+        try:
+            ledger = EmbeddedLedger(self.ledger_path, identity="launcher", create=False)
+        except Exception as exc:  # never make an empty ledger where the swarm's should be
+            return f"no history for task {task}: {exc}"
         try:
             history = ledger.get_history(task)["rounds"]
         except Exception as exc:

@@ -105,6 +105,8 @@ class RoundDriver:
         poll_s: how often a waiting sync re-reads the ledger.
         log_every_s: how often a continuing wait is logged again.
         ledger_retry_s: how long an unreachable ledger is retried before the sync fails.
+        endpoint: where this site's service is registered; a sync fails if the ledger names
+            another (a second service took the site over).
     """
 
     def __init__(
@@ -117,8 +119,10 @@ class RoundDriver:
         log_every_s: float = 5.0,
         ledger_retry_s: float = 60.0,
         metrics: ServiceMetrics | None = None,
+        endpoint: str | None = None,
     ) -> None:
         self.site = site
+        self.endpoint = endpoint
         self.ledger = ledger
         self.store = store
         self.peers = peers
@@ -246,6 +250,12 @@ class RoundDriver:
             self.models.put(sha256, arrays)
         while True:
             rec = self._ledger(self.ledger.get_task, deadline, task)
+            registered = rec["nodes"].get(self.site, {}).get("endpoint")
+            if self.endpoint is not None and registered not in (None, self.endpoint):
+                raise SyncFailed(
+                    f"the ledger now has {self.site} at {registered}, not at this service ({self.endpoint}): another "
+                    f"swarm-sn took the site over; stop one of them (one site is one service)"
+                )
             if rec["status"] == "done":
                 result = self.latest(task, max(1.0, deadline - time.monotonic()))
                 if result is None:

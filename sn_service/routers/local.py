@@ -11,11 +11,12 @@ import re
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import FileResponse, Response
 
+from sn_service.blob_store import StoreFull
 from sn_service.errors import api_error, contract_http_error
 from sn_service.ledger.base import ContractError, LedgerUnavailable
 from sn_service.round_protocol import SyncFailed
 from sn_service.schemas import NAME_PATTERN, ErrorBody, JoinRequest, JoinResponse, SyncStarted, SyncStatus
-from sn_service.service import SwarmNetworkService
+from sn_service.service import SiteInUse, SwarmNetworkService
 from swarm_keras import serialization
 
 _ERRORS = {
@@ -25,6 +26,7 @@ _ERRORS = {
     409: {"model": ErrorBody},
     413: {"model": ErrorBody},
     503: {"model": ErrorBody},
+    507: {"model": ErrorBody},
 }
 
 
@@ -54,6 +56,10 @@ def parse_metrics(text: str) -> dict[str, float]:
         value = json.loads(text, parse_constant=no_constants)
     except json.JSONDecodeError as exc:
         raise MetricsError(f"not JSON: {exc}") from None
+    except RecursionError:
+        raise MetricsError("nested too deeply; a flat object of names to numbers is needed") from None
+    except ValueError as exc:  # e.g. an integer of thousands of digits
+        raise MetricsError(f"not a usable JSON value: {str(exc)[:120]}") from None
     if not isinstance(value, dict):
         raise MetricsError(f"a JSON object of metric names to numbers is needed, not a {type(value).__name__}")
     if len(value) > MAX_METRICS:
@@ -141,6 +147,8 @@ async def join(body: JoinRequest, request: Request) -> JoinResponse:
         raise api_error(400, "INVALID_ARGUMENT", str(exc)) from exc
     except ContractError as exc:
         raise contract_http_error(exc.code, exc.message) from exc
+    except SiteInUse as exc:
+        raise api_error(409, "SITE_IN_USE", str(exc)) from exc
     except (LedgerUnavailable, SyncFailed) as exc:
         raise api_error(503, "LEDGER_UNAVAILABLE", str(exc)) from exc
     return JoinResponse(
@@ -243,6 +251,8 @@ async def checkin(
             record = await asyncio.to_thread(service.leave, task)
     except ContractError as exc:
         raise contract_http_error(exc.code, exc.message) from exc
+    except StoreFull as exc:
+        raise api_error(507, "STORE_FULL", exc.strerror) from exc
     except LedgerUnavailable as exc:
         raise api_error(503, "LEDGER_UNAVAILABLE", str(exc)) from exc
     return {"task": task, "mode": mode, "task_status": record["status"]}

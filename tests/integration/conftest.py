@@ -36,9 +36,11 @@ class Services:
         self.procs: dict[str, subprocess.Popen] = {}
         self.urls: dict[str, str] = {}
 
-    def start(self, site: str, *extra: str, port: int | None = None) -> str:
+    def start(self, site: str, *extra: str, port: int | None = None, key: str | None = None) -> str:
+        """Starts ``site``'s service; ``key`` (default the site) names its process, log and data folder."""
+        key = key or site
         port = port or free_port()
-        log = open(self.root / f"{site}.log", "ab")  # noqa: SIM115 - closed with the process
+        log = open(self.root / f"{key}.log", "ab")  # noqa: SIM115 - closed with the process
         proc = subprocess.Popen(
             [
                 sys.executable,
@@ -49,7 +51,7 @@ class Services:
                 "--port",
                 str(port),
                 "--data-dir",
-                str(self.root / site),
+                str(self.root / key),
                 *self.ledger_args,
                 *extra,
             ],
@@ -61,13 +63,13 @@ class Services:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
         while True:
-            assert proc.poll() is None, f"{site} service died: {(self.root / f'{site}.log').read_text()[-2000:]}"
+            assert proc.poll() is None, f"{key} service died: {(self.root / f'{key}.log').read_text()[-2000:]}"
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(url + "/v1/health", timeout=1).status_code == 200:
                     break
             assert time.monotonic() < deadline, f"{site} service did not come up"
             time.sleep(0.1)
-        self.procs[site], self.urls[site] = proc, url
+        self.procs[key], self.urls[key] = proc, url
         return url
 
     def log(self, site: str) -> str:
