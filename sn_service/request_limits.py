@@ -146,7 +146,8 @@ class _BodyReader:
             # After the body, receive() only waits for a disconnect (streamed responses): no limits.
             return await self._receive()
         try:
-            message = await asyncio.wait_for(self._receive(), self.idle_timeout_s)
+            async with asyncio.timeout(self.idle_timeout_s):  # no extra task per message, unlike wait_for
+                message = await self._receive()
         except TimeoutError:
             raise body_error(
                 408,
