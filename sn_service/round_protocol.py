@@ -10,11 +10,12 @@ has a deadline and reports what it waits for and on whom.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -53,14 +54,30 @@ class WaitState:
     phase: str = "starting"
     waiting_for: str = ""
     since: float = field(default_factory=time.time)
+    # Seconds spent in each part of the sync (receive, store, submit, waits, merge, fetch, ...).
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def timed(self, part: str) -> Iterator[None]:
+        """Adds the time spent in the ``with`` block to ``timings[part]``."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add_time(part, time.perf_counter() - t0)
+
+    def add_time(self, part: str, seconds: float) -> None:
+        """Adds ``seconds`` to ``timings[part]``."""
+        self.timings[part] = self.timings.get(part, 0.0) + seconds
 
     def as_dict(self) -> dict:
-        """JSON form with the wait's age."""
+        """JSON form with the wait's age and the time spent per part so far (ms)."""
         return {
             "round": self.round,
             "phase": self.phase,
             "waiting_for": self.waiting_for,
             "waiting_s": round(time.time() - self.since, 1),
+            "timings_ms": {k: round(v * 1000, 2) for k, v in self.timings.items()},
         }
 
 
@@ -245,11 +262,13 @@ class RoundDriver:
         """
         wait = wait or WaitState()
         deadline = time.monotonic() + timeout_s
-        sha256 = self.store.put(blob)
+        with wait.timed("store"):
+            sha256 = self.store.put(blob)
         if arrays is not None:  # already parsed and checked against the layout by the caller
             self.models.put(sha256, arrays)
         while True:
-            rec = self._ledger(self.ledger.get_task, deadline, task)
+            with wait.timed("ledger reads"):
+                rec = self._ledger(self.ledger.get_task, deadline, task)
             registered = rec["nodes"].get(self.site, {}).get("endpoint")
             if self.endpoint is not None and registered not in (None, self.endpoint):
                 raise SyncFailed(
@@ -264,7 +283,8 @@ class RoundDriver:
             round_no = rec["current_round"]
             contributed = True
             try:
-                self._ledger(self.ledger.submit, deadline, task, round_no, self.site, sha256, weight)
+                with wait.timed("submit"):
+                    self._ledger(self.ledger.submit, deadline, task, round_no, self.site, sha256, weight)
                 self.log.info("round %d: submitted %s... (weight %d)", round_no, sha256[:12], weight)
             except ContractError as exc:
                 if exc.code == "WRONG_ROUND":
@@ -294,8 +314,9 @@ class RoundDriver:
                 raise SyncFailed(
                     f"round {round_no}: gave up after {time.monotonic() - t0:.0f} s {wait.phase}: {wait.waiting_for}"
                 )
-            rec = self._ledger(self.ledger.get_task, deadline, task)
-            rnd = self._ledger(self.ledger.get_round, deadline, task, round_no)
+            with wait.timed("ledger reads"):
+                rec = self._ledger(self.ledger.get_task, deadline, task)
+                rnd = self._ledger(self.ledger.get_round, deadline, task, round_no)
             status = rnd["status"]
             if status == "done":
                 latest = rec["latest_merged"]
@@ -311,7 +332,8 @@ class RoundDriver:
                     merged, publisher = latest["sha256"], latest["node"]
                 else:
                     merged, publisher = rnd["merged_sha256"], rnd["published_by"]
-                self.fetch_merged(rec, merged, publisher, deadline, wait)
+                with wait.timed("fetch merged"):
+                    self.fetch_merged(rec, merged, publisher, deadline, wait)
                 self.metrics.rounds_completed.inc()
                 self.log.info("round %d: merged %s... by %s loaded", round_no, merged[:12], publisher)
                 return SyncResult(round_no, merged, rec["status"], contributed)
@@ -319,7 +341,8 @@ class RoundDriver:
                 ok, why = contract.closable(rec, rnd, now_ms())
                 if ok:
                     try:
-                        self._ledger(self.ledger.close_round, deadline, task, round_no)
+                        with wait.timed("close"):
+                            self._ledger(self.ledger.close_round, deadline, task, round_no)
                         self.log.info("round %d: closed (%s)", round_no, why)
                     except ContractError as exc:
                         if exc.code not in ("ROUND_NOT_OPEN", "NOT_CLOSABLE"):
@@ -332,7 +355,8 @@ class RoundDriver:
                 key = (round_no, rnd["leader_index"])
                 if leader == self.site and led_at != key:
                     led_at = key
-                    self._lead(rec, rnd, deadline, wait)
+                    with wait.timed("lead"):
+                        self._lead(rec, rnd, deadline, wait)
                     continue
                 if now_ms() >= rnd["leader_deadline_ms"]:
                     try:
@@ -361,7 +385,8 @@ class RoundDriver:
                 )
                 last_log = time.monotonic()
                 last_what = wait.waiting_for
-            time.sleep(self.poll_s)
+            with wait.timed(f"wait: {wait.phase}"):
+                time.sleep(self.poll_s)
 
     @staticmethod
     def _set_wait(wait: WaitState, phase: str, what: str) -> None:
@@ -406,7 +431,7 @@ class RoundDriver:
         # merge past our deadline: each fetch may wait for data at most 3/4 of the time left.
         left_s = (rnd["leader_deadline_ms"] - now_ms()) / 1000
         fetch_timeout_s = min(self.peers.timeout_s, max(1.0, 0.75 * left_s))
-        with ThreadPoolExecutor(max_workers=max(1, min(8, len(remote)))) as pool:
+        with wait.timed("lead: fetch"), ThreadPoolExecutor(max_workers=max(1, min(8, len(remote)))) as pool:
             fetches = {
                 n: pool.submit(
                     self.peers.fetch,
@@ -418,6 +443,7 @@ class RoundDriver:
                 )
                 for n in remote
             }
+        t_check = time.perf_counter()
         for node in rnd["contributors"]:
             sub = rnd["submissions"][node]
             try:
@@ -443,6 +469,7 @@ class RoundDriver:
             elif node == self.site or merged is None:
                 # The first round aligns the starting point: everyone takes the leader's weights.
                 merged = arrays
+        wait.add_time("lead: check and stack", time.perf_counter() - t_check)
         if not weights:
             self.log.error("round %d: no contribution could be verified; waiting for failover", round_no)
             return
@@ -460,15 +487,18 @@ class RoundDriver:
             )
             return
         if stack is not None:
-            merged = stack.merge(rec["spec"]["merge_method"], np.asarray(weights, dtype=np.float64))
+            with wait.timed("lead: merge"):
+                merged = stack.merge(rec["spec"]["merge_method"], np.asarray(weights, dtype=np.float64))
             method = rec["spec"]["merge_method"]
         else:
             method = "leader's initial weights"
         assert merged is not None
-        blob = serialization.to_bytes(merged)
-        merged_sha = self.store.put(blob)
+        with wait.timed("lead: serialise and store"):
+            blob = serialization.to_bytes(merged)
+            merged_sha = self.store.put(blob)
         try:
-            self._ledger(self.ledger.publish, deadline, task, round_no, self.site, merged_sha)
+            with wait.timed("lead: publish"):
+                self._ledger(self.ledger.publish, deadline, task, round_no, self.site, merged_sha)
         except ContractError as exc:
             if exc.code in ("NOT_LEADER", "ROUND_NOT_CLOSED"):
                 self.log.warning("round %d: could not publish: %s", round_no, exc)

@@ -258,6 +258,7 @@ class SwarmNetworkService:
         weight: int,
         metrics: dict[str, float] | None = None,
         arrays: list | None = None,
+        timings: dict[str, float] | None = None,
     ) -> SyncJob:
         """Starts a sync in a worker thread and returns its job.
 
@@ -267,6 +268,7 @@ class SwarmNetworkService:
         checked them (the leader then need not parse its own blob again).
         """
         job = SyncJob(sync_id=uuid.uuid4().hex, task=task, metrics=metrics or None)
+        job.wait.timings.update(timings or {})
         with self._lock:
             self._forget_old_jobs()
             self.jobs[job.sync_id] = job

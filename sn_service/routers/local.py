@@ -7,6 +7,7 @@ import ipaddress
 import json
 import math
 import re
+import time
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import FileResponse, Response
@@ -120,12 +121,18 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _validated_blob(request: Request, service: SwarmNetworkService, task: str) -> tuple[bytes, list]:
-    """The body, checked against the task's layout, and its parsed tensors."""
+async def _validated_blob(
+    request: Request, service: SwarmNetworkService, task: str, timings: dict[str, float] | None = None
+) -> tuple[bytes, list]:
+    """The body, checked against the task's layout, and its parsed tensors (``timings``: seconds per part)."""
     spec = _joined_spec(service, task)
+    t0 = time.perf_counter()
     data = await _read_body(request, service.max_blob_bytes(task))
+    t1 = time.perf_counter()
     try:
         arrays = await asyncio.to_thread(serialization.from_bytes, data, spec["layout"])
+        if timings is not None:
+            timings.update({"receive": t1 - t0, "check": time.perf_counter() - t1})
     except serialization.WeightsFormatError as exc:
         service.metrics.rejected_blobs.labels(reason=exc.code.lower()).inc()
         raise api_error(400 if exc.code != "TOO_LARGE" else 413, exc.code, str(exc)) from exc
@@ -183,8 +190,9 @@ async def start_sync(
         parsed = parse_metrics(metrics) if metrics is not None else None
     except MetricsError as exc:
         raise api_error(422, "INVALID_METRICS", f"{METRICS_HEADER} header: {exc}") from None
-    data, arrays = await _validated_blob(request, service, task)
-    job = service.start_sync(task, data, weight, parsed, arrays=arrays)
+    timings: dict[str, float] = {}
+    data, arrays = await _validated_blob(request, service, task, timings)
+    job = service.start_sync(task, data, weight, parsed, arrays=arrays, timings=timings)
     return SyncStarted(sync_id=job.sync_id)
 
 
