@@ -74,6 +74,9 @@ class SyncStatus(BaseModel):
     contributed: bool | None = None
     task_status: str | None = None
     error: str | None = None
+    timings_ms: dict[str, float] = Field(
+        default_factory=dict, description="milliseconds spent so far in each part of the sync (receive, store, ...)"
+    )
 
 
 class ErrorBody(BaseModel):
