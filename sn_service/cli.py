@@ -9,6 +9,7 @@ import fcntl
 import json
 import logging
 import os
+import socket
 import sys
 from collections.abc import Generator
 from pathlib import Path
@@ -32,7 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
         "training script on this site (SwarmCallback) with the other sites, through a ledger.",
     )
     p.add_argument("--site", required=True, help="this site's node name, e.g. site-a")
-    p.add_argument("--port", type=int, required=True, help="TCP port to listen on")
+    p.add_argument(
+        "--port",
+        type=int,
+        required=True,
+        help="TCP port to listen on; 0 lets the system pick a free one (the ports taken are written to "
+        "DATA_DIR/service.json)",
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument(
         "--advertise",
@@ -109,6 +116,31 @@ def lock_data_dir(data_dir: Path) -> int:
     return fd
 
 
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` (port 0: a free one), before anything else starts; raises OSError.
+
+    Binding here, not in uvicorn, makes ``--port 0`` possible: a launcher then never hands a port
+    that someone else takes before the service binds it.
+    """
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                         flags=socket.AI_PASSIVE)[0]  # fmt: skip
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def write_service_file(data_dir: Path, **facts: object) -> None:
+    """DATA_DIR/service.json: this process's pid, ports and URLs (written atomically)."""
+    tmp = data_dir / "service.json.tmp"
+    tmp.write_text(json.dumps({"pid": os.getpid(), **facts}))
+    os.replace(tmp, data_dir / "service.json")
+
+
 def remembered_tasks(data_dir: Path) -> list[str]:
     """The tasks a service with this data folder has joined (its tasks.json), if any."""
     try:
@@ -125,10 +157,12 @@ class _PeerServer(uvicorn.Server):
         yield
 
 
-async def _serve_both(local: uvicorn.Server, peer: uvicorn.Server) -> None:
-    peer_task = asyncio.create_task(peer.serve())
+async def _serve_both(
+    local: uvicorn.Server, peer: uvicorn.Server, local_sock: socket.socket, peer_sock: socket.socket
+) -> None:
+    peer_task = asyncio.create_task(peer.serve(sockets=[peer_sock]))
     try:
-        await local.serve()
+        await local.serve(sockets=[local_sock])
     finally:
         peer.should_exit = True
         await peer_task
@@ -217,6 +251,20 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
+    local_host = args.host if tls is None else "127.0.0.1"  # with mTLS the callback's API stays on loopback
+    try:
+        local_sock = listen_socket(local_host, args.port)
+        args.port = local_sock.getsockname()[1]
+        peer_sock = listen_socket(args.host, args.peer_port) if tls is not None else None
+        if peer_sock is not None:
+            args.peer_port = peer_sock.getsockname()[1]
+    except OSError as exc:
+        print(
+            f"swarm-sn: cannot listen on {args.host}, port {args.port} or {args.peer_port}: {exc.strerror}; "
+            "choose another --port / --peer-port (0 lets the system pick one)",
+            file=sys.stderr,
+        )
+        return 2
     store = BlobStore(args.data_dir / "blobs")
     if tls is not None:
         endpoint = args.advertise or f"https://{args.host}:{args.peer_port}"
@@ -237,6 +285,14 @@ def main(argv: list[str] | None = None) -> int:
         prune_grace_s=args.prune_grace,
         body_timeout_s=args.body_timeout,
     )
+    write_service_file(
+        args.data_dir,
+        site=args.site,
+        port=args.port,
+        peer_port=args.peer_port,
+        url=f"http://{'127.0.0.1' if local_host in ('0.0.0.0', '::') else local_host}:{args.port}",
+        endpoint=endpoint,
+    )
     service.recover()
     logging.getLogger("sn_service").info(
         "swarm-network service for %s on %s (ledger %s, peer TLS %s, data %s, pid %d)",
@@ -251,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         app = create_app(service)
         uvicorn.Server(
             uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False)
-        ).run()  # uvicorn stops gracefully on SIGINT and SIGTERM
+        ).run(sockets=[local_sock])  # uvicorn stops gracefully on SIGINT and SIGTERM
     else:
         # The callback's API stays on loopback; blobs go out only over mutual TLS.
         local = uvicorn.Server(
@@ -274,7 +330,8 @@ def main(argv: list[str] | None = None) -> int:
                 **server_ssl_options(str(tls.cert), str(tls.key), str(tls.ca)),
             )
         )
-        asyncio.run(_serve_both(local, peer))
+        assert peer_sock is not None
+        asyncio.run(_serve_both(local, peer, local_sock, peer_sock))
     service.shutdown()
     ledger.close()
     return 0
