@@ -26,7 +26,7 @@ from sn_service.blob_store import BlobStore
 from sn_service.ledger.base import ContractError, Ledger, LedgerUnavailable
 from sn_service.merge import merge
 from sn_service.metrics import ServiceMetrics
-from sn_service.peer_client import BlobFetchError, PeerClient
+from sn_service.peer_client import BlobFetchError, PeerClient, PeerRequestError
 from swarm_keras import serialization
 
 log = logging.getLogger("sn_service.rounds")
@@ -150,6 +150,34 @@ class RoundDriver:
         self.metrics = metrics or ServiceMetrics(site)
         self.rejected_blobs: list[dict] = []
         self.models = ModelCache()
+        # Push instead of poll: who changes a round wakes those who wait on the change (the closer the
+        # leader, the leader everyone); polling every poll_s stays as the fallback.
+        self._wakeups: dict[str, threading.Event] = {}
+        self._wakeups_lock = threading.Lock()
+        self._notifier = ThreadPoolExecutor(max_workers=4, thread_name_prefix="notify")
+
+    # ------------------------------------------------------------------ wake-ups
+
+    def _wakeup(self, task: str) -> threading.Event:
+        with self._wakeups_lock:
+            return self._wakeups.setdefault(task, threading.Event())
+
+    def wake(self, task: str) -> None:
+        """A peer says a round of ``task`` changed: re-read the ledger now instead of at the next poll."""
+        self._wakeup(task).set()
+
+    def _notify(self, rec: dict, nodes: list[str], round_no: int) -> None:
+        """Wakes ``nodes`` (not this site) in the background: a hint to re-read the ledger, nothing more."""
+        for node in nodes:
+            info = rec["nodes"].get(node)
+            if node != self.site and info is not None and info["status"] != "left":
+                self._notifier.submit(self._poke, info["endpoint"], info["identity"], rec["task"], round_no)
+
+    def _poke(self, endpoint: str, identity: str, task: str, round_no: int) -> None:
+        try:
+            self.peers.post(endpoint, f"/v1/notify?task={task}&round={round_no}", identity, timeout_s=1.0)
+        except PeerRequestError as exc:  # it polls anyway
+            self.log.debug("could not wake %s: %s", endpoint, exc)
 
     # ------------------------------------------------------------------ ledger
 
@@ -309,7 +337,9 @@ class RoundDriver:
         last_log = 0.0
         last_what = ""
         t0 = time.monotonic()
+        wakeup = self._wakeup(task)
         while True:
+            wakeup.clear()  # before reading: a wake-up after the read is not lost
             if time.monotonic() > deadline:
                 raise SyncFailed(
                     f"round {round_no}: gave up after {time.monotonic() - t0:.0f} s {wait.phase}: {wait.waiting_for}"
@@ -342,7 +372,8 @@ class RoundDriver:
                 if ok:
                     try:
                         with wait.timed("close"):
-                            self._ledger(self.ledger.close_round, deadline, task, round_no)
+                            closed = self._ledger(self.ledger.close_round, deadline, task, round_no)
+                        self._notify(rec, [closed["contributors"][closed["leader_index"]]], round_no)
                         self.log.info("round %d: closed (%s)", round_no, why)
                     except ContractError as exc:
                         if exc.code not in ("ROUND_NOT_OPEN", "NOT_CLOSABLE"):
@@ -361,6 +392,7 @@ class RoundDriver:
                 if now_ms() >= rnd["leader_deadline_ms"]:
                     try:
                         after = self._ledger(self.ledger.failover, deadline, task, round_no)
+                        self._notify(rec, [after["contributors"][after["leader_index"]]], round_no)
                         self.metrics.failovers.inc()
                         self.log.warning(
                             "round %d: leader %s missed its deadline; %s leads now",
@@ -386,7 +418,7 @@ class RoundDriver:
                 last_log = time.monotonic()
                 last_what = wait.waiting_for
             with wait.timed(f"wait: {wait.phase}"):
-                time.sleep(self.poll_s)
+                wakeup.wait(self.poll_s)
 
     @staticmethod
     def _set_wait(wait: WaitState, phase: str, what: str) -> None:
@@ -499,6 +531,7 @@ class RoundDriver:
         try:
             with wait.timed("lead: publish"):
                 self._ledger(self.ledger.publish, deadline, task, round_no, self.site, merged_sha)
+            self._notify(rec, list(rec["nodes"]), round_no)
         except ContractError as exc:
             if exc.code in ("NOT_LEADER", "ROUND_NOT_CLOSED"):
                 self.log.warning("round %d: could not publish: %s", round_no, exc)

@@ -7,9 +7,12 @@ site waits or merges.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import re
+import stat
 import threading
 import time
 import uuid
@@ -26,6 +29,9 @@ from sn_service.round_protocol import RoundDriver, SyncFailed, SyncResult, WaitS
 from swarm_keras import serialization
 
 log = logging.getLogger("sn_service.service")
+
+
+INBOX_NAME = re.compile(r"[0-9a-f]{32}\.safetensors")
 
 
 class SiteInUse(Exception):
@@ -117,6 +123,9 @@ class SwarmNetworkService:
         self.body_timeout_s = body_timeout_s
         self.tls = tls
         self.state_file = state_file
+        # Where the training process on this machine may hand its weights over as a file (no HTTP copy).
+        self.inbox = store.root.parent / "inbox"
+        self.inbox.mkdir(mode=0o700, exist_ok=True)
         self._identities: tuple[float, set[str]] = (0.0, set())
         self.metrics = ServiceMetrics(site)
         self.driver = RoundDriver(site, ledger, store, peers, poll_s=poll_s, metrics=self.metrics, endpoint=endpoint)
@@ -243,6 +252,39 @@ class SwarmNetworkService:
         """The spec of a task this site joined, or None."""
         state = self.tasks.get(task)
         return state.spec if state else None
+
+    def take_from_inbox(self, name: str, limit: int) -> bytes:
+        """The bytes of a weights file the callback left in the inbox (deleted once read).
+
+        Raises ValueError naming what is wrong: only plain files directly in the inbox, named
+        ``<32 hex>.safetensors``, of at most ``limit`` bytes. The bytes are then checked like an upload.
+        """
+        if not INBOX_NAME.fullmatch(name):
+            raise ValueError(f"blob_file {name[:80]!r} is not a name like <32 hex digits>.safetensors in the inbox")
+        path = self.inbox / name
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            raise ValueError(
+                f"no file {name} in this service's inbox {self.inbox}; upload the weights instead"
+            ) from None
+        except OSError as exc:
+            raise ValueError(f"cannot open {path}: {exc.strerror}") from None
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise ValueError(f"{path} is not a plain file")
+            if info.st_size > limit:
+                raise ValueError(f"{path} has {info.st_size} bytes; this task's model allows {limit}")
+            with os.fdopen(fd, "rb", closefd=False) as fh:
+                data = fh.read(limit + 1)
+        finally:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                path.unlink()
+        if len(data) > limit:
+            raise ValueError(f"{path} grew past {limit} bytes while read")
+        return data
 
     def max_blob_bytes(self, task: str) -> int:
         """The largest blob a task's model can produce."""

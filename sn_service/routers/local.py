@@ -122,12 +122,26 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 
 async def _validated_blob(
-    request: Request, service: SwarmNetworkService, task: str, timings: dict[str, float] | None = None
+    request: Request,
+    service: SwarmNetworkService,
+    task: str,
+    timings: dict[str, float] | None = None,
+    blob_file: str | None = None,
 ) -> tuple[bytes, list]:
-    """The body, checked against the task's layout, and its parsed tensors (``timings``: seconds per part)."""
+    """The weights (the body, or ``blob_file`` in the inbox), checked against the task's layout, and parsed.
+
+    ``timings``: seconds per part, filled in.
+    """
     spec = _joined_spec(service, task)
     t0 = time.perf_counter()
-    data = await _read_body(request, service.max_blob_bytes(task))
+    if blob_file is None:
+        data = await _read_body(request, service.max_blob_bytes(task))
+    else:
+        try:
+            data = await asyncio.to_thread(service.take_from_inbox, blob_file, service.max_blob_bytes(task))
+        except ValueError as exc:
+            service.metrics.rejected_blobs.labels(reason="bad_file").inc()
+            raise api_error(400, "BAD_BLOB_FILE", str(exc)) from None
     t1 = time.perf_counter()
     try:
         arrays = await asyncio.to_thread(serialization.from_bytes, data, spec["layout"])
@@ -165,6 +179,8 @@ async def join(body: JoinRequest, request: Request) -> JoinResponse:
         current_round=record["current_round"],
         latest_merged=record["latest_merged"],
         nodes=sorted(record["nodes"]),
+        local_inbox=str(service.inbox.resolve()),
+        local_store=str(service.store.root.resolve()),
     )
 
 
@@ -177,6 +193,12 @@ async def start_sync(
         default=None,
         alias=METRICS_HEADER,
         description='optional: this site\'s latest training metrics, e.g. {"loss": 0.31, "val_accuracy": 0.9}',
+    ),
+    blob_file: str | None = Query(
+        default=None,
+        max_length=64,
+        description="instead of a body: the name of a weights file written to this service's inbox (local_inbox "
+        "at join); it is read, checked like a body and deleted",
     ),
 ) -> SyncStarted:
     """Starts a sync with the weights in the body (safetensors); poll it with GET.
@@ -191,7 +213,7 @@ async def start_sync(
     except MetricsError as exc:
         raise api_error(422, "INVALID_METRICS", f"{METRICS_HEADER} header: {exc}") from None
     timings: dict[str, float] = {}
-    data, arrays = await _validated_blob(request, service, task, timings)
+    data, arrays = await _validated_blob(request, service, task, timings, blob_file)
     job = service.start_sync(task, data, weight, parsed, arrays=arrays, timings=timings)
     return SyncStarted(sync_id=job.sync_id)
 
