@@ -137,12 +137,17 @@ class ServiceClient:
         """The ledger's record of the task (status, nodes, latest merged model), through the service."""
         return self._request("GET", f"/v1/tasks/{task}", params={"recent": 0}).json()["task"]
 
-    def checkin(self, task: str, mode: str, blob: bytes | None = None, weight: int = 1) -> dict:
-        """Leaves the task, or finishes with the final weights (the service stands in)."""
+    def checkin(
+        self, task: str, mode: str, blob: bytes | None = None, weight: int = 1, contribute: str = "snapshot"
+    ) -> dict:
+        """Leaves the task, or finishes: the service then contributes per ``contribute`` until the task ends."""
+        params: dict = {"task": task, "mode": mode, "weight": weight}
+        if mode == "finish":
+            params["contribute"] = contribute
         return self._request(
             "POST",
             "/v1/local/checkin",
-            params={"task": task, "mode": mode, "weight": weight},
+            params=params,
             content=blob or b"",
             headers={"content-type": "application/octet-stream"},
         ).json()
