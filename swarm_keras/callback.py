@@ -267,6 +267,7 @@ class SwarmCallback(keras.callbacks.Callback):
         self._layout = ""
         self._interval = self.syncFrequency
         self._steps_since_sync = 0
+        self._epoch_batches = 0  # batches of this epoch seen so far (Keras may report them k at a time)
         self._last_val_loss: float | None = None
         self._metrics: dict[str, float] = {}
         self._task_over = False
@@ -382,6 +383,17 @@ class SwarmCallback(keras.callbacks.Callback):
                 self.totalEpochs,
                 epochs,
             )
+        per_call = getattr(self.model, "steps_per_execution", 1) or 1
+        if isinstance(per_call, int) and per_call > 1 and self.syncFrequency % per_call:
+            self.logger.warning(
+                "steps_per_execution=%d does not divide syncFrequency=%d: Keras hands over the weights every %d "
+                "batches, so syncs come every %d batches; compile with a steps_per_execution that divides %d",
+                per_call,
+                self.syncFrequency,
+                per_call,
+                -(-self.syncFrequency // per_call) * per_call,
+                self.syncFrequency,
+            )
         ignored = [n for n in ("lossFunction", "metricFunction") if getattr(self, n) is not None]
         if ignored:
             self.logger.info(
@@ -419,12 +431,22 @@ class SwarmCallback(keras.callbacks.Callback):
                 return
         self._sync("train begin")
 
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        """Starts counting this epoch's batches."""
+        self._epoch_batches = 0
+
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        """Counts batches and syncs every ``syncFrequency`` (or the adapted interval)."""
+        """Counts batches and syncs every ``syncFrequency`` (or the adapted interval).
+
+        With ``steps_per_execution`` = k, Keras calls this once per k batches
+        with the last one's index: the batches are counted from the index, so
+        syncs keep to ``syncFrequency`` batches (rounded up to a multiple of k).
+        """
         if self.loopback or self._task_over:
             return
         self._remember_metrics(logs)
-        self._steps_since_sync += 1
+        self._steps_since_sync += max(1, batch + 1 - self._epoch_batches)
+        self._epoch_batches = batch + 1
         if self._steps_since_sync >= self._interval:
             self._sync(f"batch {batch + 1}")
 

@@ -121,6 +121,7 @@ def main() -> None:
         "epochs_run": len(history.history.get("loss", [])),
         "sync_interval": swarm.sync_interval,
         "median_sync_s": float(np.median(swarm.sync_seconds)) if swarm.sync_seconds else None,
+        "backend": keras.backend.backend(),
     }
     (out / "result.json").write_text(json.dumps(result))
     print(f"final test accuracy {acc:.3f} after {swarm.rounds_synced} syncs")
