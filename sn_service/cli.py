@@ -13,6 +13,7 @@ from pathlib import Path
 
 import uvicorn
 
+from sn_service import __version__
 from sn_service.app import create_app
 from sn_service.blob_store import BlobStore
 from sn_service.identity import IdentityError, PeerTLS, SiteTLS
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run one site's swarm-network service: it coordinates merge rounds for the "
         "training script on this site (SwarmCallback) with the other sites, through a ledger.",
     )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("--site", required=True, help="this site's node name, e.g. site-a")
     p.add_argument("--port", type=int, required=True, help="TCP port to listen on")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")

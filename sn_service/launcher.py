@@ -23,6 +23,8 @@ from typing import IO, Any
 
 import httpx
 
+from sn_service import __version__
+
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 nobody listens on right now."""
@@ -334,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run a swarm on this machine: one swarm-network service and one training process "
         "per site. Arguments after the script go to the script.",
     )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("script", help="the training script (uses SwarmCallback)")
     p.add_argument("script_args", nargs=argparse.REMAINDER, help="arguments for the script")
     p.add_argument("--sites", type=int, default=3, help="how many sites (default 3)")
