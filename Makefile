@@ -26,8 +26,10 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml examples/pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[tensorflow-cpu,jax,dev,fabric]"
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e examples
+	@# PYTHONWARNINGS: setuptools warns on every editable build that a folder may shadow the package.
+	PYTHONWARNINGS=ignore::UserWarning $(BIN)/python -m pip install --quiet -c constraints.txt \
+		-e ".[tensorflow-cpu,jax,dev,fabric]"
+	PYTHONWARNINGS=ignore::UserWarning $(BIN)/python -m pip install --quiet -c constraints.txt -e examples
 	@# Fabric's protobuf bindings declare protobuf<6 but work under TensorFlow's protobuf 6/7
 	@# (see sn_service/ledger/fabric.py); installed last, without their dependencies.
 	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt hyperledger-fabric-protos
