@@ -40,8 +40,12 @@ torch: $(STAMP)
 
 # The paper's leukaemia use case (scenario 2B on a simulated A2-like cohort): each node alone,
 # the swarm (three real sites) and central training, scored on the pooled test set.
+# TensorFlow 2.21 logs its start-up (oneDNN, CPU features) through absl before TF_CPP_MIN_LOG_LEVEL
+# applies, once per process, and warns that scoring several models traces one predict function each:
+# the demo's output leaves those lines out (the sites' logs keep them).
+TF_NOISE := absl::InitializeLog|oneDNN custom operations are on|cpu_feature_guard|rebuild TensorFlow with the appropriate|triggered tf.function retracing
 demo: $(STAMP)
-	$(BIN)/python examples/leukaemia/run.py
+	@bash -o pipefail -c 'PYTHONUNBUFFERED=1 $(BIN)/python examples/leukaemia/run.py 2>&1 | grep --line-buffered -v -E "$(TF_NOISE)"'
 
 lint: $(STAMP)
 	$(BIN)/ruff check swarm_keras sn_service examples tests benchmarks

@@ -59,16 +59,17 @@ def test_hpe_script_ported_by_its_import_runs_to_the_end_with_unequal_epochs(tmp
     t0 = time.monotonic()
     launch = [sys.executable, "-m", "sn_service.launcher", "--task", "hpe", "--workdir", str(tmp_path / "run")]
     proc = subprocess.run(
-        [*launch, "--timeout", "400", *env, str(ported)],
+        [*launch, "--timeout", "550", *env, str(ported)],
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=500,
+        timeout=650,
     )
     elapsed = time.monotonic() - t0
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
-    # Before, the sites still training waited for the 3rd peer until syncTimeoutSeconds (600 s).
-    assert elapsed < 300, f"the swarm took {elapsed:.0f} s"
+    # Before, the sites still training waited for the 3rd peer until syncTimeoutSeconds (600 s) and failed;
+    # the launcher's 550 s timeout catches that. Unloaded the run takes about 15 s.
+    assert elapsed < 550, f"the swarm took {elapsed:.0f} s"
     logs = {s: (tmp_path / "run" / s / "train.log").read_text() for s in SITES}
     for site, log in logs.items():
         assert "waiting for more nodes to join" not in log
