@@ -101,7 +101,9 @@ class ServiceClient:
             now = time.monotonic()
             what = f"round {status['round']}: {status['phase']}: {status['waiting_for']}"
             if now - t0 > 2.0 and (what != last_what or now - last_log > log_every_s):
-                self.log.info("%s (%.0f s)", what, status["waiting_s"])
+                # A wait that cannot end by itself (min_peers no longer reachable) shows at the default level.
+                level = logging.WARNING if "cannot be met" in status["waiting_for"] else logging.INFO
+                self.log.log(level, "%s (%.0f s)", what, status["waiting_s"])
                 last_log, last_what = now, what
             if now - t0 > timeout_s:
                 raise SwarmServiceError(f"sync did not finish in {timeout_s:.0f} s; last: {what}", code="TIMEOUT")
