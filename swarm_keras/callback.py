@@ -478,12 +478,13 @@ class SwarmCallback(keras.callbacks.Callback):
         round_no = -1
         while True:
             try:
-                record = self._client.task(self.trainingContract)
+                record, current = self._client.task_and_round(self.trainingContract)
             except SwarmServiceError as exc:  # e.g. the ledger unreachable for a moment: ask again
-                record = None
+                record = current = None
                 self.logger.debug("task status not available (%s); asking again", exc)
-            if record is not None:
-                if record["status"] == "done":
+            if record is not None and current is not None:
+                # A round closed before the task ended is still being merged: its model is the final one.
+                if record["status"] == "done" and current["status"] != "closed":
                     break
                 training = sorted(n for n, i in record["nodes"].items() if i["status"] == "active")
                 round_no = record["latest_merged"]["round"] if record["latest_merged"] else -1

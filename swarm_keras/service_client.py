@@ -137,7 +137,12 @@ class ServiceClient:
 
     def task(self, task: str) -> dict:
         """The ledger's record of the task (status, nodes, latest merged model), through the service."""
-        return self._request("GET", f"/v1/tasks/{task}", params={"recent": 0}).json()["task"]
+        return self.task_and_round(task)[0]
+
+    def task_and_round(self, task: str) -> tuple[dict, dict]:
+        """The ledger's record of the task and of its current round, through the service."""
+        answer = self._request("GET", f"/v1/tasks/{task}", params={"recent": 0}).json()
+        return answer["task"], answer["round"]
 
     def checkin(
         self, task: str, mode: str, blob: bytes | None = None, weight: int = 1, contribute: str = "snapshot"
