@@ -100,8 +100,14 @@ def test_logger_set_level_alone_prints_and_configured_logging_prints_once(setup,
     import subprocess
     import sys
 
+    # A fresh process: no logging configured (pytest configures it here). Keras's numpy backend starts fast.
     proc = subprocess.run(
-        [sys.executable, "-c", _LOGGER_SCRIPT, setup], capture_output=True, text=True, timeout=120, check=True
+        [sys.executable, "-c", _LOGGER_SCRIPT, setup],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        env=dict(os.environ, KERAS_BACKEND="numpy"),
     )
     lines = [line for line in proc.stderr.splitlines() if "hello from the swarm" in line]
     assert len(lines) == 1 and lines[0].endswith(expected), proc.stderr
