@@ -47,7 +47,7 @@ def main() -> None:
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 20
     keras.utils.set_random_seed(int(os.environ.get("SWARM_SITE_INDEX", "0")))
     model = dense_model(int(sys.argv[2])) if len(sys.argv) > 2 else paper_classifier()
-    cb = SwarmCallback(syncFrequency=1, minPeers=int(os.environ["SWARM_NUM_SITES"]), checkinModelOnTrainEnd="inactive")
+    cb = SwarmCallback(syncFrequency=1, minPeers=int(os.environ["SWARM_NUM_SITES"]), checkinModelOnTrainEnd="leave")
     cb.set_model(model)
     cb.on_train_begin()
     times, parts, breakdown = [], {"serialise": [], "load": []}, []
