@@ -57,6 +57,8 @@ class PeerClient:
             context = ssl.create_default_context(cafile=str(tls.ca))
             context.check_hostname = tls.check_hostname
             context.load_cert_chain(str(tls.cert), str(tls.key))
+            if hasattr(tls, "trust_in"):  # MSPTLS: organisations added later are trusted too
+                tls.trust_in(context)
             self._client = httpx.Client(timeout=timeout_s, verify=context)
         else:
             self._client = httpx.Client(timeout=timeout_s)
