@@ -168,7 +168,7 @@ class MSPTLS:
         organisation whose CA changed, or that left the profile, needs a
         restart: IdentityError says so.
         """
-        new = MSPTLS.from_profile(profile, site, self.ca.parent)
+        new = MSPTLS.from_profile(profile, site, self.ca.parent / "next")  # the bundle in use stays until taken
         changed = sorted(m for m in self.cas if m in new.cas and new.cas[m] != self.cas[m])
         gone = sorted(m for m in self.cas if m not in new.cas)
         if changed or gone:
@@ -180,6 +180,7 @@ class MSPTLS:
         for mspid in added:
             self.cas[mspid] = new.cas[mspid]
         if added:
+            new.ca.replace(self.ca)
             pem = self.ca.read_text(encoding="ascii")
             for context in self.contexts:
                 context.load_verify_locations(cadata=pem)
