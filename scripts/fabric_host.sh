@@ -78,6 +78,7 @@ Site (one organisation, one peer):
   site-profile --org DIR...            write connection.json for swarm-sn: this site's peer and
                                        client identity, and the other sites' MSP CAs (public)
   stop                                 stop this host's Fabric processes (by recorded PID)
+  start                                start them again on their ledgers (after stop or a reboot)
 
 Every DIR given with --org / --orderer is another host's export folder (or its copy).
 EOF
@@ -374,10 +375,19 @@ orderer_submit_update() {
     local file=$1
     [[ $(host_get ROLE) == orderer ]] || die "orderer-submit-update runs on the orderer host"
     [[ -f $file ]] || die "no update file $file"
-    retry 3 1 "submit the config update $file" orderer_admin_cli channel update -f "$file" -c "$CHANNEL" \
+    local out rc=0
+    out=$(orderer_admin_cli channel update -f "$file" -c "$CHANNEL" \
         -o "127.0.0.1:$(port_orderer)" --ordererTLSHostnameOverride orderer.example.com \
-        --tls --cafile "$(orderer_dir)/tls/ca.crt"
-    log "channel '$CHANNEL' updated"
+        --tls --cafile "$(orderer_dir)/tls/ca.crt" 2>&1) || rc=$?
+    printf '\n===== %s: submit the config update %s (exit %s)\n%s\n' "$(date -u +%H:%M:%S)" "$file" "$rc" "$out" >>"$NET_LOGS/cli.log"
+    if ((rc != 0)); then
+        printf '%s\n' "$out" >&2
+        if [[ $out == *"sub-policies were satisfied"* ]]; then
+            die "the channel refused $file: not signed by enough member admins (see above); have more of them run site-sign-update on it, then submit again"
+        fi
+        die "submitting $file failed (exit $rc); CLI log: $NET_LOGS/cli.log"
+    fi
+    log "channel '$CHANNEL' updated with $file"
 }
 
 # ---------------------------------------------------------------- site
@@ -531,6 +541,37 @@ site_profile() {
     log "profile $NET_PROFILE: $site ($own_mspid) through its own peer; trusts the MSP CAs of $(jq -r '.sites | keys | join(", ")' "$NET_PROFILE")"
 }
 
+# ---------------------------------------------------------------- restart
+
+# Starts a stopped host's processes again on its ledgers (after stop, or a reboot).
+host_start() {
+    local role name i
+    role=$(host_get ROLE)
+    for name in $(recorded_names); do
+        pid_alive "$name" && die "$name is running already (pid $(pid_of "$name")): stop first"
+    done
+    install_fabric
+    NODE_HOST=$(host_get ADDRESS)
+    if [[ $role == orderer ]]; then
+        [[ -f $FABRIC_HOME/$CHANNEL.block ]] || die "this orderer host never created channel '$CHANNEL' (orderer-create-channel)"
+        start_orderer
+        wait_healthy 60 orderer
+        wait_raft_leader_on_resume
+        log "orderer started again on its ledger"
+        return 0
+    fi
+    i=$(host_get ORG_INDEX)
+    [[ -d $NET_DATA/peer-org$i ]] || die "this site host never joined the channel (site-join)"
+    start_peer "$i"
+    wait_healthy 60 "peer-org$i"
+    package_chaincode
+    PROC_ENV=(CHAINCODE_SERVER_ADDRESS="127.0.0.1:$(port_ccaas "$i")" CHAINCODE_ID="$PACKAGE_ID")
+    start_process "chaincode-org$i" "$CHAINCODE_BIN"
+    wait_healthy 30 "chaincode-org$i"
+    smoke_test_site "$i"
+    log "peer and chaincode server of $(org_msp "$i") started again on their ledger"
+}
+
 # ---------------------------------------------------------------- main
 
 host_main() {
@@ -575,6 +616,7 @@ host_main() {
     site-sign-update) site_sign_update "${update:?needs --update FILE}" ;;
     site-profile) site_profile "${dirs[@]+"${dirs[@]}"}" ;;
     stop) stop_everything_recorded ;;
+    start) host_start ;;
     "" | help | -h | --help) usage ;;
     *) usage >&2; die "unknown command: $cmd" ;;
     esac
