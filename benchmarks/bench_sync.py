@@ -27,6 +27,22 @@ from sn_service.launcher import SwarmLauncher
 HERE = Path(__file__).resolve().parent
 
 
+def breakdown_medians(breakdowns: list[dict]) -> dict[str, float]:
+    """The median of each part over syncs (a part missing from a sync counts as 0 there: not every site leads)."""
+    parts: dict[str, list[float]] = {}
+    flat = []
+    for b in breakdowns:
+        row = {f"callback: {k}": v for k, v in b.items() if k != "service"}
+        row.update({f"service: {k}": v for k, v in b.get("service", {}).items()})
+        flat.append(row)
+        for k in row:
+            parts.setdefault(k, [])
+    for row in flat:
+        for k, values in parts.items():
+            values.append(row.get(k, 0.0))
+    return {k: statistics.median(v) for k, v in parts.items()}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=20)
@@ -71,6 +87,9 @@ def main() -> None:
             f"load {statistics.median(results[s]['load']) * 1000:.1f} ms"
         )
     print(f"  all sites: median sync {statistics.median(all_times) * 1000:.0f} ms")
+    print("  where a sync's time goes (median ms over all sites' syncs after the first; parts overlap in time):")
+    for part, ms in breakdown_medians([b for s in sites for b in results[s]["breakdown"][1:]]).items():
+        print(f"    {part:42s} {ms:8.1f}")
     print(
         f"  blob stores at the end (--keep-rounds {args.keep_rounds}, --prune-grace {args.prune_grace:g}): "
         + ", ".join(f"{s} {b / 2**20:.0f} MB" for s, b in stores.items())

@@ -40,7 +40,7 @@ def main() -> None:
     cb = SwarmCallback(syncFrequency=1, minPeers=int(os.environ["SWARM_NUM_SITES"]), checkinModelOnTrainEnd="inactive")
     cb.set_model(model)
     cb.on_train_begin()
-    times, parts = [], {"serialise": [], "load": []}
+    times, parts, breakdown = [], {"serialise": [], "load": []}, []
     rng = np.random.default_rng(int(os.environ.get("SWARM_SITE_INDEX", "0")))
     for _ in range(rounds):
         # Stands in for training between syncs (not timed): each site's weights differ from the merged
@@ -50,6 +50,7 @@ def main() -> None:
         t0 = time.perf_counter()
         cb._sync("bench")
         times.append(time.perf_counter() - t0)
+        breakdown.append(cb.last_sync_timings)
         # The local parts of a sync, measured on their own.
         t1 = time.perf_counter()
         blob = serialization.to_bytes(model.get_weights())
@@ -60,7 +61,7 @@ def main() -> None:
     cb.on_train_end()
     params = sum(w.size for w in model.get_weights())
     out = Path(os.environ["SWARM_OUTPUT_DIR"]) / "sync_times.json"
-    out.write_text(json.dumps({"params": int(params), "sync_s": times, **parts}))
+    out.write_text(json.dumps({"params": int(params), "sync_s": times, **parts, "breakdown": breakdown}))
 
 
 if __name__ == "__main__":

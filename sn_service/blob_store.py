@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
+import shutil
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 _SHA_RE = re.compile(r"[0-9a-f]{64}")
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class StoreFull(OSError):
+    """The blob store's disk (or quota) is full; the message says where, how much was needed and what to do."""
 
 
 class BlobStore:
@@ -16,11 +25,18 @@ class BlobStore:
 
     Writes go to a temporary file and are renamed into place, so a reader
     never sees a partial blob and a crash never leaves one behind.
+
+    A write that finds the disk full calls ``on_full`` (which may delete old
+    blobs) and tries once more; if it still fails it raises ``StoreFull``,
+    and ``full`` says so until a write succeeds again.
     """
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, on_full: Callable[[], object] | None = None) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self.on_full = on_full
+        self.full: str | None = None  # why the last write failed for lack of space, until one succeeds
+        self.full_since: float | None = None
 
     @staticmethod
     def valid_sha(sha256: str) -> bool:
@@ -47,6 +63,31 @@ class BlobStore:
         if target.is_file():
             os.utime(target)  # stored again: recent, so pruning of old rounds leaves it alone
             return sha256
+        try:
+            self._write(target, data)
+        except OSError as exc:
+            if exc.errno not in _FULL:
+                raise
+            if self.on_full is not None:
+                self.on_full()  # e.g. delete the blobs of old rounds, then try once more
+            try:
+                self._write(target, data)
+            except OSError as again:
+                if again.errno not in _FULL:
+                    raise
+                self.full = (
+                    f"the blob store {self.root} is full ({os.strerror(again.errno)}): a blob of {len(data)} bytes "
+                    f"does not fit, {self.free_bytes()} bytes are free; free space on that disk, move --data-dir "
+                    "to a larger one, or keep fewer rounds (--keep-rounds)"
+                )
+                if self.full_since is None:
+                    self.full_since = time.time()
+                raise StoreFull(again.errno, self.full) from None
+        self.full = self.full_since = None
+        return sha256
+
+    @staticmethod
+    def _write(target: Path, data: bytes) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
         try:
@@ -56,7 +97,10 @@ class BlobStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        return sha256
+
+    def free_bytes(self) -> int:
+        """Bytes free for this store on its disk."""
+        return shutil.disk_usage(self.root).free
 
     def get(self, sha256: str) -> bytes:
         """The blob's bytes, checked against its name; KeyError if missing."""

@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import fcntl
 import ipaddress
+import json
 import logging
 import os
+import socket
 import sys
 from collections.abc import Generator
 from pathlib import Path
@@ -33,7 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
         "training script on this site (SwarmCallback) with the other sites, through a ledger.",
     )
     p.add_argument("--site", required=True, help="this site's node name, e.g. site-a")
-    p.add_argument("--port", type=int, required=True, help="TCP port to listen on")
+    p.add_argument(
+        "--port",
+        type=int,
+        required=True,
+        help="TCP port to listen on; 0 lets the system pick a free one (the ports taken are written to "
+        "DATA_DIR/service.json)",
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument(
         "--advertise",
@@ -77,8 +86,71 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="never delete a blob stored (or stored again) this recently (default 10)",
     )
+    p.add_argument(
+        "--body-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="answer 408 to a request whose body stalls this long (or arrives slower than 256 KiB/s on average "
+        "after that) (default 30)",
+    )
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
+
+
+class DataDirInUse(Exception):
+    """Another swarm-sn holds this data folder."""
+
+
+def lock_data_dir(data_dir: Path) -> int:
+    """Takes this process's lock on ``data_dir`` (held until exit); raises DataDirInUse naming the holder."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(data_dir / ".swarm-sn.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise DataDirInUse(
+            f"--data-dir {data_dir} is in use by another swarm-sn (pid {holder}): give each service its own "
+            "data folder, and each site one service"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` (port 0: a free one), before anything else starts; raises OSError.
+
+    Binding here, not in uvicorn, makes ``--port 0`` possible: a launcher then never hands a port
+    that someone else takes before the service binds it.
+    """
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                         flags=socket.AI_PASSIVE)[0]  # fmt: skip
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def write_service_file(data_dir: Path, **facts: object) -> None:
+    """DATA_DIR/service.json: this process's pid, ports and URLs (written atomically)."""
+    tmp = data_dir / "service.json.tmp"
+    tmp.write_text(json.dumps({"pid": os.getpid(), **facts}))
+    os.replace(tmp, data_dir / "service.json")
+
+
+def remembered_tasks(data_dir: Path) -> list[str]:
+    """The tasks a service with this data folder has joined (its tasks.json), if any."""
+    try:
+        return sorted(json.loads((data_dir / "tasks.json").read_text()))
+    except (OSError, ValueError):
+        return []
 
 
 class _PeerServer(uvicorn.Server):
@@ -89,10 +161,12 @@ class _PeerServer(uvicorn.Server):
         yield
 
 
-async def _serve_both(local: uvicorn.Server, peer: uvicorn.Server) -> None:
-    peer_task = asyncio.create_task(peer.serve())
+async def _serve_both(
+    local: uvicorn.Server, peer: uvicorn.Server, local_sock: socket.socket, peer_sock: socket.socket
+) -> None:
+    peer_task = asyncio.create_task(peer.serve(sockets=[peer_sock]))
     try:
-        await local.serve()
+        await local.serve(sockets=[local_sock])
     finally:
         peer.should_exit = True
         await peer_task
@@ -164,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    if not args.body_timeout > 0:
+        print(f"swarm-sn: --body-timeout {args.body_timeout}: give a number of seconds > 0", file=sys.stderr)
+        return 2
     if args.prune_grace < 0:
         print(f"swarm-sn: --prune-grace {args.prune_grace}: give a number of seconds >= 0", file=sys.stderr)
         return 2
@@ -185,6 +262,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     try:
+        lock_data_dir(args.data_dir)
+    except DataDirInUse as exc:
+        print(f"swarm-sn: {exc}", file=sys.stderr)
+        return 2
+    try:
         if args.tls_dir is not None:
             tls = SiteTLS.from_dir(args.tls_dir)
         elif args.peer_port is not None and args.fabric_profile is not None:
@@ -194,11 +276,11 @@ def main(argv: list[str] | None = None) -> int:
     except IdentityError as exc:
         print(f"swarm-sn: {exc}", file=sys.stderr)
         return 2
-    if tls is not None:
-        endpoint = args.advertise or f"https://{args.host}:{args.peer_port}"
-    else:
-        endpoint = args.advertise or f"http://{args.host}:{args.port}"
-    problem = advertised_endpoint_problem(endpoint, args.advertise is not None, tls is not None)
+    # Checked before the ledger and the sockets are opened; a port of 0 (picked when bound) changes nothing here.
+    requested = args.advertise or (
+        f"https://{args.host}:{args.peer_port}" if tls is not None else f"http://{args.host}:{args.port}"
+    )
+    problem = advertised_endpoint_problem(requested, args.advertise is not None, tls is not None)
     if problem is not None:
         print(f"swarm-sn: {problem}", file=sys.stderr)
         return 2
@@ -207,7 +289,17 @@ def main(argv: list[str] | None = None) -> int:
             print("swarm-sn: --ledger embedded needs --ledger-path FILE (shared by the sites)", file=sys.stderr)
             return 2
         identity = args.identity or (tls.identity() if tls else f"embedded::{args.site}")
-        ledger = open_ledger("embedded", identity=identity, path=str(args.ledger_path))
+        joined = remembered_tasks(args.data_dir)
+        try:
+            # A new swarm's services create the ledger; a site that has joined tasks on it expects it.
+            ledger = open_ledger("embedded", identity=identity, create=not joined, path=str(args.ledger_path))
+        except LedgerUnavailable as exc:
+            print(
+                f"swarm-sn: {exc}. This site has joined {', '.join(joined)} on that ledger "
+                f"({args.data_dir}/tasks.json)",
+                file=sys.stderr,
+            )
+            return 2
     else:
         if args.fabric_profile is None:
             print(
@@ -230,8 +322,27 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
+    local_host = args.host if tls is None else "127.0.0.1"  # with mTLS the callback's API stays on loopback
+    try:
+        local_sock = listen_socket(local_host, args.port)
+        args.port = local_sock.getsockname()[1]
+        peer_sock = listen_socket(args.host, args.peer_port) if tls is not None else None
+        if peer_sock is not None:
+            args.peer_port = peer_sock.getsockname()[1]
+    except OSError as exc:
+        print(
+            f"swarm-sn: cannot listen on {args.host}, port {args.port} or {args.peer_port}: {exc.strerror}; "
+            "choose another --port / --peer-port (0 lets the system pick one)",
+            file=sys.stderr,
+        )
+        return 2
     store = BlobStore(args.data_dir / "blobs")
-    peers = PeerClient(tls) if tls is not None else PeerClient()
+    if tls is not None:
+        endpoint = args.advertise or f"https://{args.host}:{args.peer_port}"
+        peers = PeerClient(tls)
+    else:
+        endpoint = args.advertise or f"http://{args.host}:{args.port}"
+        peers = PeerClient()
     service = SwarmNetworkService(
         args.site,
         ledger,
@@ -243,6 +354,15 @@ def main(argv: list[str] | None = None) -> int:
         state_file=args.data_dir / "tasks.json",
         keep_rounds=args.keep_rounds,
         prune_grace_s=args.prune_grace,
+        body_timeout_s=args.body_timeout,
+    )
+    write_service_file(
+        args.data_dir,
+        site=args.site,
+        port=args.port,
+        peer_port=args.peer_port,
+        url=f"http://{'127.0.0.1' if local_host in ('0.0.0.0', '::') else local_host}:{args.port}",
+        endpoint=endpoint,
     )
     service.recover()
     logging.getLogger("sn_service").info(
@@ -258,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         app = create_app(service)
         uvicorn.Server(
             uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False)
-        ).run()  # uvicorn stops gracefully on SIGINT and SIGTERM
+        ).run(sockets=[local_sock])  # uvicorn stops gracefully on SIGINT and SIGTERM
     else:
         # The callback's API stays on loopback; blobs go out only over mutual TLS.
         local = uvicorn.Server(
@@ -281,13 +401,14 @@ def main(argv: list[str] | None = None) -> int:
                 **server_ssl_options(str(tls.cert), str(tls.key), str(tls.ca)),
             )
         )
+        assert peer_sock is not None
         if hasattr(tls, "trust_in"):  # Fabric: trust organisations added to the profile later
             from sn_service.msp_tls import watch_profile
 
             peer.config.load()
             tls.trust_in(peer.config.ssl)
             watch_profile(tls, args.fabric_profile, args.site)
-        asyncio.run(_serve_both(local, peer))
+        asyncio.run(_serve_both(local, peer, local_sock, peer_sock))
     service.shutdown()
     ledger.close()
     return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -29,6 +30,15 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def service_file(data_dir: Path, pid: int) -> dict | None:
+    """What the swarm-sn of process ``pid`` wrote to DATA_DIR/service.json (its ports and URL), or None yet."""
+    try:
+        facts = json.loads((data_dir / "service.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return facts if facts.get("pid") == pid else None
 
 
 @dataclass
@@ -148,7 +158,7 @@ class SwarmLauncher:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         tls_dirs = self._identities() if self.mtls and self.ledger == "embedded" else {}
         for site in self.sites:
-            self.ports[site] = free_port()
+            (self.workdir / site / "service.json").unlink(missing_ok=True)
             cmd = [
                 sys.executable,
                 "-m",
@@ -156,7 +166,7 @@ class SwarmLauncher:
                 "--site",
                 site,
                 "--port",
-                str(self.ports[site]),
+                "0",  # the service binds a free port itself and says which (no race for a port)
                 "--data-dir",
                 str(self.workdir / site),
                 "--ledger",
@@ -168,8 +178,7 @@ class SwarmLauncher:
             else:
                 cmd += ["--fabric-profile", str(self.fabric_profile)]
             if self.mtls:
-                self.peer_ports[site] = free_port()
-                cmd += ["--peer-port", str(self.peer_ports[site])]
+                cmd += ["--peer-port", "0"]
                 if site in tls_dirs:
                     cmd += ["--tls-dir", str(tls_dirs[site])]
             self._spawn(site, "sn", cmd, env)
@@ -180,11 +189,14 @@ class SwarmLauncher:
                     raise RuntimeError(
                         f"the service of {site} exited with code {child.proc.returncode} at start; see {child.log_path}"
                     )
-                try:
-                    if httpx.get(self.service_url(site) + "/v1/health", timeout=1.0).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
+                bound = service_file(self.workdir / site, child.proc.pid)
+                if bound is not None:
+                    self.ports[site], self.peer_ports[site] = bound["port"], bound["peer_port"]
+                    try:
+                        if httpx.get(self.service_url(site) + "/v1/health", timeout=1.0).status_code == 200:
+                            break
+                    except httpx.HTTPError:
+                        pass
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"the service of {site} did not answer within {timeout_s:.0f} s")
                 time.sleep(0.1)
@@ -290,7 +302,7 @@ class SwarmLauncher:
         if self.ledger == "embedded":
             from sn_service.ledger import EmbeddedLedger
 
-            ledger: Any = EmbeddedLedger(self.ledger_path, identity="launcher")
+            ledger: Any = EmbeddedLedger(self.ledger_path, identity="launcher", create=False)
         else:
             from sn_service.ledger.fabric import FabricLedger
 
@@ -307,7 +319,10 @@ class SwarmLauncher:
             return ""
         from sn_service.ledger import EmbeddedLedger
 
-        ledger = EmbeddedLedger(self.ledger_path, identity="launcher")
+        try:
+            ledger = EmbeddedLedger(self.ledger_path, identity="launcher", create=False)
+        except Exception as exc:  # never make an empty ledger where the swarm's should be
+            return f"no history for task {task}: {exc}"
         try:
             history = ledger.get_history(task)["rounds"]
         except Exception as exc:

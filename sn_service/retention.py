@@ -87,22 +87,24 @@ class BlobRetention:
             self._done_rounds[key] = shas
         return shas
 
-    def prune(self, task: str) -> int:
+    def prune(self, task: str, keep_rounds: int | None = None) -> int:
         """Deletes what ``task``'s old rounds left in the store; returns how many blobs went.
 
         Runs after a sync; a pruning already under way (another task's) makes
-        this one a no-op, the next sync catches up.
+        this one a no-op, the next sync catches up. ``keep_rounds`` overrides
+        the configured number for this call (a full disk keeps fewer); a
+        service told to keep every blob (0) deletes nothing.
         """
         if self.keep_rounds == 0 or not self._lock.acquire(blocking=False):
             return 0
         try:
-            return self._prune(task)
+            return self._prune(task, self.keep_rounds if keep_rounds is None else max(1, keep_rounds))
         finally:
             self._lock.release()
 
-    def _prune(self, task: str) -> int:
+    def _prune(self, task: str, keep_rounds: int) -> int:
         record = self.ledger.get_task(task)
-        first_kept = record["current_round"] - self.keep_rounds
+        first_kept = record["current_round"] - keep_rounds
         start = self._pruned_below.get(task, 0)
         if first_kept <= start:
             return 0  # nothing new to prune: the other tasks need not be read
@@ -112,7 +114,7 @@ class BlobRetention:
         for name, rec in records.items():
             if rec["latest_merged"]:
                 protected.add(rec["latest_merged"]["sha256"])
-            for r in range(max(0, rec["current_round"] - self.keep_rounds), rec["current_round"] + 1):
+            for r in range(max(0, rec["current_round"] - keep_rounds), rec["current_round"] + 1):
                 protected |= self._round(name, r)
         now = time.time()
         deleted = freed = 0
@@ -146,6 +148,6 @@ class BlobRetention:
                 freed / 2**20,
                 start,
                 first_kept - 1,
-                self.keep_rounds,
+                keep_rounds,
             )
         return deleted

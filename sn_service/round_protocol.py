@@ -10,11 +10,12 @@ has a deadline and reports what it waits for and on whom.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -25,7 +26,7 @@ from sn_service.blob_store import BlobStore
 from sn_service.ledger.base import ContractError, Ledger, LedgerUnavailable
 from sn_service.merge import merge
 from sn_service.metrics import ServiceMetrics
-from sn_service.peer_client import BlobFetchError, PeerClient
+from sn_service.peer_client import BlobFetchError, PeerClient, PeerRequestError
 from swarm_keras import serialization
 
 log = logging.getLogger("sn_service.rounds")
@@ -53,14 +54,30 @@ class WaitState:
     phase: str = "starting"
     waiting_for: str = ""
     since: float = field(default_factory=time.time)
+    # Seconds spent in each part of the sync (receive, store, submit, waits, merge, fetch, ...).
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def timed(self, part: str) -> Iterator[None]:
+        """Adds the time spent in the ``with`` block to ``timings[part]``."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add_time(part, time.perf_counter() - t0)
+
+    def add_time(self, part: str, seconds: float) -> None:
+        """Adds ``seconds`` to ``timings[part]``."""
+        self.timings[part] = self.timings.get(part, 0.0) + seconds
 
     def as_dict(self) -> dict:
-        """JSON form with the wait's age."""
+        """JSON form with the wait's age and the time spent per part so far (ms)."""
         return {
             "round": self.round,
             "phase": self.phase,
             "waiting_for": self.waiting_for,
             "waiting_s": round(time.time() - self.since, 1),
+            "timings_ms": {k: round(v * 1000, 2) for k, v in self.timings.items()},
         }
 
 
@@ -105,6 +122,8 @@ class RoundDriver:
         poll_s: how often a waiting sync re-reads the ledger.
         log_every_s: how often a continuing wait is logged again.
         ledger_retry_s: how long an unreachable ledger is retried before the sync fails.
+        endpoint: where this site's service is registered; a sync fails if the ledger names
+            another (a second service took the site over).
     """
 
     def __init__(
@@ -117,8 +136,10 @@ class RoundDriver:
         log_every_s: float = 5.0,
         ledger_retry_s: float = 60.0,
         metrics: ServiceMetrics | None = None,
+        endpoint: str | None = None,
     ) -> None:
         self.site = site
+        self.endpoint = endpoint
         self.ledger = ledger
         self.store = store
         self.peers = peers
@@ -129,6 +150,34 @@ class RoundDriver:
         self.metrics = metrics or ServiceMetrics(site)
         self.rejected_blobs: list[dict] = []
         self.models = ModelCache()
+        # Push instead of poll: who changes a round wakes those who wait on the change (the closer the
+        # leader, the leader everyone); polling every poll_s stays as the fallback.
+        self._wakeups: dict[str, threading.Event] = {}
+        self._wakeups_lock = threading.Lock()
+        self._notifier = ThreadPoolExecutor(max_workers=4, thread_name_prefix="notify")
+
+    # ------------------------------------------------------------------ wake-ups
+
+    def _wakeup(self, task: str) -> threading.Event:
+        with self._wakeups_lock:
+            return self._wakeups.setdefault(task, threading.Event())
+
+    def wake(self, task: str) -> None:
+        """A peer says a round of ``task`` changed: re-read the ledger now instead of at the next poll."""
+        self._wakeup(task).set()
+
+    def _notify(self, rec: dict, nodes: list[str], round_no: int) -> None:
+        """Wakes ``nodes`` (not this site) in the background: a hint to re-read the ledger, nothing more."""
+        for node in nodes:
+            info = rec["nodes"].get(node)
+            if node != self.site and info is not None and info["status"] != "left":
+                self._notifier.submit(self._poke, info["endpoint"], info["identity"], rec["task"], round_no)
+
+    def _poke(self, endpoint: str, identity: str, task: str, round_no: int) -> None:
+        try:
+            self.peers.post(endpoint, f"/v1/notify?task={task}&round={round_no}", identity, timeout_s=1.0)
+        except PeerRequestError as exc:  # it polls anyway
+            self.log.debug("could not wake %s: %s", endpoint, exc)
 
     # ------------------------------------------------------------------ ledger
 
@@ -241,11 +290,19 @@ class RoundDriver:
         """
         wait = wait or WaitState()
         deadline = time.monotonic() + timeout_s
-        sha256 = self.store.put(blob)
+        with wait.timed("store"):
+            sha256 = self.store.put(blob)
         if arrays is not None:  # already parsed and checked against the layout by the caller
             self.models.put(sha256, arrays)
         while True:
-            rec = self._ledger(self.ledger.get_task, deadline, task)
+            with wait.timed("ledger reads"):
+                rec = self._ledger(self.ledger.get_task, deadline, task)
+            registered = rec["nodes"].get(self.site, {}).get("endpoint")
+            if self.endpoint is not None and registered not in (None, self.endpoint):
+                raise SyncFailed(
+                    f"the ledger now has {self.site} at {registered}, not at this service ({self.endpoint}): another "
+                    f"swarm-sn took the site over; stop one of them (one site is one service)"
+                )
             if rec["status"] == "done":
                 result = self.latest(task, max(1.0, deadline - time.monotonic()))
                 if result is None:
@@ -254,7 +311,8 @@ class RoundDriver:
             round_no = rec["current_round"]
             contributed = True
             try:
-                self._ledger(self.ledger.submit, deadline, task, round_no, self.site, sha256, weight)
+                with wait.timed("submit"):
+                    self._ledger(self.ledger.submit, deadline, task, round_no, self.site, sha256, weight)
                 self.log.info("round %d: submitted %s... (weight %d)", round_no, sha256[:12], weight)
             except ContractError as exc:
                 if exc.code == "WRONG_ROUND":
@@ -279,13 +337,16 @@ class RoundDriver:
         last_log = 0.0
         last_what = ""
         t0 = time.monotonic()
+        wakeup = self._wakeup(task)
         while True:
+            wakeup.clear()  # before reading: a wake-up after the read is not lost
             if time.monotonic() > deadline:
                 raise SyncFailed(
                     f"round {round_no}: gave up after {time.monotonic() - t0:.0f} s {wait.phase}: {wait.waiting_for}"
                 )
-            rec = self._ledger(self.ledger.get_task, deadline, task)
-            rnd = self._ledger(self.ledger.get_round, deadline, task, round_no)
+            with wait.timed("ledger reads"):
+                rec = self._ledger(self.ledger.get_task, deadline, task)
+                rnd = self._ledger(self.ledger.get_round, deadline, task, round_no)
             status = rnd["status"]
             if status == "done":
                 latest = rec["latest_merged"]
@@ -301,7 +362,8 @@ class RoundDriver:
                     merged, publisher = latest["sha256"], latest["node"]
                 else:
                     merged, publisher = rnd["merged_sha256"], rnd["published_by"]
-                self.fetch_merged(rec, merged, publisher, deadline, wait)
+                with wait.timed("fetch merged"):
+                    self.fetch_merged(rec, merged, publisher, deadline, wait)
                 self.metrics.rounds_completed.inc()
                 self.log.info("round %d: merged %s... by %s loaded", round_no, merged[:12], publisher)
                 return SyncResult(round_no, merged, rec["status"], contributed)
@@ -309,7 +371,9 @@ class RoundDriver:
                 ok, why = contract.closable(rec, rnd, now_ms())
                 if ok:
                     try:
-                        self._ledger(self.ledger.close_round, deadline, task, round_no)
+                        with wait.timed("close"):
+                            closed = self._ledger(self.ledger.close_round, deadline, task, round_no)
+                        self._notify(rec, [closed["contributors"][closed["leader_index"]]], round_no)
                         self.log.info("round %d: closed (%s)", round_no, why)
                     except ContractError as exc:
                         if exc.code not in ("ROUND_NOT_OPEN", "NOT_CLOSABLE"):
@@ -322,11 +386,13 @@ class RoundDriver:
                 key = (round_no, rnd["leader_index"])
                 if leader == self.site and led_at != key:
                     led_at = key
-                    self._lead(rec, rnd, deadline, wait)
+                    with wait.timed("lead"):
+                        self._lead(rec, rnd, deadline, wait)
                     continue
                 if now_ms() >= rnd["leader_deadline_ms"]:
                     try:
                         after = self._ledger(self.ledger.failover, deadline, task, round_no)
+                        self._notify(rec, [after["contributors"][after["leader_index"]]], round_no)
                         self.metrics.failovers.inc()
                         self.log.warning(
                             "round %d: leader %s missed its deadline; %s leads now",
@@ -351,7 +417,8 @@ class RoundDriver:
                 )
                 last_log = time.monotonic()
                 last_what = wait.waiting_for
-            time.sleep(self.poll_s)
+            with wait.timed(f"wait: {wait.phase}"):
+                wakeup.wait(self.poll_s)
 
     @staticmethod
     def _set_wait(wait: WaitState, phase: str, what: str) -> None:
@@ -396,7 +463,7 @@ class RoundDriver:
         # merge past our deadline: each fetch may wait for data at most 3/4 of the time left.
         left_s = (rnd["leader_deadline_ms"] - now_ms()) / 1000
         fetch_timeout_s = min(self.peers.timeout_s, max(1.0, 0.75 * left_s))
-        with ThreadPoolExecutor(max_workers=max(1, min(8, len(remote)))) as pool:
+        with wait.timed("lead: fetch"), ThreadPoolExecutor(max_workers=max(1, min(8, len(remote)))) as pool:
             fetches = {
                 n: pool.submit(
                     self.peers.fetch,
@@ -408,6 +475,7 @@ class RoundDriver:
                 )
                 for n in remote
             }
+        t_check = time.perf_counter()
         for node in rnd["contributors"]:
             sub = rnd["submissions"][node]
             try:
@@ -433,6 +501,7 @@ class RoundDriver:
             elif node == self.site or merged is None:
                 # The first round aligns the starting point: everyone takes the leader's weights.
                 merged = arrays
+        wait.add_time("lead: check and stack", time.perf_counter() - t_check)
         if not weights:
             self.log.error("round %d: no contribution could be verified; waiting for failover", round_no)
             return
@@ -450,15 +519,19 @@ class RoundDriver:
             )
             return
         if stack is not None:
-            merged = stack.merge(rec["spec"]["merge_method"], np.asarray(weights, dtype=np.float64))
+            with wait.timed("lead: merge"):
+                merged = stack.merge(rec["spec"]["merge_method"], np.asarray(weights, dtype=np.float64))
             method = rec["spec"]["merge_method"]
         else:
             method = "leader's initial weights"
         assert merged is not None
-        blob = serialization.to_bytes(merged)
-        merged_sha = self.store.put(blob)
+        with wait.timed("lead: serialise and store"):
+            blob = serialization.to_bytes(merged)
+            merged_sha = self.store.put(blob)
         try:
-            self._ledger(self.ledger.publish, deadline, task, round_no, self.site, merged_sha)
+            with wait.timed("lead: publish"):
+                self._ledger(self.ledger.publish, deadline, task, round_no, self.site, merged_sha)
+            self._notify(rec, list(rec["nodes"]), round_no)
         except ContractError as exc:
             if exc.code in ("NOT_LEADER", "ROUND_NOT_CLOSED"):
                 self.log.warning("round %d: could not publish: %s", round_no, exc)

@@ -51,6 +51,16 @@ class JoinResponse(BaseModel):
     current_round: int
     latest_merged: MergedRef | None
     nodes: list[str]
+    local_inbox: str | None = Field(
+        default=None,
+        description="a folder where a training process on this machine may write its weights and name the file "
+        "(blob_file) instead of uploading them",
+    )
+    local_store: str | None = Field(
+        default=None,
+        description="this service's blob store, where a training process on this machine may read "
+        "a merged model (checking its sha256) instead of downloading it",
+    )
 
 
 class SyncStarted(BaseModel):
@@ -74,6 +84,9 @@ class SyncStatus(BaseModel):
     contributed: bool | None = None
     task_status: str | None = None
     error: str | None = None
+    timings_ms: dict[str, float] = Field(
+        default_factory=dict, description="milliseconds spent so far in each part of the sync (receive, store, ...)"
+    )
 
 
 class ErrorBody(BaseModel):

@@ -7,25 +7,35 @@ site waits or merges.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import re
+import stat
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sn_service.blob_store import BlobStore
+from sn_service.blob_store import BlobStore, StoreFull
 from sn_service.identity import PeerTLS
 from sn_service.ledger.base import ContractError, Ledger
 from sn_service.metrics import ServiceMetrics
-from sn_service.peer_client import PeerClient
+from sn_service.peer_client import PeerClient, PeerRequestError
 from sn_service.retention import BlobRetention
 from sn_service.round_protocol import RoundDriver, SyncFailed, SyncResult, WaitState
 from swarm_keras import serialization
 
 log = logging.getLogger("sn_service.service")
+
+
+INBOX_NAME = re.compile(r"[0-9a-f]{32}\.safetensors")
+
+
+class SiteInUse(Exception):
+    """Another live service already acts as this site in a task: two processes must never be one site."""
 
 
 @dataclass
@@ -81,6 +91,7 @@ class SwarmNetworkService:
         keep_rounds: blobs of rounds more than this many behind a task's newest
             round are deleted after each sync (``BlobRetention``); 0 keeps all.
         prune_grace_s: a blob stored this recently is never deleted.
+        body_timeout_s: a request body that stalls this long is answered with 408 (``RequestLimits``).
     """
 
     MAX_JOBS = 256
@@ -99,18 +110,25 @@ class SwarmNetworkService:
         state_file: Path | None = None,
         keep_rounds: int = 20,
         prune_grace_s: float = 10.0,
+        body_timeout_s: float = 30.0,
     ) -> None:
         self.site = site
         self.ledger = ledger
         self.store = store
         self.peers = peers
         self.endpoint = endpoint
+        # Tells this process from another service claiming the same site (see _refuse_if_served_elsewhere).
+        self.instance = uuid.uuid4().hex
         self.sync_timeout_s = sync_timeout_s
+        self.body_timeout_s = body_timeout_s
         self.tls = tls
         self.state_file = state_file
+        # Where the training process on this machine may hand its weights over as a file (no HTTP copy).
+        self.inbox = store.root.parent / "inbox"
+        self.inbox.mkdir(mode=0o700, exist_ok=True)
         self._identities: tuple[float, set[str]] = (0.0, set())
         self.metrics = ServiceMetrics(site)
-        self.driver = RoundDriver(site, ledger, store, peers, poll_s=poll_s, metrics=self.metrics)
+        self.driver = RoundDriver(site, ledger, store, peers, poll_s=poll_s, metrics=self.metrics, endpoint=endpoint)
         self.tasks: dict[str, TaskState] = {}
         self.jobs: dict[str, SyncJob] = {}
         # task -> round -> {"metrics": {...}, "ts_ms": ...}: what this site's callback sent with each sync.
@@ -122,16 +140,63 @@ class SwarmNetworkService:
         self.retention = BlobRetention(
             store, ledger, keep_rounds, grace_s=prune_grace_s, tasks=lambda: list(self.tasks), logger=self.log
         )
+        store.on_full = self._free_space
+
+    def _free_space(self) -> None:
+        """The disk is full: delete every joined task's blobs but the last round's, before a write gives up."""
+        self.log.warning(
+            "blob store %s is full (%d bytes free); deleting old rounds' blobs",
+            self.store.root,
+            self.store.free_bytes(),
+        )
+        for task in list(self.tasks):
+            try:
+                self.retention.prune(task, keep_rounds=1)
+            except Exception as exc:  # the ledger may be unreachable too: the write is still retried
+                self.log.warning("could not prune task %s: %s", task, exc)
 
     # ------------------------------------------------------------------ tasks
 
     def join(self, task: str, spec: dict) -> dict:
-        """Joins (and if need be creates) a task; raises ContractError."""
+        """Joins (and if need be creates) a task; raises ContractError, or SiteInUse."""
+        self._refuse_if_served_elsewhere(task)
         record = self.driver.join(task, spec, self.endpoint)
         with self._lock:
             self.tasks[task] = TaskState(spec=record["spec"])
             self._save_tasks()
         return record
+
+    def _refuse_if_served_elsewhere(self, task: str) -> None:
+        """Raises SiteInUse if the ledger names another endpoint for this site and a live service of it answers there.
+
+        A service that restarted on another port takes its site over (the old
+        endpoint no longer answers as this site); a second process started with
+        the same ``--site`` while the first runs is refused, naming the first.
+        """
+        try:
+            record = self.ledger.get_task(task)
+        except ContractError:
+            return  # no such task yet: we create it
+        info = record["nodes"].get(self.site)
+        if info is None or info["endpoint"] == self.endpoint:
+            return
+        try:
+            health = self.peers.get_json(info["endpoint"], "/v1/health", info["identity"], timeout_s=3.0)
+        except PeerRequestError as exc:
+            self.log.info(
+                "task %s: %s was registered at %s, which does not answer as it (%s); taking it over",
+                task,
+                self.site,
+                info["endpoint"],
+                exc.reason,
+            )
+            return
+        if isinstance(health, dict) and health.get("site") == self.site and health.get("instance") != self.instance:
+            raise SiteInUse(
+                f"{self.site} is already taking part in task {task!r} through a live swarm-sn at {info['endpoint']}"
+                f" (pid {health.get('pid', '?')} on its host); one site is one service: stop that one first, "
+                f"or start this one with another --site name"
+            )
 
     def _save_tasks(self) -> None:
         """Remembers the joined tasks' specs, so a restarted service can rejoin them."""
@@ -188,6 +253,39 @@ class SwarmNetworkService:
         state = self.tasks.get(task)
         return state.spec if state else None
 
+    def take_from_inbox(self, name: str, limit: int) -> bytes:
+        """The bytes of a weights file the callback left in the inbox (deleted once read).
+
+        Raises ValueError naming what is wrong: only plain files directly in the inbox, named
+        ``<32 hex>.safetensors``, of at most ``limit`` bytes. The bytes are then checked like an upload.
+        """
+        if not INBOX_NAME.fullmatch(name):
+            raise ValueError(f"blob_file {name[:80]!r} is not a name like <32 hex digits>.safetensors in the inbox")
+        path = self.inbox / name
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            raise ValueError(
+                f"no file {name} in this service's inbox {self.inbox}; upload the weights instead"
+            ) from None
+        except OSError as exc:
+            raise ValueError(f"cannot open {path}: {exc.strerror}") from None
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise ValueError(f"{path} is not a plain file")
+            if info.st_size > limit:
+                raise ValueError(f"{path} has {info.st_size} bytes; this task's model allows {limit}")
+            with os.fdopen(fd, "rb", closefd=False) as fh:
+                data = fh.read(limit + 1)
+        finally:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                path.unlink()
+        if len(data) > limit:
+            raise ValueError(f"{path} grew past {limit} bytes while read")
+        return data
+
     def max_blob_bytes(self, task: str) -> int:
         """The largest blob a task's model can produce."""
         spec = self.tasks[task].spec
@@ -202,6 +300,7 @@ class SwarmNetworkService:
         weight: int,
         metrics: dict[str, float] | None = None,
         arrays: list | None = None,
+        timings: dict[str, float] | None = None,
     ) -> SyncJob:
         """Starts a sync in a worker thread and returns its job.
 
@@ -211,6 +310,7 @@ class SwarmNetworkService:
         checked them (the leader then need not parse its own blob again).
         """
         job = SyncJob(sync_id=uuid.uuid4().hex, task=task, metrics=metrics or None)
+        job.wait.timings.update(timings or {})
         with self._lock:
             self._forget_old_jobs()
             self.jobs[job.sync_id] = job
@@ -231,11 +331,11 @@ class SwarmNetworkService:
             if state is not None:
                 state.syncs_done += 1
                 state.last_sync_s = time.perf_counter() - t0
-        except (SyncFailed, ContractError) as exc:
+        except (SyncFailed, ContractError, StoreFull) as exc:
             job.state = "failed"
-            job.error = str(exc)
+            job.error = exc.strerror if isinstance(exc, StoreFull) else str(exc)
             self.metrics.syncs.labels(outcome="failed").inc()
-            self.log.error("sync %s failed: %s", job.sync_id[:8], exc)
+            self.log.error("sync %s failed: %s", job.sync_id[:8], job.error)
         except Exception as exc:  # a bug must still end the job, loudly
             job.state = "failed"
             job.error = f"internal error: {type(exc).__name__}: {exc}"
@@ -247,8 +347,7 @@ class SwarmNetworkService:
                 self._record_training_metrics(job.task, round_no, job.metrics, job.started)
             job.finished_at = time.time()
             job.done.set()
-        if job.state == "done":
-            self._prune(job.task)
+        self._prune(job.task)  # also after a failure: a full disk must not wait for a sync to succeed
 
     def _prune(self, task: str) -> None:
         """Deletes the blobs of long-merged rounds (after the callback has its result)."""
@@ -323,7 +422,7 @@ class SwarmNetworkService:
                 self._prune(task)
                 if result.task_status == "done":
                     return
-            except (SyncFailed, ContractError) as exc:
+            except (SyncFailed, ContractError, StoreFull) as exc:
                 self.log.warning("standing contribution to %s: %s", task, exc)
                 self._stop.wait(1.0)
 
@@ -332,6 +431,26 @@ class SwarmNetworkService:
         self._stop.set()
 
     # ------------------------------------------------------------------ status
+
+    def problems(self) -> list[str]:
+        """What keeps this service from doing its job now (empty when healthy)."""
+        out = []
+        if self.store.full is not None:
+            out.append(
+                f"disk full since {time.strftime('%H:%M:%S', time.localtime(self.store.full_since))}: {self.store.full}"
+            )
+        return out
+
+    def health(self) -> dict:
+        """Liveness and readiness: who answers (site, instance, pid) and any problem."""
+        problems = self.problems()
+        return {
+            "ok": not problems,
+            "site": self.site,
+            "instance": self.instance,
+            "pid": os.getpid(),
+            "problems": problems,
+        }
 
     def status(self) -> dict:
         """What this site knows: its tasks on the ledger, its syncs, its counters."""
@@ -365,6 +484,7 @@ class SwarmNetworkService:
             "site": self.site,
             "endpoint": self.endpoint,
             "uptime_s": round(time.time() - self.started, 1),
+            "problems": self.problems(),
             "counters": self.metrics.snapshot(),
             "rejected_blobs": self.driver.rejected_blobs[-20:],
             "tasks": tasks,

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 
 from sn_service.contract import ContractError
-from sn_service.ledger.base import Ledger
+from sn_service.ledger.base import Ledger, LedgerUnavailable
 from sn_service.round_protocol import now_ms
 from sn_service.status_view import render_task
 
@@ -54,6 +54,8 @@ def _render_from_service(url: str, task: str | None) -> str:
             continue
         body = r.json()
         out.append(render_task(body["task"], body["round"], body["recent"], body["now_ms"]))
+    for problem in status.get("problems", []):
+        out.insert(0, f"{status['site']}: PROBLEM: {problem}")
     waits = [j for t in status["tasks"].values() for j in t.get("running_syncs", [])]
     for job in waits:
         out.append(
@@ -65,9 +67,10 @@ def _render_from_service(url: str, task: str | None) -> str:
 def _render_from_ledger(path: Path, task: str) -> str:
     from sn_service.ledger import EmbeddedLedger
 
-    if not path.is_file():
-        raise FileNotFoundError(f"no embedded ledger at {path}")
-    ledger = EmbeddedLedger(path, identity="swarm-status")
+    try:
+        ledger = EmbeddedLedger(path, identity="swarm-status", create=False)
+    except LedgerUnavailable as exc:
+        raise FileNotFoundError(str(exc)) from None
     try:
         rec, current, recent = snapshot(ledger, task)
     finally:

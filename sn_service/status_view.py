@@ -31,13 +31,15 @@ def render_task(task: dict, current: dict, recent: list[dict], now_ms: int) -> s
             what = f"submitted {sub['sha256'][:12]} (weight {sub['weight']}, {_age(now_ms, sub['ts_ms'])})"
         elif info["status"] == "left":
             what = "left the task"
-        elif r["status"] == "open":
+        elif r["status"] == "open" and task["status"] != "done":
             waiting = "" if r["first_submit_ms"] is None else f" for {_age(now_ms, r['first_submit_ms'])[:-4]}"
             what = f"MISSING - the round waits for it{waiting}"
         else:
             what = "not in this round"
         lines.append(f"  {node:14s} {info['status']:9s} {_age(now_ms, info['last_seen_ms']):13s} {what}")
-    if r["status"] == "open":
+    if task["status"] == "done":
+        lines.append("  task done: no further rounds; the swarm's model is the latest merged one below")
+    elif r["status"] == "open":
         ok, why = closable(task, r, now_ms)
         lines.append(f"  round {r['round']}: {'can close now' if ok else 'cannot close: ' + why}")
     elif r["status"] == "closed":

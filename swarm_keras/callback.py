@@ -198,6 +198,7 @@ class SwarmCallback(keras.callbacks.Callback):
         self._task_over = False
         self.rounds_synced = 0
         self.sync_seconds: list[float] = []
+        self.last_sync_timings: dict = {}
 
     @property
     def sync_interval(self) -> int:
@@ -232,10 +233,22 @@ class SwarmCallback(keras.callbacks.Callback):
         t0 = time.perf_counter()
         weight = self.merge_weight()
         blob = serialization.to_bytes(self.model.get_weights())
+        t1 = time.perf_counter()
         status = self._client.sync(
             self.trainingContract, blob, weight, self.syncTimeoutSeconds, metrics=dict(self._metrics) or None
         )
-        self._load(self._client.blob(status["merged_sha256"], self._layout))
+        t2 = time.perf_counter()
+        arrays = self._client.blob(status["merged_sha256"], self._layout)
+        t3 = time.perf_counter()
+        self._load(arrays)
+        # Where this sync's time went, in ms: here, and in the service (status["timings_ms"]).
+        self.last_sync_timings = {
+            "serialise": (t1 - t0) * 1000,
+            "upload and wait": (t2 - t1) * 1000,
+            "download and check": (t3 - t2) * 1000,
+            "load": (time.perf_counter() - t3) * 1000,
+            "service": status.get("timings_ms", {}),
+        }
         self._steps_since_sync = 0
         self.rounds_synced += 1
         elapsed = time.perf_counter() - t0

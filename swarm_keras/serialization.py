@@ -160,6 +160,11 @@ def from_bytes(data: bytes, layout: str | None = None, max_bytes: int | None = N
     return arrays
 
 
+def is_sha256(text: str) -> bool:
+    """Whether ``text`` is a sha256 hex digest (64 lowercase hex characters)."""
+    return re.fullmatch(r"[0-9a-f]{64}", text) is not None
+
+
 def sha256_hex(data: bytes) -> str:
     """sha256 hex digest of bytes."""
     return hashlib.sha256(data).hexdigest()

@@ -9,6 +9,7 @@ transaction, accepted or refused, is appended to ``txlog`` for audit.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -31,14 +32,32 @@ CREATE TABLE IF NOT EXISTS txlog (
 """
 
 
+_NOT_CREATED = (
+    "a new empty ledger would lose the swarm's history, so none is made; a new swarm's first "
+    "swarm-sn creates it (with an empty --data-dir)"
+)
+
+
+class LedgerMissing(LedgerUnavailable):
+    """The embedded ledger's file does not exist (deleted, moved, or a wrong path)."""
+
+
 class EmbeddedLedger(Ledger):
     """The contract over a SQLite file shared by the sites of one machine.
 
     Args:
-        path: the SQLite file; created with its parent folder if missing.
+        path: the SQLite file.
         identity: the caller identity of every transaction from this object.
         clock_ms: the transaction timestamp source (tests pass their own).
         busy_timeout_s: how long to wait for another writer's lock.
+        create: make the file (and its folder) if it does not exist; with False
+            a missing file is ``LedgerMissing``. Only a new swarm creates its
+            ledger: a tool that reads one, or a site that has joined tasks on
+            it, must never silently start an empty history.
+
+    Once open, a ledger whose file is deleted or moved answers every
+    transaction with ``LedgerUnavailable`` naming the file (never with an
+    empty new ledger in its place); a file put back in place is used again.
     """
 
     def __init__(
@@ -47,29 +66,61 @@ class EmbeddedLedger(Ledger):
         identity: str,
         clock_ms: Any = None,
         busy_timeout_s: float = 30.0,
+        create: bool = True,
     ) -> None:
         self.path = Path(path)
         self.identity = identity
         self._clock_ms = clock_ms or (lambda: int(time.time() * 1000))
         self._busy_timeout_s = busy_timeout_s
         self._local = threading.local()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as conn:
+        if not self.path.is_file():
+            if not create:
+                raise LedgerMissing(f"no embedded ledger at {self.path}: {_NOT_CREATED}")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = self._connect(create=create)
+        try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(_SCHEMA)
+        finally:
+            conn.close()
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=self._busy_timeout_s, isolation_level=None, check_same_thread=True)
+    def _connect(self, create: bool = False) -> sqlite3.Connection:
+        # mode=rw: a connection never creates the file, so a deleted ledger is an error, not a new empty one.
+        uri = f"{self.path.resolve().as_uri()}?mode={'rwc' if create else 'rw'}"
+        try:
+            conn = sqlite3.connect(
+                uri, uri=True, timeout=self._busy_timeout_s, isolation_level=None, check_same_thread=True
+            )
+        except sqlite3.OperationalError as exc:
+            raise self._gone(exc) from exc
         conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_s * 1000)}")
         conn.execute("PRAGMA synchronous=NORMAL")
         return conn
 
+    def _gone(self, cause: object) -> LedgerUnavailable:
+        if self.path.is_file():
+            return LedgerUnavailable(f"embedded ledger {self.path}: {cause}")
+        return LedgerMissing(
+            f"the embedded ledger file {self.path} is gone (deleted or moved): put it back (e.g. from a backup) "
+            f"and the swarm carries on; {_NOT_CREATED}"
+        )
+
     def _conn(self) -> sqlite3.Connection:
-        # One connection per thread: sqlite3 connections must not be shared.
+        # One connection per thread: sqlite3 connections must not be shared. An open connection keeps
+        # a deleted file's data readable, so each transaction first checks the file is still the one
+        # this connection opened.
+        try:
+            inode = os.stat(self.path).st_ino
+        except FileNotFoundError:
+            self.close()
+            raise self._gone("file not found") from None
         conn = getattr(self._local, "conn", None)
+        if conn is not None and getattr(self._local, "inode", None) != inode:
+            self.close()  # the file was replaced (restored from a backup): read the new one
+            conn = None
         if conn is None:
             conn = self._connect()
-            self._local.conn = conn
+            self._local.conn, self._local.inode = conn, inode
         return conn
 
     def _run(self, fn: str, args: tuple, write: bool) -> dict:

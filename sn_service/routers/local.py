@@ -7,15 +7,17 @@ import ipaddress
 import json
 import math
 import re
+import time
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import FileResponse, Response
 
+from sn_service.blob_store import StoreFull
 from sn_service.errors import api_error, contract_http_error
 from sn_service.ledger.base import ContractError, LedgerUnavailable
 from sn_service.round_protocol import SyncFailed
 from sn_service.schemas import NAME_PATTERN, ErrorBody, JoinRequest, JoinResponse, SyncStarted, SyncStatus
-from sn_service.service import SwarmNetworkService
+from sn_service.service import SiteInUse, SwarmNetworkService
 from swarm_keras import serialization
 
 _ERRORS = {
@@ -25,6 +27,7 @@ _ERRORS = {
     409: {"model": ErrorBody},
     413: {"model": ErrorBody},
     503: {"model": ErrorBody},
+    507: {"model": ErrorBody},
 }
 
 
@@ -54,6 +57,10 @@ def parse_metrics(text: str) -> dict[str, float]:
         value = json.loads(text, parse_constant=no_constants)
     except json.JSONDecodeError as exc:
         raise MetricsError(f"not JSON: {exc}") from None
+    except RecursionError:
+        raise MetricsError("nested too deeply; a flat object of names to numbers is needed") from None
+    except ValueError as exc:  # e.g. an integer of thousands of digits
+        raise MetricsError(f"not a usable JSON value: {str(exc)[:120]}") from None
     if not isinstance(value, dict):
         raise MetricsError(f"a JSON object of metric names to numbers is needed, not a {type(value).__name__}")
     if len(value) > MAX_METRICS:
@@ -114,12 +121,32 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _validated_blob(request: Request, service: SwarmNetworkService, task: str) -> tuple[bytes, list]:
-    """The body, checked against the task's layout, and its parsed tensors."""
+async def _validated_blob(
+    request: Request,
+    service: SwarmNetworkService,
+    task: str,
+    timings: dict[str, float] | None = None,
+    blob_file: str | None = None,
+) -> tuple[bytes, list]:
+    """The weights (the body, or ``blob_file`` in the inbox), checked against the task's layout, and parsed.
+
+    ``timings``: seconds per part, filled in.
+    """
     spec = _joined_spec(service, task)
-    data = await _read_body(request, service.max_blob_bytes(task))
+    t0 = time.perf_counter()
+    if blob_file is None:
+        data = await _read_body(request, service.max_blob_bytes(task))
+    else:
+        try:
+            data = await asyncio.to_thread(service.take_from_inbox, blob_file, service.max_blob_bytes(task))
+        except ValueError as exc:
+            service.metrics.rejected_blobs.labels(reason="bad_file").inc()
+            raise api_error(400, "BAD_BLOB_FILE", str(exc)) from None
+    t1 = time.perf_counter()
     try:
         arrays = await asyncio.to_thread(serialization.from_bytes, data, spec["layout"])
+        if timings is not None:
+            timings.update({"receive": t1 - t0, "check": time.perf_counter() - t1})
     except serialization.WeightsFormatError as exc:
         service.metrics.rejected_blobs.labels(reason=exc.code.lower()).inc()
         raise api_error(400 if exc.code != "TOO_LARGE" else 413, exc.code, str(exc)) from exc
@@ -141,6 +168,8 @@ async def join(body: JoinRequest, request: Request) -> JoinResponse:
         raise api_error(400, "INVALID_ARGUMENT", str(exc)) from exc
     except ContractError as exc:
         raise contract_http_error(exc.code, exc.message) from exc
+    except SiteInUse as exc:
+        raise api_error(409, "SITE_IN_USE", str(exc)) from exc
     except (LedgerUnavailable, SyncFailed) as exc:
         raise api_error(503, "LEDGER_UNAVAILABLE", str(exc)) from exc
     return JoinResponse(
@@ -150,6 +179,8 @@ async def join(body: JoinRequest, request: Request) -> JoinResponse:
         current_round=record["current_round"],
         latest_merged=record["latest_merged"],
         nodes=sorted(record["nodes"]),
+        local_inbox=str(service.inbox.resolve()),
+        local_store=str(service.store.root.resolve()),
     )
 
 
@@ -163,6 +194,12 @@ async def start_sync(
         alias=METRICS_HEADER,
         description='optional: this site\'s latest training metrics, e.g. {"loss": 0.31, "val_accuracy": 0.9}',
     ),
+    blob_file: str | None = Query(
+        default=None,
+        max_length=64,
+        description="instead of a body: the name of a weights file written to this service's inbox (local_inbox "
+        "at join); it is read, checked like a body and deleted",
+    ),
 ) -> SyncStarted:
     """Starts a sync with the weights in the body (safetensors); poll it with GET.
 
@@ -175,8 +212,9 @@ async def start_sync(
         parsed = parse_metrics(metrics) if metrics is not None else None
     except MetricsError as exc:
         raise api_error(422, "INVALID_METRICS", f"{METRICS_HEADER} header: {exc}") from None
-    data, arrays = await _validated_blob(request, service, task)
-    job = service.start_sync(task, data, weight, parsed, arrays=arrays)
+    timings: dict[str, float] = {}
+    data, arrays = await _validated_blob(request, service, task, timings, blob_file)
+    job = service.start_sync(task, data, weight, parsed, arrays=arrays, timings=timings)
     return SyncStarted(sync_id=job.sync_id)
 
 
@@ -243,6 +281,8 @@ async def checkin(
             record = await asyncio.to_thread(service.leave, task)
     except ContractError as exc:
         raise contract_http_error(exc.code, exc.message) from exc
+    except StoreFull as exc:
+        raise api_error(507, "STORE_FULL", exc.strerror) from exc
     except LedgerUnavailable as exc:
         raise api_error(503, "LEDGER_UNAVAILABLE", str(exc)) from exc
     return {"task": task, "mode": mode, "task_status": record["status"]}

@@ -6,7 +6,7 @@ import asyncio
 import re
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
 
 from sn_service.errors import api_error
 from sn_service.peer_tls import peer_certificate
@@ -57,3 +57,18 @@ async def metrics_history(task: str, request: Request, last: int = Query(default
     if service.task_spec(task) is None:
         raise api_error(404, "NOT_JOINED", f"this site has not joined task {task!r}")
     return service.training_metrics_history(task, last)
+
+
+@router.post("/notify", status_code=204, response_class=Response)
+async def notify(
+    request: Request,
+    task: str = Query(pattern=NAME_PATTERN),
+    round_no: int = Query(ge=0, alias="round"),
+) -> Response:
+    """A peer changed a round of ``task`` (closed it, published its merge): re-read the ledger now.
+
+    Only a hint: nothing is taken from it but the wake-up, so it needs no more trust than reaching the
+    peer API; a site that is not woken finds the change at its next poll.
+    """
+    request.app.state.service.driver.wake(task)
+    return Response(status_code=204)

@@ -6,7 +6,7 @@ import asyncio
 import re
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from sn_service.errors import api_error, contract_http_error
@@ -17,10 +17,11 @@ from sn_service.schemas import NAME_PATTERN
 router = APIRouter(tags=["status"])
 
 
-@router.get("/v1/health")
-async def health(request: Request) -> dict:
-    """Liveness: the service answers."""
-    return {"ok": True, "site": request.app.state.service.site}
+@router.get("/v1/health", responses={503: {"description": "the service answers but cannot do its job (problems)"}})
+async def health(request: Request) -> JSONResponse:
+    """Liveness and readiness: this site's name and process, and what keeps it from working (503 if anything)."""
+    body = request.app.state.service.health()
+    return JSONResponse(body, status_code=200 if body["ok"] else 503)
 
 
 @router.get("/v1/status")

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from sn_service.blob_store import BlobStore
-from sn_service.launcher import free_port
+from sn_service.launcher import service_file
 from swarm_keras import serialization
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,10 +35,17 @@ class Services:
         )
         self.procs: dict[str, subprocess.Popen] = {}
         self.urls: dict[str, str] = {}
+        self.peer_ports: dict[str, int] = {}  # the mutual-TLS ports of services started with --peer-port 0
 
-    def start(self, site: str, *extra: str, port: int | None = None) -> str:
-        port = port or free_port()
-        log = open(self.root / f"{site}.log", "ab")  # noqa: SIM115 - closed with the process
+    def start(self, site: str, *extra: str, port: int | None = None, key: str | None = None) -> str:
+        """Starts ``site``'s service; ``key`` (default the site) names its process, log and data folder."""
+        key = key or site
+        # Without a port the service binds a free one itself and writes it to service.json: no race
+        # with other processes for a port picked here. (The last --data-dir given wins.)
+        given = [extra[i + 1] for i, a in enumerate(extra[:-1]) if a == "--data-dir"]
+        data_dir = Path(given[-1]) if given else self.root / key
+        (data_dir / "service.json").unlink(missing_ok=True)
+        log = open(self.root / f"{key}.log", "ab")  # noqa: SIM115 - closed with the process
         proc = subprocess.Popen(
             [
                 sys.executable,
@@ -47,9 +54,9 @@ class Services:
                 "--site",
                 site,
                 "--port",
-                str(port),
+                str(port or 0),
                 "--data-dir",
-                str(self.root / site),
+                str(self.root / key),
                 *self.ledger_args,
                 *extra,
             ],
@@ -58,16 +65,19 @@ class Services:
             start_new_session=True,
             cwd=REPO,
         )
-        url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
         while True:
-            assert proc.poll() is None, f"{site} service died: {(self.root / f'{site}.log').read_text()[-2000:]}"
+            assert proc.poll() is None, f"{key} service died: {(self.root / f'{key}.log').read_text()[-2000:]}"
+            bound = service_file(data_dir, proc.pid)
+            url = f"http://127.0.0.1:{bound['port']}" if bound else ""
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url + "/v1/health", timeout=1).status_code == 200:
+                if bound and httpx.get(url + "/v1/health", timeout=1).status_code == 200:
                     break
             assert time.monotonic() < deadline, f"{site} service did not come up"
             time.sleep(0.1)
-        self.procs[site], self.urls[site] = proc, url
+        self.procs[key], self.urls[key] = proc, url
+        if bound["peer_port"]:
+            self.peer_ports[key] = bound["peer_port"]
         return url
 
     def log(self, site: str) -> str:

@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 
 from sn_service.identity import create_ca, issue_site
-from sn_service.launcher import free_port
 from sn_service.ledger import EmbeddedLedger
 from swarm_keras import serialization
 
@@ -196,10 +195,7 @@ def test_over_mtls_metrics_go_only_to_registered_sites_from_the_server_the_ledge
     create_ca(tmp_path / "ca")
     tls = {s: issue_site(tmp_path / "ca", s, tmp_path / "id" / s) for s in SITES}
     stranger = issue_site(tmp_path / "ca", "site-x", tmp_path / "id" / "site-x")
-    peer_ports = {s: free_port() for s in SITES}
-    urls = {
-        s: services.start(s, "--tls-dir", str(tmp_path / "id" / s), "--peer-port", str(peer_ports[s])) for s in SITES
-    }
+    urls = {s: services.start(s, "--tls-dir", str(tmp_path / "id" / s), "--peer-port", "0") for s in SITES}
     for url in urls.values():
         r = httpx.post(f"{url}/v1/local/join", json={"task": "tls", "spec": small_spec()}, timeout=30)
         assert r.status_code == 200, r.text
@@ -218,7 +214,7 @@ def test_over_mtls_metrics_go_only_to_registered_sites_from_the_server_the_ledge
         context = ssl.create_default_context(cafile=str(tls[site].ca))
         context.load_cert_chain(str(cert.cert), str(cert.key))
         with httpx.Client(verify=context, timeout=10) as client:
-            return client.get(f"https://127.0.0.1:{peer_ports[site]}/v1/metrics-history/tls")
+            return client.get(f"https://127.0.0.1:{services.peer_ports[site]}/v1/metrics-history/tls")
 
     assert peer_get(tls["site-a"]).json()["site"] == "site-b"
     r = peer_get(stranger)
@@ -227,7 +223,7 @@ def test_over_mtls_metrics_go_only_to_registered_sites_from_the_server_the_ledge
 
     # The ledger now says site-b is reached at site-c's address: site-c's certificate gives it away.
     as_b = EmbeddedLedger(services.ledger_path, identity="x509::CN=site-b,O=swarm")
-    as_b.register("tls", "site-b", f"https://127.0.0.1:{peer_ports['site-c']}", small_spec()["fingerprint"])
+    as_b.register("tls", "site-b", f"https://127.0.0.1:{services.peer_ports['site-c']}", small_spec()["fingerprint"])
     as_b.close()
     d = httpx.get(f"{urls['site-a']}/v1/dashboard/tls", timeout=30).json()
     assert d["metrics"]["site-b"]["reachable"] is False

@@ -415,7 +415,6 @@ def test_blobs_travel_over_mtls_with_the_organisations_msp_certificates(profile,
     import numpy as np
 
     from sn_service.identity import create_ca, issue_site
-    from sn_service.launcher import free_port
     from sn_service.ledger.fabric import FabricLedger, load_profile
     from sn_service.msp_tls import MSPTLS
     from sn_service.peer_client import BlobFetchError, PeerClient
@@ -426,8 +425,7 @@ def test_blobs_travel_over_mtls_with_the_organisations_msp_certificates(profile,
     services = Services(tmp_path, ["--ledger", "fabric", "--fabric-profile", str(profile)])
     task = _task()
     try:
-        peer_ports = {s: free_port() for s in SITES}
-        urls = {s: services.start(s, "--peer-port", str(peer_ports[s])) for s in SITES}
+        urls = {s: services.start(s, "--peer-port", "0") for s in SITES}
         for url in urls.values():
             r = httpx.post(f"{url}/v1/local/join", json={"task": task, "spec": small_spec()}, timeout=60)
             assert r.status_code == 200, r.text
@@ -443,10 +441,10 @@ def test_blobs_travel_over_mtls_with_the_organisations_msp_certificates(profile,
         finally:
             ledger.close()
         for s in SITES:
-            assert record["nodes"][s]["endpoint"] == f"https://127.0.0.1:{peer_ports[s]}"
+            assert record["nodes"][s]["endpoint"] == f"https://127.0.0.1:{services.peer_ports[s]}"
             assert record["nodes"][s]["identity"].startswith(f"Org{SITES.index(s) + 1}MSP::CN=User1@")
         merged = results["site-a"]["merged_sha256"]
-        url = f"https://127.0.0.1:{peer_ports[holder]}/v1/blobs/{merged}"
+        url = f"https://127.0.0.1:{services.peer_ports[holder]}/v1/blobs/{merged}"
         other = next(s for s in SITES if s != holder)
         tls = {s: MSPTLS.from_profile(profile, s, tmp_path / "bundle" / s) for s in SITES}
 

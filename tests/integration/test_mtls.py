@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from sn_service.identity import IdentityError, create_ca, issue_site
-from sn_service.launcher import free_port
 from sn_service.ledger import EmbeddedLedger
 from swarm_keras import serialization
 
@@ -28,17 +27,14 @@ def test_rounds_run_over_mtls_and_strangers_get_nothing(services, tmp_path):
     with pytest.raises(IdentityError, match="refusing to overwrite"):
         issue_site(tmp_path / "ca", "site-a", tmp_path / "id" / "site-a")
 
-    peer_ports = {s: free_port() for s in SITES}
-    urls = {
-        s: services.start(s, "--tls-dir", str(tmp_path / "id" / s), "--peer-port", str(peer_ports[s])) for s in SITES
-    }
+    urls = {s: services.start(s, "--tls-dir", str(tmp_path / "id" / s), "--peer-port", "0") for s in SITES}
     for url in urls.values():
         r = httpx.post(f"{url}/v1/local/join", json={"task": "tls", "spec": small_spec()}, timeout=30)
         assert r.status_code == 200, r.text
     ledger = EmbeddedLedger(services.ledger_path, identity="observer")
     nodes = ledger.get_task("tls")["nodes"]
     assert nodes["site-a"]["identity"] == "x509::CN=site-a,O=swarm"
-    assert nodes["site-a"]["endpoint"] == f"https://127.0.0.1:{peer_ports['site-a']}"
+    assert nodes["site-a"]["endpoint"] == f"https://127.0.0.1:{services.peer_ports['site-a']}"
 
     rng = np.random.default_rng(0)
     for round_no in (0, 1):  # round 1 fetches every contribution from its site over mTLS
@@ -46,7 +42,7 @@ def test_rounds_run_over_mtls_and_strangers_get_nothing(services, tmp_path):
         assert all(r["state"] == "done" and r["round"] == round_no for r in results.values()), results
     merged = results["site-a"]["merged_sha256"]
     holder = ledger.get_round("tls", 1)["published_by"]
-    peer_url = f"https://127.0.0.1:{peer_ports[holder]}/v1/blobs/{merged}"
+    peer_url = f"https://127.0.0.1:{services.peer_ports[holder]}/v1/blobs/{merged}"
     ca = str(tls[holder].ca)
 
     def get(cert=None):
@@ -67,11 +63,11 @@ def test_rounds_run_over_mtls_and_strangers_get_nothing(services, tmp_path):
     with pytest.raises(httpx.HTTPError):  # a certificate from another CA: the handshake fails
         get((str(rogue.cert), str(rogue.key)))
     with pytest.raises(httpx.HTTPError):  # plain HTTP on the TLS port
-        httpx.get(f"http://127.0.0.1:{peer_ports[holder]}/v1/blobs/{merged}", timeout=5)
+        httpx.get(f"http://127.0.0.1:{services.peer_ports[holder]}/v1/blobs/{merged}", timeout=5)
     # The callback's API is not on the TLS listener, and blobs are not on the loopback one.
     context = ssl.create_default_context(cafile=ca)
     context.load_cert_chain(str(tls[other].cert), str(tls[other].key))
-    r = httpx.Client(verify=context).post(f"https://127.0.0.1:{peer_ports[holder]}/v1/local/join", json={})
+    r = httpx.Client(verify=context).post(f"https://127.0.0.1:{services.peer_ports[holder]}/v1/local/join", json={})
     assert r.status_code == 404
     assert httpx.get(f"{urls[holder]}/v1/blobs/{merged}").status_code == 404
     for s in SITES:

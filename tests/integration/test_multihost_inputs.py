@@ -189,5 +189,5 @@ def test_swarm_sn_names_a_wrong_peer_address_a_foreign_certificate_and_a_missing
     # --host 0.0.0.0 without --advertise would put 0.0.0.0 on the ledger as this site's address
     proc = swarm_sn(a / "connection.json", tmp_path / "d5", "--peer-port", "30406", "--host", "0.0.0.0")
     refused(proc, "https://0.0.0.0:30406", "no address another site can reach", "--advertise")
-    proc = swarm_sn(a / "connection.json", tmp_path / "d6", "--peer-port", "1", "--advertise", "https://0.0.0.0:1")
+    proc = swarm_sn(a / "connection.json", tmp_path / "d6", "--peer-port", "0", "--advertise", "https://0.0.0.0:1")
     refused(proc, "--advertise is https://0.0.0.0:1")

@@ -78,3 +78,34 @@ def test_unwritable_location_is_a_clear_error(tmp_path):
     blocker.write_text("x")
     with pytest.raises(OSError):
         EmbeddedLedger(blocker / "sub" / "l.sqlite", identity="a")
+
+
+def test_a_missing_ledger_is_created_only_when_asked(tmp_path):
+    from sn_service.ledger import LedgerMissing
+
+    path = tmp_path / "sub" / "l.sqlite"
+    with pytest.raises(LedgerMissing, match=r"no embedded ledger at .*a new empty ledger would lose"):
+        EmbeddedLedger(path, identity="reader", create=False)
+    assert not path.exists()
+    EmbeddedLedger(path, identity="id-a").init_task("t", spec())
+    assert EmbeddedLedger(path, identity="reader", create=False).get_task("t")["task"] == "t"
+
+
+def test_a_deleted_ledger_is_named_not_recreated_and_a_restored_one_is_read(tmp_path):
+    from sn_service.ledger import LedgerMissing
+
+    path = tmp_path / "l.sqlite"
+    a = EmbeddedLedger(path, identity="id-a")
+    a.init_task("t", spec())
+    aside = tmp_path / "backup.sqlite"
+    path.rename(aside)
+    # The open connection could still read the deleted file: it must not.
+    with pytest.raises(LedgerMissing, match=r"l.sqlite is gone \(deleted or moved\)"):
+        a.get_task("t")
+    with pytest.raises(LedgerMissing):
+        a.register("t", "site-a", "http://a", fingerprint(LAYOUT))
+    assert not path.exists()
+    aside.rename(path)
+    assert a.get_task("t")["task"] == "t"
+    a.register("t", "site-a", "http://a", fingerprint(LAYOUT))
+    assert "site-a" in EmbeddedLedger(path, identity="reader", create=False).get_task("t")["nodes"]
