@@ -55,8 +55,9 @@ HOSTS = ("orderer", *FOUNDERS)
 GID_BASE = 64110  # host i's folder and processes have group GID_BASE + i (no such group needs to exist)
 LOCAL_PORT, PEER_PORT = 30405, 30406  # every host has its own addresses, so the same ports everywhere
 TASK = "multihost"
-# Rounds take ~1 s here (2 cores shared): the join, the cut and the restart were over by round 45-82 in
-# five runs (~125 estimated at load 15); the rest is room. Running out fails saying so ("the task ended before").
+# Rounds take ~1 s here (2 cores shared): the join, the cut and the restart were over by round 54-82 in four
+# runs; at a load average of 15 the cut alone ended near round 110. The rest is room; running out fails
+# saying so ("the task ended before ...").
 MAX_ROUNDS = 160
 CUT = "site-c"  # the site host cut off the network for a while
 RESTARTED = "site-b"  # the site host whose Fabric processes are stopped and started again
