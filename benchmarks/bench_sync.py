@@ -27,20 +27,15 @@ from sn_service.launcher import SwarmLauncher
 HERE = Path(__file__).resolve().parent
 
 
-def breakdown_medians(breakdowns: list[dict]) -> dict[str, float]:
-    """The median of each part over syncs (a part missing from a sync counts as 0 there: not every site leads)."""
+def breakdown_medians(breakdowns: list[dict]) -> dict[str, tuple[float, int]]:
+    """Each part's median over the syncs that had it, and how many had it (only a round's leader leads)."""
     parts: dict[str, list[float]] = {}
-    flat = []
     for b in breakdowns:
         row = {f"callback: {k}": v for k, v in b.items() if k != "service"}
         row.update({f"service: {k}": v for k, v in b.get("service", {}).items()})
-        flat.append(row)
-        for k in row:
-            parts.setdefault(k, [])
-    for row in flat:
-        for k, values in parts.items():
-            values.append(row.get(k, 0.0))
-    return {k: statistics.median(v) for k, v in parts.items()}
+        for k, v in row.items():
+            parts.setdefault(k, []).append(v)
+    return {k: (statistics.median(v), len(v)) for k, v in parts.items()}
 
 
 def main() -> None:
@@ -51,6 +46,12 @@ def main() -> None:
     p.add_argument("--json", type=Path)
     p.add_argument("--keep-rounds", type=int, default=20, help="swarm-sn --keep-rounds (0: keep every blob)")
     p.add_argument("--prune-grace", type=float, default=10.0, help="swarm-sn --prune-grace seconds")
+    p.add_argument(
+        "--params",
+        type=float,
+        default=0,
+        help="instead of the paper's classifier, a dense model of about this many parameters (e.g. 10e6)",
+    )
     args = p.parse_args()
     sites = ["site-a", "site-b", "site-c"]
     with tempfile.TemporaryDirectory() as tmp:
@@ -61,7 +62,8 @@ def main() -> None:
         try:
             launcher.start_services()
             t0 = time.perf_counter()
-            launcher.start_training(str(HERE / "sync_worker.py"), [str(args.rounds)], f"bench-{int(time.time())}")
+            worker_args = [str(args.rounds)] + ([str(int(args.params))] if args.params else [])
+            launcher.start_training(str(HERE / "sync_worker.py"), worker_args, f"bench-{int(time.time())}")
             code = launcher.wait(timeout_s=1200)
         finally:
             launcher.stop()
@@ -87,9 +89,9 @@ def main() -> None:
             f"load {statistics.median(results[s]['load']) * 1000:.1f} ms"
         )
     print(f"  all sites: median sync {statistics.median(all_times) * 1000:.0f} ms")
-    print("  where a sync's time goes (median ms over all sites' syncs after the first; parts overlap in time):")
-    for part, ms in breakdown_medians([b for s in sites for b in results[s]["breakdown"][1:]]).items():
-        print(f"    {part:42s} {ms:8.1f}")
+    print("  where a sync's time goes (median ms over the syncs after the first that had the part):")
+    for part, (ms, n) in breakdown_medians([b for s in sites for b in results[s]["breakdown"][1:]]).items():
+        print(f"    {part:42s} {ms:8.1f}  ({n} syncs)")
     print(
         f"  blob stores at the end (--keep-rounds {args.keep_rounds}, --prune-grace {args.prune_grace:g}): "
         + ", ".join(f"{s} {b / 2**20:.0f} MB" for s, b in stores.items())

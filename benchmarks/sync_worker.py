@@ -1,4 +1,4 @@
-"""One site of the sync benchmark: the paper's classifier, 20 syncs, timed.
+"""One site of the sync benchmark: the paper's classifier (or a dense model of N parameters), 20 syncs, timed.
 
 Before each sync the weights are nudged (standing in for training, not timed),
 so that every contribution and merged model is new and crosses the network.
@@ -33,11 +33,21 @@ def paper_classifier(n_inputs: int = 2000) -> keras.Model:
     return model
 
 
+def dense_model(params: int) -> keras.Model:
+    """Two square dense layers with about ``params`` parameters (for size scaling)."""
+    width = max(16, int((params / 2) ** 0.5))
+    model = keras.Sequential(
+        [keras.Input((width,)), keras.layers.Dense(width, activation="relu"), keras.layers.Dense(width)]
+    )
+    model.compile(optimizer="adam", loss="mse")
+    return model
+
+
 def main() -> None:
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 20
     keras.utils.set_random_seed(int(os.environ.get("SWARM_SITE_INDEX", "0")))
-    model = paper_classifier()
-    cb = SwarmCallback(syncFrequency=1, minPeers=int(os.environ["SWARM_NUM_SITES"]), checkinModelOnTrainEnd="inactive")
+    model = dense_model(int(sys.argv[2])) if len(sys.argv) > 2 else paper_classifier()
+    cb = SwarmCallback(syncFrequency=1, minPeers=int(os.environ["SWARM_NUM_SITES"]), checkinModelOnTrainEnd="leave")
     cb.set_model(model)
     cb.on_train_begin()
     times, parts, breakdown = [], {"serialise": [], "load": []}, []

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import uvicorn
 
+from sn_service import __version__
 from sn_service.app import create_app
 from sn_service.blob_store import BlobStore
 from sn_service.identity import IdentityError, PeerTLS, SiteTLS
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run one site's swarm-network service: it coordinates merge rounds for the "
         "training script on this site (SwarmCallback) with the other sites, through a ledger.",
     )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("--site", required=True, help="this site's node name, e.g. site-a")
     p.add_argument(
         "--port",

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from sn_service import __version__
 from sn_service.x509_names import go_subject_string
 
 CA_CERT, CA_KEY = "ca.crt", "ca.key"
@@ -198,6 +199,7 @@ def issue_site(
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``swarm-identity``."""
     p = argparse.ArgumentParser(prog="swarm-identity", description="Make a swarm CA and issue site identities.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     ca = sub.add_parser("init-ca", help="make a CA: ca.key and ca.crt in --dir")
     ca.add_argument("--dir", required=True, type=Path)

@@ -24,6 +24,8 @@ from typing import IO, Any
 
 import httpx
 
+from sn_service import __version__
+
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 nobody listens on right now."""
@@ -203,11 +205,20 @@ class SwarmLauncher:
         ports = {s: f"port {self.ports[s]}" + (f", mTLS {self.peer_ports[s]}" if self.mtls else "") for s in self.sites}
         self.say("services up: " + ", ".join(f"{s} on {ports[s]}" for s in self.sites))
 
-    def start_training(self, script: str, script_args: list[str], task: str) -> None:
-        """Starts the training script once per site, pointed at its service."""
+    def start_training(
+        self, script: str, script_args: list[str], task: str, site_env: dict[str, dict[str, str]] | None = None
+    ) -> None:
+        """Starts the training script once per site, pointed at its service.
+
+        ``site_env``: extra environment per site name (``"*"``: every site), as
+        HPE's run scripts pass ``--ml-e MAX_EPOCHS=...`` to each node.
+        """
+        site_env = site_env or {}
         for index, site in enumerate(self.sites):
             env = dict(
                 os.environ,
+                **site_env.get("*", {}),
+                **site_env.get(site, {}),
                 PYTHONUNBUFFERED="1",
                 SWARM_SN_URL=self.service_url(site),
                 SWARM_SITE=site,
@@ -340,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run a swarm on this machine: one swarm-network service and one training process "
         "per site. Arguments after the script go to the script.",
     )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("script", help="the training script (uses SwarmCallback)")
     p.add_argument("script_args", nargs=argparse.REMAINDER, help="arguments for the script")
     p.add_argument("--sites", type=int, default=3, help="how many sites (default 3)")
@@ -359,6 +371,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         metavar="N",
         help="each site keeps the blobs of the last N rounds (swarm-sn's default: 20; 0 keeps every blob)",
+    )
+    p.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="[SITE:]NAME=VALUE",
+        help="set NAME=VALUE in every site's training process, or only SITE's (repeatable), "
+        "e.g. --env MIN_PEERS=3 --env site-a:MAX_EPOCHS=1",
     )
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds before the run is failed (default 3600)")
     p.add_argument("--quiet", action="store_true", help="do not echo the sites' logs (they are still written)")
@@ -395,6 +415,17 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    site_env: dict[str, dict[str, str]] = {}
+    for item in args.env:
+        target, _, assignment = item.rpartition(":") if ":" in item.split("=", 1)[0] else ("", "", item)
+        name, eq, value = assignment.partition("=")
+        if not eq or not name.isidentifier() or (target and target not in sites):
+            print(
+                f"swarm-launch: --env {item!r}: use NAME=VALUE or SITE:NAME=VALUE with SITE one of {', '.join(sites)}",
+                file=sys.stderr,
+            )
+            return 2
+        site_env.setdefault(target or "*", {})[name] = value
     task = args.task or f"{Path(args.script).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     workdir = args.workdir or Path(".runs") / task
     quiet = args.quiet or args.progress
@@ -421,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
     code = 1
     try:
         launcher.start_services()
-        launcher.start_training(args.script, args.script_args, task)
+        launcher.start_training(args.script, args.script_args, task, site_env)
         code = launcher.wait(args.timeout, progress_every_s=10.0 if args.progress else None)
     except KeyboardInterrupt:
         launcher.say("interrupted: stopping every site")

@@ -367,6 +367,14 @@ class RoundDriver:
                 self.metrics.rounds_completed.inc()
                 self.log.info("round %d: merged %s... by %s loaded", round_no, merged[:12], publisher)
                 return SyncResult(round_no, merged, rec["status"], contributed)
+            if status == "open" and rec["status"] == "done":
+                # Every site finished while this round waited (e.g. a stand-in's round): nobody else will
+                # submit and the task's final model must not change any more, so do not close it.
+                latest = rec["latest_merged"]
+                if latest is None:
+                    raise SyncFailed(f"task {task} is over and has no merged model")
+                self.fetch_merged(rec, latest["sha256"], latest["node"], deadline, wait)
+                return SyncResult(latest["round"], latest["sha256"], "done", False)
             if status == "open":
                 ok, why = contract.closable(rec, rnd, now_ms())
                 if ok:
@@ -430,8 +438,24 @@ class RoundDriver:
 
     @staticmethod
     def _describe_wait(rec: dict, rnd: dict, why: str) -> str:
-        """Adds each awaited node's last-seen age to the contract's reason."""
+        """Adds each awaited node's last-seen age to the contract's reason.
+
+        When the sites still in the task are fewer than ``min_peers``, no
+        round can close unless a new site joins: says so, who left and what
+        to change, instead of the contract's "waiting for more nodes to join".
+        """
         now = now_ms()
+        need = rec["spec"]["min_peers"]
+        remaining = sorted(n for n, i in rec["nodes"].items() if i["status"] != "left")
+        if len(rnd["submissions"]) < need and len(remaining) < need:
+            gone = sorted(n for n, i in rec["nodes"].items() if i["status"] == "left")
+            return (
+                f"min_peers {need} cannot be met: {len(remaining)} site(s) remain in task {rec['task']} "
+                f"({', '.join(remaining) or 'none'}) and {', '.join(gone) or 'no site'} left. "
+                f"Only a new site joining lets this round close; otherwise start a new task with "
+                f"minPeers <= {max(len(remaining), 1)}, or keep finished sites in the swarm by checking in "
+                f"with checkinModelOnTrainEnd 'snapshot', 'active' or 'inactive' (not leaving)"
+            )
         seen = [
             f"{n} last seen {(now - i['last_seen_ms']) / 1000:.0f} s ago"
             for n, i in sorted(rec["nodes"].items())
@@ -588,7 +612,13 @@ class StackedModels:
         """Merges the rows added so far with ``method``; returns the model's tensors."""
         if self.count == 0:
             raise ValueError("no models to merge")
-        flat = merge(method, self.rows[: self.count], weights) if self.float_idx else None
+        rows = self.rows[: self.count]
+        weights = np.asarray(weights, dtype=np.float64)
+        if (weights > 0).any() and not (weights > 0).all():
+            # A weight of 0 is a site that takes part without contributing (checkinModelOnTrainEnd
+            # "inactive"): it counts towards min_peers but no merge method, median or mean, sees it.
+            rows, weights = rows[weights > 0], weights[weights > 0]
+        flat = merge(method, rows, weights) if self.float_idx else None
         out: list[np.ndarray] = []
         offset, k = 0, 0
         for i, (dt, shape) in enumerate(self.tensors):

@@ -397,21 +397,41 @@ class SwarmNetworkService:
         self.log.info("left task %s", task)
         return record
 
-    def finish(self, task: str, blob: bytes, weight: int) -> dict:
-        """Training ended; this service keeps contributing ``blob`` until no site trains."""
+    STAND_IN_KINDS = ("snapshot", "active", "inactive")
+
+    def finish(self, task: str, blob: bytes, weight: int, contribute: str = "snapshot") -> dict:
+        """Training ended; this service takes the site's part in every round until no site trains.
+
+        ``contribute`` (HPE's ``checkinModelOnTrainEnd``): ``snapshot`` submits
+        ``blob``, the final weights, to every round; ``active`` submits ``blob``
+        once, then each round's merged model; ``inactive`` submits with weight 0
+        (a peer that counts towards min_peers but is left out of the merge).
+        """
+        if contribute not in self.STAND_IN_KINDS:
+            raise ValueError(f"contribute={contribute!r} is not allowed: use one of {list(self.STAND_IN_KINDS)}")
         record = self.ledger.finish(task, self.site)
         sha = self.store.put(blob)
+        weight = 0 if contribute == "inactive" else weight
         state = self.tasks[task]
         if state.standing is None or not state.standing.is_alive():
             state.standing = threading.Thread(
-                target=self._stand_in, args=(task, blob, weight), name=f"standing-{task}", daemon=True
+                target=self._stand_in, args=(task, blob, weight, contribute), name=f"standing-{task}", daemon=True
             )
             state.standing.start()
-        self.log.info("finished training in task %s; contributing final model %s... until it ends", task, sha[:12])
+        self.log.info(
+            "finished training in task %s; taking part in its rounds until it ends (%s: %s)",
+            task,
+            contribute,
+            {
+                "snapshot": f"final model {sha[:12]}... every round",
+                "active": "each round's merged model",
+                "inactive": "weight 0, not merged",
+            }[contribute],
+        )
         return record
 
-    def _stand_in(self, task: str, blob: bytes, weight: int) -> None:
-        """Contributes the final model to each new round while any site still trains."""
+    def _stand_in(self, task: str, blob: bytes, weight: int, contribute: str = "snapshot") -> None:
+        """Contributes to each new round (see ``finish``) while any site still trains."""
         while not self._stop.is_set():
             try:
                 rec = self.ledger.get_task(task)
@@ -419,6 +439,8 @@ class SwarmNetworkService:
                     self.log.info("task %s: no site trains any more; standing contribution ends", task)
                     return
                 result = self.driver.sync(task, blob, weight, self.sync_timeout_s)
+                if contribute == "active":
+                    blob = self.store.get(result.merged_sha256)
                 self._prune(task)
                 if result.task_status == "done":
                     return

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 
+from sn_service import __version__
 from sn_service.contract import ContractError
 from sn_service.ledger.base import Ledger, LedgerUnavailable
 from sn_service.round_protocol import now_ms
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Show a swarm task: its sites, the current round, who submitted, who is awaited and "
         "since when, the leader and its deadline, recent rounds.",
     )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--url", help="a site's swarm-network service, e.g. http://127.0.0.1:30305")
     where.add_argument("--ledger-path", type=Path, help="an embedded ledger file (works with every service down)")

@@ -8,7 +8,12 @@ first use, so the swarm-network service can share the weights format
 from typing import Any
 
 __all__ = ["SwarmCallback"]
-__version__ = "0.1.0"
+try:  # the one version string is pyproject.toml's, read from the installed package
+    from importlib.metadata import PackageNotFoundError, version
+
+    __version__ = version("swarm-keras")
+except PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "0+unknown"
 
 
 def __getattr__(name: str) -> Any:

@@ -16,7 +16,10 @@ from swarm_keras import serialization
 from swarm_keras.options import MERGE_METHODS, MERGE_WEIGHTINGS
 from swarm_keras.service_client import ServiceClient, SwarmServiceError
 
-CHECKIN_MODES = ("inactive", "snapshot", "active")
+# HPE's three, and "leave" (ours): go at once, rounds stop waiting for this site.
+CHECKIN_MODES = ("inactive", "snapshot", "active", "leave")
+# HPE's mlPlatform values this callback can honour: it trains Keras models (on any Keras 3 backend).
+ML_PLATFORMS = ("KERAS", "TF")
 DEFAULT_SERVICE_URL = "http://127.0.0.1:30305"
 LOOPBACK_ENV = "SWARM_LOOPBACK"
 SERVICE_URL_ENV = "SWARM_SN_URL"
@@ -24,6 +27,29 @@ TASK_ENV = "SWARM_TASK"
 _TASK_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _METRIC_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:/-]{0,63}")
 _MAX_METRICS = 64
+
+
+class _UnconfiguredLoggingHandler(logging.StreamHandler):
+    """Prints ``swarm_keras`` records to stderr only while the application configured no logging.
+
+    HPE's callback prints once its logger's level is set, with no other set-up
+    (``cb.logger.setLevel("INFO")``). Once the application configures logging
+    (``logging.basicConfig``, a root handler), records reach it by propagation
+    and this handler stays silent, so nothing prints twice.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not logging.getLogger().handlers:
+            super().emit(record)
+
+
+def _default_logger() -> logging.Logger:
+    logger = logging.getLogger("swarm_keras")
+    if not any(isinstance(h, _UnconfiguredLoggingHandler) for h in logger.handlers):
+        handler = _UnconfiguredLoggingHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s swarm_keras: %(message)s"))
+        logger.addHandler(handler)
+    return logger
 
 
 def _positive_int(name: str, value: Any, allowed: str = "an integer >= 1") -> int:
@@ -85,17 +111,38 @@ class SwarmCallback(keras.callbacks.Callback):
             well would count a big site's data twice (the objective
             inconsistency of FedAvg with unequal local steps, Wang et al.
             2020, "FedNova").
-        totalEpochs: accepted for HPE compatibility and used in progress
-            lines; ``fit``'s own ``epochs`` governs training.
-        checkinModelOnTrainEnd: at train end, ``"inactive"`` leaves at once;
-            ``"snapshot"`` (default) contributes the final weights to one
-            last merge, loads it, then leaves; ``"active"`` does the same
-            but the service keeps contributing the final model to later
-            rounds until no site is still training, and ``fit`` returns
-            once the swarm is done, with the swarm's final model loaded
-            (every site ends with the same weights).
-        logger: a ``logging.Logger``; default ``logging.getLogger("swarm_keras")``.
+        totalEpochs: the number of epochs this site trains, as in HPE: shown
+            in the progress line logged after each epoch ("epoch 3 of 10"),
+            and a warning at train begin if ``fit``'s ``epochs`` differs
+            (``fit``'s own ``epochs`` governs training).
+        checkinModelOnTrainEnd: what this site does from the end of its
+            training until every site is done (HPE's meaning). In every mode
+            the site stays a peer of each round, so ``minPeers`` = number of
+            sites keeps working while others train on, and ``fit`` returns
+            once the swarm is done, with the swarm's final merged model loaded
+            (every site ends with the same weights). ``"snapshot"`` (default):
+            the site's service contributes the weights the site had when it
+            stopped to every later round (it does not take up merged weights
+            meanwhile); ``"active"``: it contributes each round's merged
+            model, as if still training but without local data;
+            ``"inactive"``: it takes part with weight 0, counted towards
+            ``minPeers`` but left out of every merge. ``"leave"`` (not in
+            HPE): the site leaves at once and rounds stop waiting for it;
+            with ``minPeers`` = number of sites the others then cannot merge.
+        logger: a ``logging.Logger``; default ``logging.getLogger("swarm_keras")``,
+            which prints to stderr by itself until the application configures
+            logging, so ``cb.logger.setLevel("INFO")`` alone shows the progress.
             Exposed as ``.logger``.
+        mlPlatform: HPE's ``"KERAS"`` (default) or ``"TF"``: both mean a
+            Keras model here, on whichever Keras 3 backend is set
+            (``KERAS_BACKEND``: tensorflow, jax or torch). HPE's
+            ``"PYTORCH"`` platform (a plain ``torch.nn.Module`` driven by hand)
+            is refused: build the model with Keras on the torch backend.
+        lossFunction, lossFunctionArgs, metricFunction, metricFunctionArgs:
+            accepted so HPE scripts run unchanged, and ignored, as HPE ignores
+            them on Keras platforms (they name PyTorch loss and torchmetrics
+            classes); the loss and metrics shown are those ``model.compile``
+            set, from Keras's logs.
         serviceUrl: this site's swarm-network service. Default: env
             ``SWARM_SN_URL``, else ``http://127.0.0.1:30305``.
         quorumWaitSeconds: how long a round waits for late sites once
@@ -132,6 +179,11 @@ class SwarmCallback(keras.callbacks.Callback):
         totalEpochs: int | None = None,
         checkinModelOnTrainEnd: str = "snapshot",
         logger: logging.Logger | None = None,
+        mlPlatform: str = "KERAS",
+        lossFunction: str | None = None,
+        lossFunctionArgs: dict | None = None,
+        metricFunction: str | None = None,
+        metricFunctionArgs: dict | None = None,
         serviceUrl: str | None = None,
         quorumWaitSeconds: float = 30.0,
         leaderTimeoutSeconds: float = 30.0,
@@ -175,7 +227,29 @@ class SwarmCallback(keras.callbacks.Callback):
         self.checkinModelOnTrainEnd = checkinModelOnTrainEnd
         if logger is not None and not isinstance(logger, logging.Logger):
             raise ValueError(f"logger={logger!r} is not allowed: pass a logging.Logger or None")
-        self.logger = logger or logging.getLogger("swarm_keras")
+        self.logger = logger or _default_logger()
+        platform = mlPlatform.upper() if isinstance(mlPlatform, str) else mlPlatform
+        if platform == "PYTORCH":
+            raise ValueError(
+                "mlPlatform='PYTORCH' is not supported: this callback trains Keras models; build the model with "
+                "Keras on the torch backend (KERAS_BACKEND=torch) and pass mlPlatform='KERAS'"
+            )
+        if platform not in ML_PLATFORMS:
+            raise ValueError(f"mlPlatform={mlPlatform!r} is not allowed: use 'KERAS' (or HPE's 'TF', the same here)")
+        self.mlPlatform = platform
+        for name, value, kind in (
+            ("lossFunction", lossFunction, str),
+            ("lossFunctionArgs", lossFunctionArgs, dict),
+            ("metricFunction", metricFunction, str),
+            ("metricFunctionArgs", metricFunctionArgs, dict),
+        ):
+            if value is not None and not isinstance(value, kind):
+                raise ValueError(
+                    f"{name}={value!r} is not allowed: pass a {kind.__name__} or None (it is ignored on Keras, "
+                    "as in HPE; the compiled loss and metrics are used)"
+                )
+        self.lossFunction, self.lossFunctionArgs = lossFunction, lossFunctionArgs
+        self.metricFunction, self.metricFunctionArgs = metricFunction, metricFunctionArgs
         self.serviceUrl = serviceUrl or os.environ.get(SERVICE_URL_ENV, DEFAULT_SERVICE_URL)
         if not self.serviceUrl.startswith(("http://", "https://")):
             raise ValueError(f"serviceUrl={self.serviceUrl!r} is not allowed: use an http:// or https:// URL")
@@ -193,6 +267,7 @@ class SwarmCallback(keras.callbacks.Callback):
         self._layout = ""
         self._interval = self.syncFrequency
         self._steps_since_sync = 0
+        self._epoch_batches = 0  # batches of this epoch seen so far (Keras may report them k at a time)
         self._last_val_loss: float | None = None
         self._metrics: dict[str, float] = {}
         self._task_over = False
@@ -312,6 +387,32 @@ class SwarmCallback(keras.callbacks.Callback):
     def on_train_begin(self, logs: dict | None = None) -> None:
         """Joins the swarm and starts from the swarm's weights."""
         spec = self._spec()
+        epochs = (self.params or {}).get("epochs")
+        if self.totalEpochs is not None and epochs is not None and epochs != self.totalEpochs:
+            self.logger.warning(
+                "totalEpochs=%d but fit trains %d epochs: progress lines count to %d; pass totalEpochs=%d",
+                self.totalEpochs,
+                epochs,
+                self.totalEpochs,
+                epochs,
+            )
+        per_call = getattr(self.model, "steps_per_execution", 1) or 1
+        if isinstance(per_call, int) and per_call > 1 and self.syncFrequency % per_call:
+            self.logger.warning(
+                "steps_per_execution=%d does not divide syncFrequency=%d: Keras hands over the weights every %d "
+                "batches, so syncs come every %d batches; compile with a steps_per_execution that divides %d",
+                per_call,
+                self.syncFrequency,
+                per_call,
+                -(-self.syncFrequency // per_call) * per_call,
+                self.syncFrequency,
+            )
+        ignored = [n for n in ("lossFunction", "metricFunction") if getattr(self, n) is not None]
+        if ignored:
+            self.logger.info(
+                "%s: ignored on Keras, as in HPE; the loss and metrics model.compile set are reported",
+                " and ".join(ignored),
+            )
         if self.loopback:
             self.logger.warning(
                 "%s is set: training alone, no swarm (task %s, %d weight tensors, sync every %d batches)",
@@ -343,12 +444,22 @@ class SwarmCallback(keras.callbacks.Callback):
                 return
         self._sync("train begin")
 
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        """Starts counting this epoch's batches."""
+        self._epoch_batches = 0
+
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        """Counts batches and syncs every ``syncFrequency`` (or the adapted interval)."""
+        """Counts batches and syncs every ``syncFrequency`` (or the adapted interval).
+
+        With ``steps_per_execution`` = k, Keras calls this once per k batches
+        with the last one's index: the batches are counted from the index, so
+        syncs keep to ``syncFrequency`` batches (rounded up to a multiple of k).
+        """
         if self.loopback or self._task_over:
             return
         self._remember_metrics(logs)
-        self._steps_since_sync += 1
+        self._steps_since_sync += max(1, batch + 1 - self._epoch_batches)
+        self._epoch_batches = batch + 1
         if self._steps_since_sync >= self._interval:
             self._sync(f"batch {batch + 1}")
 
@@ -356,15 +467,22 @@ class SwarmCallback(keras.callbacks.Callback):
         """Remembers the epoch's metrics (with ``val_*`` when ``fit`` validates) for the next sync."""
         if not self.loopback:
             self._remember_metrics(logs)
+        total = self.totalEpochs or (self.params or {}).get("epochs")
+        self.logger.info(
+            "epoch %d%s done; %d syncs so far%s",
+            epoch + 1,
+            f" of {total}" if total else "",
+            self.rounds_synced,
+            "".join(f", {k} {float(v):.4g}" for k, v in (logs or {}).items() if k in ("loss", "val_loss")),
+        )
 
     def _load_final_model(self) -> None:
         """Waits until every site is done, then loads the swarm's last merged model.
 
-        A site that finishes early would otherwise keep the model of its last
-        merge, while the others merge on (with its final model standing in):
-        every site ends with the same, final swarm model instead. The wait is
-        bounded by ``syncTimeoutSeconds``; past it the site keeps its model
-        and says so.
+        A site that finishes early would otherwise keep its own model while
+        the others merge on (with its service standing in): every site ends
+        with the same, final swarm model instead. The wait is bounded by
+        ``syncTimeoutSeconds``; past it the site keeps its model and says so.
         """
         assert self._client is not None
         give_up = time.monotonic() + self.syncTimeoutSeconds
@@ -373,12 +491,13 @@ class SwarmCallback(keras.callbacks.Callback):
         round_no = -1
         while True:
             try:
-                record = self._client.task(self.trainingContract)
+                record, current = self._client.task_and_round(self.trainingContract)
             except SwarmServiceError as exc:  # e.g. the ledger unreachable for a moment: ask again
-                record = None
+                record = current = None
                 self.logger.debug("task status not available (%s); asking again", exc)
-            if record is not None:
-                if record["status"] == "done":
+            if record is not None and current is not None:
+                # A round closed before the task ended is still being merged: its model is the final one.
+                if record["status"] == "done" and current["status"] != "closed":
                     break
                 training = sorted(n for n, i in record["nodes"].items() if i["status"] == "active")
                 round_no = record["latest_merged"]["round"] if record["latest_merged"] else -1
@@ -404,20 +523,39 @@ class SwarmCallback(keras.callbacks.Callback):
             self.logger.info("loaded the swarm's final model (round %d)", latest[0])
 
     def on_train_end(self, logs: dict | None = None) -> None:
-        """Checks in per ``checkinModelOnTrainEnd`` and leaves the task."""
+        """Checks in per ``checkinModelOnTrainEnd``; waits for the swarm to end, then loads its final model."""
         if self.loopback or self._client is None:
             return
         try:
             mode = self.checkinModelOnTrainEnd
-            if mode in ("snapshot", "active") and not self._task_over:
-                self._sync("train end")
-            if mode == "active" and not self._task_over:
-                blob = serialization.to_bytes(self.model.get_weights())
-                self._client.checkin(self.trainingContract, "finish", blob, weight=self.nodeWeightage)
-                self.logger.info("training ended; the service keeps contributing the final model")
-                self._load_final_model()
-            else:
+            if mode == "leave" or self._task_over:
                 self._client.checkin(self.trainingContract, "leave")
                 self.logger.info("training ended; left task %s", self.trainingContract)
+                return
+            final = self.model.get_weights()
+            if mode in ("snapshot", "active") and self._steps_since_sync > 0:
+                # The steps since the last sync count too: one more merge with them in it.
+                self._sync("train end")
+                if self._task_over:
+                    self._client.checkin(self.trainingContract, "leave")
+                    return
+            # snapshot: the weights at the stop; active: the merged model just loaded, then each new one.
+            standing = final if mode == "snapshot" else self.model.get_weights()
+            self._client.checkin(
+                self.trainingContract,
+                "finish",
+                serialization.to_bytes(standing),
+                weight=self.nodeWeightage,
+                contribute=mode,
+            )
+            self.logger.info(
+                "training ended; until every site is done this site's service contributes %s",
+                {
+                    "snapshot": "the final weights (snapshot)",
+                    "active": "each round's merged model (active)",
+                    "inactive": "nothing: it counts towards minPeers with weight 0 (inactive)",
+                }[mode],
+            )
+            self._load_final_model()
         finally:
             self._client.close()

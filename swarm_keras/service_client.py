@@ -144,7 +144,9 @@ class ServiceClient:
             now = time.monotonic()
             what = f"round {status['round']}: {status['phase']}: {status['waiting_for']}"
             if now - t0 > 2.0 and (what != last_what or now - last_log > log_every_s):
-                self.log.info("%s (%.0f s)", what, status["waiting_s"])
+                # A wait that cannot end by itself (min_peers no longer reachable) shows at the default level.
+                level = logging.WARNING if "cannot be met" in status["waiting_for"] else logging.INFO
+                self.log.log(level, "%s (%.0f s)", what, status["waiting_s"])
                 last_log, last_what = now, what
             if now - t0 > timeout_s:
                 raise SwarmServiceError(f"sync did not finish in {timeout_s:.0f} s; last: {what}", code="TIMEOUT")
@@ -185,14 +187,24 @@ class ServiceClient:
 
     def task(self, task: str) -> dict:
         """The ledger's record of the task (status, nodes, latest merged model), through the service."""
-        return self._request("GET", f"/v1/tasks/{task}", params={"recent": 0}).json()["task"]
+        return self.task_and_round(task)[0]
 
-    def checkin(self, task: str, mode: str, blob: bytes | None = None, weight: int = 1) -> dict:
-        """Leaves the task, or finishes with the final weights (the service stands in)."""
+    def task_and_round(self, task: str) -> tuple[dict, dict]:
+        """The ledger's record of the task and of its current round, through the service."""
+        answer = self._request("GET", f"/v1/tasks/{task}", params={"recent": 0}).json()
+        return answer["task"], answer["round"]
+
+    def checkin(
+        self, task: str, mode: str, blob: bytes | None = None, weight: int = 1, contribute: str = "snapshot"
+    ) -> dict:
+        """Leaves the task, or finishes: the service then contributes per ``contribute`` until the task ends."""
+        params: dict = {"task": task, "mode": mode, "weight": weight}
+        if mode == "finish":
+            params["contribute"] = contribute
         return self._request(
             "POST",
             "/v1/local/checkin",
-            params={"task": task, "mode": mode, "weight": weight},
+            params=params,
             content=blob or b"",
             headers={"content-type": "application/octet-stream"},
         ).json()

@@ -60,7 +60,7 @@ def main() -> None:
     p.add_argument("--merge-method", default="mean")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--site-shift", type=float, default=2.0, help="how far apart the sites' class balances are")
-    p.add_argument("--checkin", default="snapshot", choices=["inactive", "snapshot", "active"])
+    p.add_argument("--checkin", default="snapshot", choices=["inactive", "snapshot", "active", "leave"])
     p.add_argument("--max-rounds", type=int, default=0)
     p.add_argument("--quorum-wait", type=float, default=30.0, help="seconds a round waits for a missing site")
     p.add_argument("--leader-timeout", type=float, default=20.0, help="seconds a leader has to merge")
@@ -121,6 +121,7 @@ def main() -> None:
         "epochs_run": len(history.history.get("loss", [])),
         "sync_interval": swarm.sync_interval,
         "median_sync_s": float(np.median(swarm.sync_seconds)) if swarm.sync_seconds else None,
+        "backend": keras.backend.backend(),
     }
     (out / "result.json").write_text(json.dumps(result))
     print(f"final test accuracy {acc:.3f} after {swarm.rounds_synced} syncs")

@@ -269,13 +269,20 @@ async def checkin(
     task: str = Query(pattern=NAME_PATTERN),
     mode: str = Query(pattern="^(leave|finish)$"),
     weight: int = Query(default=1, ge=0, le=(1 << 53) - 1),
+    contribute: str = Query(default="snapshot", pattern="^(snapshot|active|inactive)$"),
 ) -> dict:
-    """Ends this site's training: ``leave``, or ``finish`` with the final weights in the body."""
+    """Ends this site's training: ``leave``, or ``finish`` with the final weights in the body.
+
+    After ``finish`` the service takes part in every round until the task is
+    over, contributing per ``contribute`` (HPE's ``checkinModelOnTrainEnd``):
+    the final weights (``snapshot``), each round's merged model (``active``)
+    or nothing, with weight 0 (``inactive``).
+    """
     service = _service(request)
     try:
         if mode == "finish":
             data, _ = await _validated_blob(request, service, task)
-            record = await asyncio.to_thread(service.finish, task, data, weight)
+            record = await asyncio.to_thread(service.finish, task, data, weight, contribute)
         else:
             _joined_spec(service, task)
             record = await asyncio.to_thread(service.leave, task)

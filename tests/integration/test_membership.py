@@ -92,3 +92,27 @@ def test_a_paused_site_is_given_up_then_rejoins_when_resumed(services):
     results = _sync_all(urls, rng)
     assert {r["round"] for r in results.values()} == {2}
     assert sorted(ledger.get_round("m", 2)["contributors"]) == ["site-a", "site-b", "site-c"]
+
+
+def test_when_min_peers_can_no_longer_be_met_the_wait_says_who_left_and_what_to_change(services):
+    spec = small_spec(min_peers=3)
+    urls = {s: services.start(s) for s in ("site-a", "site-b", "site-c")}
+    for url in urls.values():
+        assert httpx.post(f"{url}/v1/local/join", json={"task": "m", "spec": spec}).status_code == 200
+    rng = np.random.default_rng(9)
+    _sync_all(urls, rng)
+    assert httpx.post(f"{urls['site-c']}/v1/local/checkin", params={"task": "m", "mode": "leave"}).status_code == 200
+    blob = serialization.to_bytes(
+        [rng.standard_normal(a.shape).astype(np.float32) for a in (np.zeros((4, 2)), np.zeros(2))]
+    )
+    r = httpx.post(f"{urls['site-a']}/v1/local/syncs", params={"task": "m", "weight": 1}, content=blob)
+    assert r.status_code == 202, r.text
+    sync_id, deadline, status = r.json()["sync_id"], time.monotonic() + 30, {}
+    while time.monotonic() < deadline:
+        status = httpx.get(f"{urls['site-a']}/v1/local/syncs/{sync_id}", params={"wait_s": 1}).json()
+        if "cannot be met" in status["waiting_for"]:
+            break
+    what = status["waiting_for"]
+    assert status["state"] == "running" and "min_peers 3 cannot be met" in what, status
+    assert "(site-a, site-b) and site-c left" in what and "minPeers <= 2" in what
+    assert "more nodes to join" not in what

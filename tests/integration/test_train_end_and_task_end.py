@@ -1,4 +1,4 @@
-"""Check-in at train end ('active' stands in for a finished site) and the task ending the training."""
+"""Check-in at train end (a finished site's service takes its part in later rounds) and the task ending training."""
 
 from __future__ import annotations
 
@@ -6,24 +6,26 @@ import json
 
 import pytest
 
+from sn_service.blob_store import BlobStore
 from sn_service.ledger import EmbeddedLedger
 from swarm_keras import serialization
 
-from .conftest import launch_synthetic
+from .conftest import assert_weighted_mean, launch_synthetic
 
 pytestmark = pytest.mark.slow
 SITES = ("site-a", "site-b", "site-c")
 
 
-def test_active_checkin_keeps_min_peers_for_the_sites_still_training(tmp_path):
-    # site-a trains 1 epoch, the others 3; with minPeers=3 they could not merge without site-a's stand-in.
+@pytest.mark.parametrize("mode", ["active", "inactive"])
+def test_finished_site_stays_a_peer_until_every_site_is_done(tmp_path, mode):
+    # site-a trains 1 epoch, the others 3; with minPeers=3 they could not merge without site-a's service.
     launch_synthetic(
         tmp_path,
-        "active",
+        mode,
         "--epochs",
         "1,3,3",
         "--checkin",
-        "active",
+        mode,
         "--samples",
         "160",
         "--sync-frequency",
@@ -32,16 +34,33 @@ def test_active_checkin_keeps_min_peers_for_the_sites_still_training(tmp_path):
         "3",
     )
     ledger = EmbeddedLedger(tmp_path / "ledger.sqlite", identity="observer")
-    history = ledger.get_history("active")["rounds"]
+    history = ledger.get_history(mode)["rounds"]
     results = {s: json.loads((tmp_path / s / "result.json").read_text()) for s in SITES}
     assert results["site-a"]["epochs_run"] == 1 and results["site-b"]["epochs_run"] == 3
     assert results["site-a"]["rounds"] < results["site-b"]["rounds"] == results["site-c"]["rounds"]
-    # Rounds after site-a's training ended still have three contributors: site-a's service stood in.
+    # Rounds after site-a's training ended still have three contributors: site-a's service took its part.
     later = history[results["site-a"]["rounds"] :]
-    assert later and all(sorted(r["contributors"]) == list(SITES) for r in later)
-    stand_in = {r["submissions"]["site-a"]["sha256"] for r in later[1:]}
-    assert len(stand_in) == 1, "the stand-in contributes one frozen final model"
-    task = ledger.get_task("active")
+    assert len(later) >= 4 and all(sorted(r["contributors"]) == list(SITES) for r in later)
+    layout = ledger.get_task(mode)["spec"]["layout"]
+
+    def blob(sha: str) -> bytes:
+        for site in SITES:
+            store = BlobStore(tmp_path / site / "blobs")
+            if store.has(sha):
+                return store.get(sha)
+        raise AssertionError(f"no site stored blob {sha}")
+
+    for rnd in later:
+        sub = rnd["submissions"]["site-a"]
+        if mode == "active":
+            # As if still training, without data: it contributes the previous round's merged model.
+            assert sub["sha256"] == history[rnd["round"] - 1]["merged_sha256"]
+            assert sub["weight"] >= 1
+        else:
+            # A peer with weight 0: counted towards minPeers, left out of the merge (the mean of b and c).
+            assert sub["weight"] == 0
+            assert_weighted_mean(rnd, ["site-b", "site-c"], blob, layout)
+    task = ledger.get_task(mode)
     assert task["status"] == "done"
     assert {n: i["status"] for n, i in task["nodes"].items()} == dict.fromkeys(SITES, "finished")
     # fit returned at site-a only once the swarm was done, with the swarm's final model loaded.

@@ -39,6 +39,10 @@ from swarm_keras.service_client import ServiceClient, SwarmServiceError  # noqa:
         ({"syncTimeoutSeconds": float("nan")}, ["syncTimeoutSeconds=nan"]),
         ({"maxRounds": -2}, ["maxRounds=-2"]),
         ({"mergeWeighting": "samples"}, ["mergeWeighting='samples'", "'steps', 'node'"]),
+        ({"mlPlatform": "PYTORCH"}, ["mlPlatform='PYTORCH'", "KERAS_BACKEND=torch", "mlPlatform='KERAS'"]),
+        ({"mlPlatform": "sklearn"}, ["mlPlatform='sklearn'", "'KERAS'"]),
+        ({"lossFunction": 3}, ["lossFunction=3", "str or None"]),
+        ({"metricFunctionArgs": "num_classes=10"}, ["metricFunctionArgs='num_classes=10'", "dict or None"]),
     ],
 )
 def test_invalid_arguments_name_argument_value_and_what_is_allowed(kwargs, words):
@@ -64,6 +68,50 @@ def test_hpe_style_construction_and_logger():
     cb.logger.setLevel(logging.WARNING)  # what HPE scripts do
     assert cb.logger.level == logging.WARNING
     assert cb.trainingContract == os.environ.get("SWARM_TASK", "default")
+    hpe = SwarmCallback(
+        syncFrequency=8,
+        minPeers=2,
+        mlPlatform="TF",
+        lossFunction="CrossEntropyLoss",
+        lossFunctionArgs={"reduction": "mean"},
+        metricFunction="Accuracy",
+        metricFunctionArgs={"task": "multiclass", "num_classes": 10},
+    )
+    assert hpe.mlPlatform == "TF" and hpe.lossFunctionArgs == {"reduction": "mean"}
+    assert SwarmCallback(syncFrequency=8, minPeers=2, mlPlatform="keras").mlPlatform == "KERAS"
+
+
+_LOGGER_SCRIPT = """
+import logging, sys
+from swarm_keras import SwarmCallback
+cb = SwarmCallback(syncFrequency=4, minPeers=2)
+if sys.argv[1] == "configured":
+    logging.basicConfig(level=logging.INFO, format="ROOT %(message)s", stream=sys.stderr)
+cb.logger.setLevel("INFO")
+cb.logger.info("hello from the swarm")
+cb.logger.debug("not shown at INFO")
+"""
+
+
+@pytest.mark.parametrize(
+    "setup, expected", [("none", "INFO swarm_keras: hello from the swarm"), ("configured", "ROOT hello from the swarm")]
+)
+def test_logger_set_level_alone_prints_and_configured_logging_prints_once(setup, expected):
+    import subprocess
+    import sys
+
+    # A fresh process: no logging configured (pytest configures it here). Keras's numpy backend starts fast.
+    proc = subprocess.run(
+        [sys.executable, "-c", _LOGGER_SCRIPT, setup],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        env=dict(os.environ, KERAS_BACKEND="numpy"),
+    )
+    lines = [line for line in proc.stderr.splitlines() if "hello from the swarm" in line]
+    assert len(lines) == 1 and lines[0].endswith(expected), proc.stderr
+    assert "not shown" not in proc.stderr
 
 
 def test_service_url_falls_back_to_environment(monkeypatch):
@@ -139,3 +187,27 @@ def test_merge_weight_by_steps_or_by_node():
     for cb in (steps, node):
         cb._steps_since_sync = 0  # a sync with no step since the last (at train end) still counts once
     assert steps.merge_weight() == 3 and node.merge_weight() == 3
+
+
+def test_wait_message_says_who_left_and_what_to_change_when_min_peers_cannot_be_met():
+    from sn_service.contract import closable
+    from sn_service.round_protocol import RoundDriver
+
+    def node(status):
+        return {"status": status, "last_seen_ms": 0, "endpoint": "", "identity": ""}
+
+    rec = {
+        "task": "t",
+        "spec": {"min_peers": 3, "quorum_wait_ms": 1000},
+        "nodes": {"site-a": node("left"), "site-b": node("active"), "site-c": node("finished")},
+    }
+    rnd = {"round": 4, "status": "open", "submissions": {"site-c": {}}, "first_submit_ms": 0}
+    ok, why = closable(rec, rnd, 10)
+    assert not ok
+    text = RoundDriver._describe_wait(rec, rnd, why)
+    assert "min_peers 3 cannot be met" in text and "site-b, site-c" in text and "site-a left" in text
+    assert "minPeers <= 2" in text and "checkinModelOnTrainEnd" in text
+    assert "more nodes to join" not in text
+    # While enough sites remain, the contract's reason stands.
+    rec["nodes"]["site-a"] = node("active")
+    assert RoundDriver._describe_wait(rec, rnd, why).startswith(why)

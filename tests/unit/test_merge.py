@@ -151,3 +151,14 @@ def test_merge_models_keeps_shapes_dtypes_and_non_float_tensors():
     np.testing.assert_array_equal(out[0], 2 * np.ones((2, 3)))
     np.testing.assert_array_equal(out[1], [1, 2])  # integers are taken from the first model
     np.testing.assert_array_equal(out[2], 0.5 * np.ones(4))
+
+
+@pytest.mark.parametrize("method", sorted(MERGE_METHODS))
+def test_a_zero_weight_model_is_left_out_of_every_merge_method(method):
+    # checkinModelOnTrainEnd="inactive": the site takes part with weight 0 and no method may see its model.
+    rng = np.random.default_rng(3)
+    honest = [[rng.standard_normal(6).astype(np.float32)] for _ in range(4)]
+    outlier = [np.full(6, 1e6, np.float32)]
+    with_idle = merge_models(method, [*honest, outlier], np.array([1.0, 2.0, 1.0, 3.0, 0.0]))
+    without = merge_models(method, honest, np.array([1.0, 2.0, 1.0, 3.0]))
+    np.testing.assert_allclose(with_idle[0], without[0], rtol=1e-6)

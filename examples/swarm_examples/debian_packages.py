@@ -143,7 +143,7 @@ def fetch_debian_data_file(
             extracted,
             fix=(
                 f"It came from {deb.name}: Debian may have updated the package. Check "
-                "the new file and update the pinned sha256 in swarm_examples/datasets.py."
+                "the new file and update the pinned sha256 in examples/swarm_examples/datasets.py."
             ),
         )
         target.parent.mkdir(parents=True, exist_ok=True)

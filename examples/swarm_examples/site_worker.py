@@ -15,7 +15,7 @@ The site scales its own data (``--scaling``: ``controls`` z-scores every gene
 against this site's training controls, ``per-node`` fits a per-gene
 standard scaler on this site's training data, ``per-sample`` z-scores each
 profile across its genes; nothing leaves the site), builds the paper's classifier, trains it with
-``SwarmCallback(checkinModelOnTrainEnd="active")`` (a site that has run out
+``SwarmCallback(checkinModelOnTrainEnd="snapshot")`` (a site that has run out
 of epochs keeps contributing its final model while the others train) and
 writes to ``SWARM_OUTPUT_DIR``:
 
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         mergeMethod=args.merge_method,
         mergeWeighting=args.merge_weighting,
         totalEpochs=args.epochs,
-        checkinModelOnTrainEnd="active",
+        checkinModelOnTrainEnd="snapshot",
         quorumWaitSeconds=30,
         leaderTimeoutSeconds=30,
         maxRounds=max_rounds,

@@ -42,7 +42,7 @@ score is in ``swarm_sites.csv``).
 
 The swarm's final model is the last merged model: the one the last site to
 finish holds (sites that finish earlier keep contributing their final
-model, ``checkinModelOnTrainEnd="active"``).
+model, ``checkinModelOnTrainEnd="snapshot"``).
 
 Results go to the output folder: ``scores.csv`` (one row per permutation
 and arm), ``summary.csv`` and ``summary.md`` (mean ± SD over

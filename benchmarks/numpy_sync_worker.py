@@ -1,0 +1,70 @@
+"""One site of the many-sites benchmark: the paper classifier's weights as numpy arrays, no Keras.
+
+Sixteen or sixty-four Keras processes do not fit two cores; the swarm's side of a round (upload, ledger,
+fetch, merge, fetch back) does not depend on Keras, so this worker syncs numpy arrays of the paper model's
+exact layout through the same ``ServiceClient`` the callback uses. Each sync's weights are nudged first, so
+every blob is new and travels. Writes SWARM_OUTPUT_DIR/sync_times.json.
+
+Run by bench_sites.py through the launcher: ``numpy_sync_worker.py ROUNDS``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from swarm_keras import serialization
+from swarm_keras.service_client import ServiceClient
+
+# The paper's classifier on 2,000 inputs: 256-1024-512-512-256-256-128-128-64, one sigmoid output.
+UNITS = (2000, 256, 1024, 512, 512, 256, 256, 128, 128, 64, 1)
+
+
+def paper_weights(rng: np.random.Generator) -> list[np.ndarray]:
+    """Random float32 weights of the paper classifier's layout (kernel, bias per dense layer)."""
+    out = []
+    for n_in, n_out in itertools.pairwise(UNITS):
+        out += [rng.standard_normal((n_in, n_out), np.float32) * 0.05, np.zeros(n_out, np.float32)]
+    return out
+
+
+def main() -> None:
+    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 10
+    n_sites = int(os.environ["SWARM_NUM_SITES"])
+    rng = np.random.default_rng(int(os.environ.get("SWARM_SITE_INDEX", "0")))
+    weights = paper_weights(rng)
+    layout = serialization.layout_of(weights)
+    client = ServiceClient(os.environ["SWARM_SN_URL"], logging.getLogger("bench"))
+    spec = {
+        "fingerprint": serialization.fingerprint(layout),
+        "layout": layout,
+        "min_peers": n_sites,
+        "merge_method": "mean",
+        "quorum_wait_ms": 600_000,
+        "leader_timeout_ms": 120_000,
+        "max_rounds": 0,
+    }
+    client.join(os.environ["SWARM_TASK"], spec)
+    times, rounds_seen = [], []
+    for _ in range(rounds):
+        weights = [w + rng.normal(0.0, 1e-4, w.shape).astype(w.dtype) for w in weights]
+        t0 = time.perf_counter()
+        status = client.sync(os.environ["SWARM_TASK"], serialization.to_bytes(weights), 1, timeout_s=600)
+        weights = client.blob(status["merged_sha256"], layout)
+        times.append(time.perf_counter() - t0)
+        rounds_seen.append(status["round"])
+    client.checkin(os.environ["SWARM_TASK"], "leave")
+    Path(os.environ["SWARM_OUTPUT_DIR"], "sync_times.json").write_text(
+        json.dumps({"sync_s": times, "rounds": rounds_seen})
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""The commands' lines: --version everywhere, one version string; swarm-launch refuses a bad --env."""
+
+from __future__ import annotations
+
+import tomllib
+from importlib import import_module
+from pathlib import Path
+
+import pytest
+
+import sn_service
+import swarm_keras
+from sn_service import launcher
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    "command, module",
+    [
+        ("swarm-sn", "sn_service.cli"),
+        ("swarm-launch", "sn_service.launcher"),
+        ("swarm-status", "sn_service.status_cli"),
+        ("swarm-identity", "sn_service.identity"),
+    ],
+)
+def test_every_command_prints_the_one_version(command, module, capsys):
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts[command] == f"{module}:main"
+    with pytest.raises(SystemExit) as done:
+        import_module(module).main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"{command} {version}"
+    assert swarm_keras.__version__ == sn_service.__version__ == version
+
+
+@pytest.mark.parametrize("value", ["MAX_EPOCHS", "site-z:MAX_EPOCHS=1", "3X=1"])
+def test_bad_env_is_refused_naming_the_value_and_the_form(tmp_path, capsys, value):
+    script = tmp_path / "train.py"
+    script.write_text("")
+    assert launcher.main(["--sites", "2", "--env", value, str(script)]) == 2
+    err = capsys.readouterr().err
+    assert f"--env {value!r}" in err and "SITE:NAME=VALUE" in err and "site-a, site-b" in err
