@@ -14,7 +14,7 @@ FABRIC_TOOLS_DIR=$(realpath -m "${FABRIC_TOOLS_DIR:-$REPO_ROOT/.tools/fabric}")
 FABRIC_BIN=$FABRIC_TOOLS_DIR/bin
 FABRIC_STAMP=$FABRIC_TOOLS_DIR/VERSION
 FABRIC_SAMPLECONFIG=$FABRIC_TOOLS_DIR/config
-FABRIC_COMMANDS=(peer orderer configtxgen cryptogen osnadmin discover)
+FABRIC_COMMANDS=(peer orderer configtxgen configtxlator cryptogen osnadmin discover)
 
 FABRIC_HOME=$(realpath -m "${FABRIC_HOME:-$REPO_ROOT/.fabric}")
 NET_CONFIG=$FABRIC_HOME/config

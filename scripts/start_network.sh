@@ -61,6 +61,10 @@ BATCH_TIMEOUT=${BATCH_TIMEOUT:-50ms}
 MAX_MESSAGE_COUNT=${MAX_MESSAGE_COUNT:-10}
 LOG_SPEC=${FABRIC_LOGGING_SPEC:-info}
 SMOKE_TASK=start-network-smoke-test
+# Where the orderer and peers listen, and the address others reach them at. One machine:
+# both loopback. scripts/fabric_host.sh (one host of a multi-host network) sets them.
+LISTEN_HOST=${LISTEN_HOST:-127.0.0.1}
+NODE_HOST=${NODE_HOST:-127.0.0.1}
 
 parse_args() {
     while (($#)); do
@@ -548,7 +552,7 @@ start_orderer() {
     PROC_ENV=(
         FABRIC_CFG_PATH="$NET_CONFIG"
         FABRIC_LOGGING_SPEC="$LOG_SPEC"
-        ORDERER_GENERAL_LISTENADDRESS=127.0.0.1
+        ORDERER_GENERAL_LISTENADDRESS="$LISTEN_HOST"
         ORDERER_GENERAL_LISTENPORT="$(port_orderer)"
         ORDERER_GENERAL_LOCALMSPID=OrdererMSP
         ORDERER_GENERAL_LOCALMSPDIR="$od/msp"
@@ -575,13 +579,13 @@ start_orderer() {
 start_peer() {
     local i=$1 pd addr
     pd=$(peer_dir "$i")
-    addr=127.0.0.1:$(port_peer "$i")
+    addr=$NODE_HOST:$(port_peer "$i")
     mkdir -p "$NET_DATA/peer-org$i"
     PROC_ENV=(
         FABRIC_CFG_PATH="$NET_CONFIG"
         FABRIC_LOGGING_SPEC="$LOG_SPEC"
         CORE_PEER_ID="$(peer_host "$i")"
-        CORE_PEER_LISTENADDRESS="$addr"
+        CORE_PEER_LISTENADDRESS="$LISTEN_HOST:$(port_peer "$i")"
         CORE_PEER_ADDRESS="$addr"
         CORE_PEER_CHAINCODELISTENADDRESS="127.0.0.1:$(port_peer_cc "$i")"
         CORE_PEER_CHAINCODEADDRESS="127.0.0.1:$(port_peer_cc "$i")"
@@ -791,7 +795,7 @@ approve_once() {
     # shellcheck disable=SC2046 # orderer_flags is several words on purpose
     cli "$i" admin lifecycle chaincode approveformyorg \
         $(orderer_flags) --channelID "$CHANNEL" --name "$CC_NAME" --version "$CC_VERSION" \
-        --sequence "$CC_SEQUENCE" --package-id "$PACKAGE_ID" --signature-policy "$POLICY" && return 0
+        --sequence "$CC_SEQUENCE" --package-id "$PACKAGE_ID" ${POLICY:+--signature-policy "$POLICY"} && return 0
     cli "$i" admin lifecycle chaincode queryapproved --channelID "$CHANNEL" --name "$CC_NAME" \
         --sequence "$CC_SEQUENCE" 2>/dev/null | grep -q "$PACKAGE_ID"
 }

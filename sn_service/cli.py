@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import fcntl
+import ipaddress
 import json
 import logging
 import os
@@ -13,6 +14,7 @@ import socket
 import sys
 from collections.abc import Generator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import uvicorn
 
@@ -20,7 +22,8 @@ from sn_service import __version__
 from sn_service.app import create_app
 from sn_service.blob_store import BlobStore
 from sn_service.identity import IdentityError, PeerTLS, SiteTLS
-from sn_service.ledger import LedgerUnavailable, open_ledger
+from sn_service.ledger import Ledger, LedgerUnavailable, open_ledger
+from sn_service.ledger.base import ContractError
 from sn_service.peer_client import PeerClient
 from sn_service.peer_tls import PeerCertProtocol, server_ssl_options
 from sn_service.service import SwarmNetworkService
@@ -45,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument(
         "--advertise",
-        help="the URL other sites reach this service at (default http://HOST:PORT)",
+        help="the URL other sites reach this service at (default http://HOST:PORT, or https://HOST:PEER_PORT "
+        "with --peer-port); it must name an address they can dial: with --host 0.0.0.0 give this one",
     )
     p.add_argument("--data-dir", required=True, type=Path, help="where this site keeps its blobs and logs")
     p.add_argument("--ledger", choices=["embedded", "fabric"], default="embedded")
@@ -170,6 +174,56 @@ async def _serve_both(
         await peer_task
 
 
+def advertised_endpoint_problem(endpoint: str, advertise_given: bool, tls: bool) -> str | None:
+    """Why other sites could not reach ``endpoint`` (the address written on the ledger), or None.
+
+    An unspecified address (``0.0.0.0``, ``::``) means "every interface" to a
+    listener but is no address to dial: a site that wrote it on the ledger
+    would never be reached.
+    """
+    where = "--advertise" if advertise_given else "the default endpoint (from --host and the port)"
+    try:
+        parts = urlsplit(endpoint)
+        port = parts.port
+    except ValueError as exc:
+        return f"{where} {endpoint!r} is not a URL: {exc}"
+    wanted = "https" if tls else "http"
+    if parts.scheme != wanted or not parts.hostname or port is None:
+        return f"{where} {endpoint!r} must be {wanted}://HOST:PORT (blobs are served over {wanted.upper()})"
+    try:
+        unspecified = ipaddress.ip_address(parts.hostname).is_unspecified
+    except ValueError:
+        unspecified = False  # a host name
+    if unspecified:
+        hint = (
+            "give --advertise with this host's address the other sites reach, e.g. "
+            f"--advertise {wanted}://192.0.2.10:{port}"
+        )
+        return f"{where} is {endpoint}: {parts.hostname} is no address another site can reach; {hint}"
+    return None
+
+
+def fabric_peer_problem(ledger: Ledger, site: str, profile: Path) -> str | None:
+    """Why this site's own Fabric peer does not serve the chaincode, or None (checked once at start).
+
+    A query of a task that does not exist must come back as the contract's
+    ``TASK_NOT_FOUND``: then the peer, the channel and the chaincode answer.
+    """
+    address = getattr(ledger, "gateway_address", "?")
+    try:
+        ledger.get_task("swarm-sn-start-check")
+    except ContractError:
+        return None
+    except LedgerUnavailable as exc:
+        return (
+            f"cannot reach {site}'s Fabric peer at {address} (sites.{site}.peer.gateway_address in {profile}): "
+            f"{exc}. Check the address and that the peer runs (scripts/fabric_host.sh site-join)"
+        )
+    except Exception as exc:  # any other answer: say which peer gave it
+        return f"{site}'s Fabric peer at {address} (from {profile}) did not serve the chaincode: {exc}"
+    return f"{site}'s Fabric peer at {address} answered a query of an unknown task without TASK_NOT_FOUND"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``swarm-sn``."""
     args = build_parser().parse_args(argv)
@@ -224,6 +278,14 @@ def main(argv: list[str] | None = None) -> int:
     except IdentityError as exc:
         print(f"swarm-sn: {exc}", file=sys.stderr)
         return 2
+    # Checked before the ledger and the sockets are opened; a port of 0 (picked when bound) changes nothing here.
+    requested = args.advertise or (
+        f"https://{args.host}:{args.peer_port}" if tls is not None else f"http://{args.host}:{args.port}"
+    )
+    problem = advertised_endpoint_problem(requested, args.advertise is not None, tls is not None)
+    if problem is not None:
+        print(f"swarm-sn: {problem}", file=sys.stderr)
+        return 2
     if args.ledger == "embedded":
         if args.ledger_path is None:
             print("swarm-sn: --ledger embedded needs --ledger-path FILE (shared by the sites)", file=sys.stderr)
@@ -246,7 +308,16 @@ def main(argv: list[str] | None = None) -> int:
                 "swarm-sn: --ledger fabric needs --fabric-profile FILE (see fabric-network/README.md)", file=sys.stderr
             )
             return 2
-        ledger = open_ledger("fabric", identity="", profile=str(args.fabric_profile), site=args.site)
+        try:
+            ledger = open_ledger("fabric", identity="", profile=str(args.fabric_profile), site=args.site)
+        except ValueError as exc:  # ProfileError: names the key or file
+            print(f"swarm-sn: {exc}", file=sys.stderr)
+            return 2
+        problem = fabric_peer_problem(ledger, args.site, args.fabric_profile)
+        if problem is not None:
+            print(f"swarm-sn: {problem}", file=sys.stderr)
+            ledger.close()
+            return 2
         if tls is not None and tls.identity() != ledger.identity:
             print(
                 f"swarm-sn: the peer TLS identity {tls.identity()} is not the ledger identity {ledger.identity}",
@@ -333,6 +404,12 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         assert peer_sock is not None
+        if hasattr(tls, "trust_in"):  # Fabric: trust organisations added to the profile later
+            from sn_service.msp_tls import watch_profile
+
+            peer.config.load()
+            tls.trust_in(peer.config.ssl)
+            watch_profile(tls, args.fabric_profile, args.site)
         asyncio.run(_serve_both(local, peer, local_sock, peer_sock))
     service.shutdown()
     ledger.close()

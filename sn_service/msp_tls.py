@@ -21,6 +21,9 @@ the stronger check.
 from __future__ import annotations
 
 import json
+import logging
+import ssl
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +49,8 @@ class MSPTLS:
     ca: Path
     mspid: str
     cas: dict[str, x509.Certificate] = field(repr=False)
+    #: SSL contexts trusting ``ca``, given more CAs when organisations join (``refresh``).
+    contexts: list[ssl.SSLContext] = field(default_factory=list, repr=False, compare=False)
     check_hostname = False
     source = "Fabric MSP"
 
@@ -147,3 +152,70 @@ class MSPTLS:
                 continue
             return fabric_identity(mspid, cert)
         return UNKNOWN_PREFIX + go_subject_string(cert.subject)
+
+    def trust_in(self, context: ssl.SSLContext) -> ssl.SSLContext:
+        """Registers an SSL context built on ``ca``: ``refresh`` adds newly trusted CAs to it."""
+        self.contexts.append(context)
+        return context
+
+    def refresh(self, profile: str | Path, site: str) -> list[str]:
+        """Trusts the organisations added to the profile since; returns their MSP IDs.
+
+        A site that joins a running swarm is added to every profile
+        (``scripts/fabric_host.sh site-profile``); this reads it again, adds the
+        new organisations' CAs to this object and to every registered SSL
+        context (new connections trust them, open ones are unaffected). An
+        organisation whose CA changed, or that left the profile, needs a
+        restart: IdentityError says so.
+        """
+        new = MSPTLS.from_profile(profile, site, self.ca.parent / "next")  # the bundle in use stays until taken
+        changed = sorted(m for m in self.cas if m in new.cas and new.cas[m] != self.cas[m])
+        gone = sorted(m for m in self.cas if m not in new.cas)
+        if changed or gone:
+            raise IdentityError(
+                f"{profile}: the MSP CA of {', '.join(changed + gone)} changed or was removed; "
+                "restart swarm-sn to trust the new set of organisations"
+            )
+        added = sorted(m for m in new.cas if m not in self.cas)
+        for mspid in added:
+            self.cas[mspid] = new.cas[mspid]
+        if added:
+            new.ca.replace(self.ca)
+            pem = self.ca.read_text(encoding="ascii")
+            for context in self.contexts:
+                context.load_verify_locations(cadata=pem)
+        return added
+
+
+def watch_profile(tls: MSPTLS, profile: str | Path, site: str, interval_s: float = 2.0) -> threading.Event:
+    """Re-reads the profile whenever it changes (a thread) so that organisations added later are trusted.
+
+    Returns an event; set it to stop watching.
+    """
+    log = logging.getLogger("sn_service.msp_tls")
+    profile = Path(profile)
+    stop = threading.Event()
+
+    def mtime() -> float:
+        try:
+            return profile.stat().st_mtime
+        except OSError:
+            return 0.0
+
+    def run() -> None:
+        seen = mtime()
+        while not stop.wait(interval_s):
+            now = mtime()
+            if now == seen:
+                continue
+            seen = now
+            try:
+                added = tls.refresh(profile, site)
+            except IdentityError as exc:
+                log.warning("profile %s changed but was not taken: %s", profile, exc)
+                continue
+            if added:
+                log.info("now trusting the MSP CA of %s for blobs (from %s)", ", ".join(added), profile)
+
+    threading.Thread(target=run, name="msp-profile-watch", daemon=True).start()
+    return stop

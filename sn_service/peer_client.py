@@ -76,6 +76,8 @@ class PeerClient:
             self._context = ssl.create_default_context(cafile=str(tls.ca))
             self._context.check_hostname = tls.check_hostname
             self._context.load_cert_chain(str(tls.cert), str(tls.key))
+            if hasattr(tls, "trust_in"):  # MSPTLS: organisations added later are trusted too
+                tls.trust_in(self._context)
         self._idle: dict[str, list[http.client.HTTPConnection]] = {}
         self._lock = threading.Lock()
 

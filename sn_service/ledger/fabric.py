@@ -128,8 +128,10 @@ NONCE_BYTES = 24
 _P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 _P256_HALF_ORDER = _P256_ORDER >> 1
 
-# Validation codes after which the transaction is endorsed again and resubmitted.
-_RETRY_VALIDATION_CODES = frozenset({"MVCC_READ_CONFLICT", "PHANTOM_READ_CONFLICT"})
+# Validation codes after which the transaction is endorsed again and resubmitted. An endorsement
+# policy failure is one when an organisation joined the channel between endorsement and validation
+# (MAJORITY Endorsement of 3 organisations is 2, of 4 it is 3): endorsed again, it meets the new policy.
+_RETRY_VALIDATION_CODES = frozenset({"MVCC_READ_CONFLICT", "PHANTOM_READ_CONFLICT", "ENDORSEMENT_POLICY_FAILURE"})
 # gRPC codes that mean "not reachable right now": the caller may retry.
 _UNAVAILABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 # Gateway and peer messages that mean a peer, orderer or chaincode server is not up (right now). "No
@@ -639,7 +641,8 @@ class FabricLedger(Ledger):
         """Submits ``fn(*args)`` and waits until it is committed VALID; returns the chaincode's result.
 
         A transaction invalidated by a concurrent one (``MVCC_READ_CONFLICT``),
-        or endorsed by this site's peer but refused or answered otherwise by
+        or by a change of the channel's members between endorsement and commit
+        (``ENDORSEMENT_POLICY_FAILURE``), or endorsed by this site's peer but refused or answered otherwise by
         the other endorsers (their ledgers not yet at the same block), is
         endorsed again, up to ``conflict_retries`` times, with a short random
         back-off. A refusal by this site's own peer is the contract's verdict

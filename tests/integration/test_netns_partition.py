@@ -25,11 +25,9 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -40,6 +38,7 @@ from sn_service.ledger import EmbeddedLedger
 from swarm_keras import serialization
 
 from .conftest import assert_weighted_mean
+from .netns import Network, network_or_skip
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -50,75 +49,15 @@ LOCAL_PORT, PEER_PORT = 30305, 30306  # every namespace has its own ports
 MAX_ROUNDS = 40
 
 
-def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check, timeout=30)
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("SWARM_REQUIRE_NETNS") == "1":
-        pytest.fail(f"SWARM_REQUIRE_NETNS=1 but {reason}", pytrace=False)
-    pytest.skip(f"{reason} (network namespaces need root with CAP_NET_ADMIN and iproute2)")
-
-
-class Network:
-    """A switch namespace with a bridge, and one namespace per site wired to it."""
-
-    def __init__(self, sites: tuple[str, ...]) -> None:
-        tag = uuid.uuid4().hex[:5]
-        self.switch = f"swsw{tag}"
-        self.ns = {s: f"sw{tag}{i}" for i, s in enumerate(sites)}
-        self.addr = {s: f"10.213.0.{i + 1}" for i, s in enumerate(sites)}
-        self.port = {s: f"p{tag}{i}" for i, s in enumerate(sites)}  # the switch side of a site's link
-        self.made: list[str] = []
-
-    def up(self) -> None:
-        _ip("netns", "add", self.switch)
-        self.made.append(self.switch)
-        _ip("-n", self.switch, "link", "add", "br0", "type", "bridge")
-        _ip("-n", self.switch, "link", "set", "br0", "up")
-        for site, ns in self.ns.items():
-            _ip("netns", "add", ns)
-            self.made.append(ns)
-            link = ("type", "veth", "peer", "name", "eth0", "netns", ns)
-            _ip("link", "add", self.port[site], "netns", self.switch, *link)
-            _ip("-n", self.switch, "link", "set", self.port[site], "master", "br0", "up")
-            _ip("-n", ns, "addr", "add", f"{self.addr[site]}/24", "dev", "eth0")
-            _ip("-n", ns, "link", "set", "eth0", "up")
-            _ip("-n", ns, "link", "set", "lo", "up")
-
-    def cut(self, site: str) -> None:
-        _ip("-n", self.switch, "link", "set", self.port[site], "down")
-
-    def restore(self, site: str) -> None:
-        _ip("-n", self.switch, "link", "set", self.port[site], "up")
-
-    def down(self) -> None:
-        for ns in reversed(self.made):  # deleting a namespace deletes its ends of the links
-            _ip("netns", "delete", ns, check=False)
-
-    def exec(self, site: str) -> list[str]:
-        return ["ip", "netns", "exec", self.ns[site]]
-
-
 @pytest.fixture
 def network():
-    if shutil.which("ip") is None:
-        _unavailable("no `ip` command (iproute2)")
-    if os.geteuid() != 0:
-        _unavailable("not running as root")
-    net = Network(SITES)
-    try:
-        net.up()
-    except subprocess.CalledProcessError as exc:
-        net.down()
-        _unavailable(f"could not make network namespaces: {exc.stderr.strip()}")
+    net = network_or_skip(SITES)
     yield net
     net.down()
 
 
 def _reachable(net: Network, src: str, dst: str) -> bool:
-    cmd = [*net.exec(src), sys.executable, "-c", "import socket,sys; socket.create_connection(sys.argv[1:3], 2)"]
-    return subprocess.run([*cmd, net.addr[dst], str(PEER_PORT)], capture_output=True, timeout=30).returncode == 0
+    return net.reachable(src, dst, PEER_PORT)
 
 
 def test_a_site_cut_off_the_network_is_worked_around_and_rejoins(network, tmp_path):

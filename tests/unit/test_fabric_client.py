@@ -645,11 +645,22 @@ def test_refusal_by_another_orgs_peer_is_endorsed_again(ledger, gateway):
         ledger.invoke("Stale", "t")
 
 
-def test_invalid_commit_names_transaction_function_and_code(ledger, gateway):
+def test_endorsement_policy_failure_is_endorsed_again(ledger, gateway):
+    """An organisation joined between endorsement and commit: the policy asks one more; endorsing again meets it."""
     gateway.commit_codes = ["ENDORSEMENT_POLICY_FAILURE"]
+    assert ledger.invoke("Publish", "t", 0, "site-a", "cd" * 32)["fn"] == "Publish"
+    assert len(gateway.submitted) == 2
+    ledger.conflict_retries = 2
+    gateway.commit_codes = ["ENDORSEMENT_POLICY_FAILURE"] * 5
+    with pytest.raises(TransactionConflict, match="ENDORSEMENT_POLICY_FAILURE"):
+        ledger.invoke("Publish", "t", 0, "site-a", "cd" * 32)
+
+
+def test_invalid_commit_names_transaction_function_and_code(ledger, gateway):
+    gateway.commit_codes = ["BAD_CREATOR_SIGNATURE"]
     with pytest.raises(CommitError) as err:
         ledger.invoke("Publish", "t", 0, "site-a", "cd" * 32)
-    assert err.value.validation_code == "ENDORSEMENT_POLICY_FAILURE"
+    assert err.value.validation_code == "BAD_CREATOR_SIGNATURE"
     assert err.value.tx_id == gateway.submitted[0]
     assert "Publish" in str(err.value) and err.value.tx_id in str(err.value)
     assert len(gateway.submitted) == 1  # not retried

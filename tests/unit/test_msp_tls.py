@@ -94,3 +94,50 @@ def test_swarm_sn_refuses_mixed_tls_options(tmp_path, capsys):
     assert code == 2 and "needs --tls-dir" in capsys.readouterr().err
     code = cli.main([*base, "--ledger-path", str(tmp_path / "l.sqlite"), "--tls-dir", "x"])
     assert code == 2 and "needs --peer-port" in capsys.readouterr().err
+
+
+def test_an_organisation_added_to_the_profile_is_trusted_without_a_restart(tmp_path):
+    """A site that joined the running swarm: the re-read profile adds its CA to the open TLS contexts."""
+    import ssl
+
+    profile = _profile(tmp_path, orgs=2)
+    tls = MSPTLS.from_profile(profile, "site-a", tmp_path / "bundle")
+    context = tls.trust_in(ssl.create_default_context(cafile=str(tls.ca)))
+    assert context.cert_store_stats()["x509_ca"] == 2
+    assert tls.refresh(profile, "site-a") == []  # nothing new
+    doc = json.loads(profile.read_text())
+    ca, cert, _key = _org(tmp_path, 4)
+    doc["sites"]["site-d"] = {"mspid": "Org4MSP", "msp_ca_cert": str(ca)}
+    profile.write_text(json.dumps(doc))
+    org4 = x509.load_pem_x509_certificate(cert.read_bytes())
+    assert tls.identity_of(org4).startswith("unknown::")
+    assert tls.refresh(profile, "site-a") == ["Org4MSP"]
+    assert tls.identity_of(org4) == "Org4MSP::CN=User1@org4.example.com,O=swarm"
+    assert context.cert_store_stats()["x509_ca"] == 3
+    # another CA for a member organisation is no addition: a restart decides
+    doc["sites"]["site-b"]["msp_ca_cert"] = str(ca)
+    doc["sites"]["site-b"]["mspid"] = "Org2MSP"
+    doc["sites"]["site-d"]["msp_ca_cert"] = str(tmp_path / "org1-ca" / "ca.crt")
+    profile.write_text(json.dumps(doc))
+    with pytest.raises(IdentityError, match=r"MSP CA of Org2MSP, Org4MSP changed.*restart swarm-sn"):
+        tls.refresh(profile, "site-a")
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "given", "tls", "problem"),
+    [
+        ("https://10.0.0.5:30406", True, True, None),
+        ("https://site-a.example:30406", True, True, None),
+        ("http://127.0.0.1:30305", False, False, None),
+        ("https://0.0.0.0:30406", False, True, "the default endpoint (from --host and the port) is https://0.0.0.0"),
+        ("https://[::]:30406", True, True, "--advertise is https://[::]:30406: :: is no address"),
+        ("http://10.0.0.5:30406", True, True, "must be https://HOST:PORT"),
+        ("https://10.0.0.5", True, True, "must be https://HOST:PORT"),
+    ],
+)
+def test_an_advertised_endpoint_nobody_can_dial_is_refused(endpoint, given, tls, problem):
+    found = cli.advertised_endpoint_problem(endpoint, given, tls)
+    if problem is None:
+        assert found is None
+    else:
+        assert found is not None and problem in found, found
