@@ -186,6 +186,30 @@ def sync_round(urls: dict[str, str], task: str, rng: np.random.Generator, timeou
     return {site: wait_sync(urls[site], job, timeout_s) for site, job in jobs.items()}
 
 
+def run_swarm_sn(
+    site: str, data_dir: Path, *args: str, port: int = 0, timeout_s: float = 60
+) -> subprocess.CompletedProcess:
+    """Runs one ``swarm-sn`` until it exits, its output captured: for what it refuses at start."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sn_service.cli",
+            "--site",
+            site,
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        cwd=REPO,
+    )
+
+
 def launch_synthetic(
     workdir: Path,
     task: str,

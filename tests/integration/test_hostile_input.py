@@ -22,10 +22,9 @@ import httpx
 import numpy as np
 import pytest
 
-from sn_service.launcher import free_port
 from sn_service.ledger import EmbeddedLedger
 
-from .conftest import REPO, small_spec, sync_round, wait_sync
+from .conftest import REPO, run_swarm_sn, small_spec, sync_round, wait_sync
 
 pytestmark = pytest.mark.slow
 
@@ -108,27 +107,8 @@ def test_a_second_service_for_a_running_site_is_refused_and_a_dead_ones_place_is
     assert {s["state"] for s in done.values()} == {"done"}, done
 
     # The same data folder twice: refused at start, naming the holder.
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sn_service.cli",
-            "--site",
-            "site-a",
-            "--port",
-            str(free_port()),
-            "--data-dir",
-            str(services.root / "site-a"),
-            "--ledger",
-            "embedded",
-            "--ledger-path",
-            str(services.ledger_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=REPO,
-    )
+    proc = run_swarm_sn("site-a", services.root / "site-a", "--ledger", "embedded",
+                        "--ledger-path", str(services.ledger_path))  # fmt: skip
     assert proc.returncode == 2
     assert f"pid {services.procs['site-a'].pid}" in proc.stderr and "in use by another swarm-sn" in proc.stderr
 
@@ -337,27 +317,7 @@ def test_a_deleted_ledger_is_named_never_recreated_and_the_swarm_resumes_when_it
     assert "no history for task t" in summary and not path.exists()
     # A restart of a site that has joined tasks on it refuses to start without it.
     _copy_tasks(services.root / "site-a", services.root / "site-c-copy")
-    restart = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sn_service.cli",
-            "--site",
-            "site-c",
-            "--port",
-            str(free_port()),
-            "--data-dir",
-            str(services.root / "site-c-copy"),
-            "--ledger",
-            "embedded",
-            "--ledger-path",
-            str(path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=REPO,
-    )
+    restart = run_swarm_sn("site-c", services.root / "site-c-copy", "--ledger", "embedded", "--ledger-path", str(path))
     assert restart.returncode == 2 and "is gone" not in restart.stderr
     assert "no embedded ledger at" in restart.stderr and "has joined t" in restart.stderr
     assert not path.exists()

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import logging
-import os
 import socket
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -17,7 +14,7 @@ import pytest
 from swarm_keras import serialization
 from swarm_keras.service_client import ServiceClient
 
-from .conftest import REPO, SMALL_LAYOUT_ARRAYS, small_spec, sync_round, wait_sync
+from .conftest import SMALL_LAYOUT_ARRAYS, run_swarm_sn, small_spec, sync_round, wait_sync
 
 pytestmark = pytest.mark.slow
 
@@ -123,10 +120,8 @@ def test_a_port_in_use_is_a_clear_error(tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        proc = subprocess.run(
-            [sys.executable, "-m", "sn_service.cli", "--site", "site-a", "--port", str(port),
-             "--data-dir", str(tmp_path / "a"), "--ledger", "embedded", "--ledger-path", str(tmp_path / "l.sqlite")],
-            capture_output=True, text=True, timeout=60, cwd=REPO, env={**os.environ},
-        )  # fmt: skip
+        proc = run_swarm_sn(
+            "site-a", tmp_path / "a", "--ledger", "embedded", "--ledger-path", str(tmp_path / "l.sqlite"), port=port
+        )
     assert proc.returncode == 2
     assert f"cannot listen on 127.0.0.1, port {port}" in proc.stderr and "Address already in use" in proc.stderr

@@ -14,12 +14,13 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from sn_service.launcher import free_port
+
+from .conftest import run_swarm_sn
 
 pytestmark = [pytest.mark.fabric]
 
@@ -62,27 +63,8 @@ def refused(proc: subprocess.CompletedProcess, *words: str) -> str:
 
 
 def swarm_sn(profile: Path, data: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sn_service.cli",
-            "--site",
-            "site-a",
-            "--port",
-            str(free_port()),
-            "--data-dir",
-            str(data),
-            "--ledger",
-            "fabric",
-            "--fabric-profile",
-            str(profile),
-            *extra,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=REPO,
+    return run_swarm_sn(
+        "site-a", data, "--ledger", "fabric", "--fabric-profile", str(profile), *extra, port=free_port(), timeout_s=120
     )
 
 
