@@ -159,23 +159,25 @@ class PeerClient:
         self, method: str, endpoint: str, path: str, expected: str | None, timeout_s: float, max_bytes: int
     ) -> tuple[int, bytes | None]:
         """(status, body) — body None if it passed ``max_bytes`` (the connection is then dropped)."""
-        parts = urlsplit(endpoint)
-        base = parts.path.rstrip("/")
+        url = urlsplit(endpoint).path.rstrip("/") + path
+        headers = {"Content-Length": "0"} if method == "POST" else {}
+
+        def send(conn: http.client.HTTPConnection) -> http.client.HTTPResponse:
+            conn.sock.settimeout(timeout_s)  # type: ignore[union-attr]
+            conn.request(method, url, headers=headers)
+            return conn.getresponse()
+
         conn, reused = self._connection(endpoint, timeout_s)
         try:
             try:
-                conn.sock.settimeout(timeout_s)  # type: ignore[union-attr]
-                conn.request(method, base + path, headers={"Content-Length": "0"} if method == "POST" else {})
-                resp = conn.getresponse()
+                resp = send(conn)
             except (ConnectionError, http.client.RemoteDisconnected, BrokenPipeError) as exc:
                 if not reused:
                     raise _TransportError("ReadError", str(exc) or type(exc).__name__) from None
                 # A kept-alive connection the server closed meanwhile: once more on a new one.
                 conn.close()
                 conn, reused = self._connection(endpoint, timeout_s, fresh=True)
-                conn.sock.settimeout(timeout_s)  # type: ignore[union-attr]
-                conn.request(method, base + path, headers={"Content-Length": "0"} if method == "POST" else {})
-                resp = conn.getresponse()
+                resp = send(conn)
             wrong = self._wrong_server(conn, expected)
             if wrong:
                 raise _WrongServer(wrong)
