@@ -151,15 +151,6 @@ class ServiceClient:
             if now - t0 > timeout_s:
                 raise SwarmServiceError(f"sync did not finish in {timeout_s:.0f} s; last: {what}", code="TIMEOUT")
 
-    def _start_sync(self, task: str, blob: bytes, weight: int) -> str:
-        return self._request(
-            "POST",
-            "/v1/local/syncs",
-            params={"task": task, "weight": weight},
-            content=blob,
-            headers={"content-type": "application/octet-stream"},
-        ).json()["sync_id"]
-
     def blob(self, sha256: str, layout: str) -> list:
         """A merged blob, read from the service's store or downloaded; checks its hash and layout; the arrays."""
         data = None
