@@ -143,12 +143,23 @@ class PeerClient:
         except ValueError as exc:
             raise PeerRequestError(endpoint, path, f"the answer is not JSON: {exc}") from exc
 
-    def post(self, endpoint: str, path: str, expected_identity: str | None = None, timeout_s: float = 2.0) -> int:
-        """POSTs an empty body (a wake-up call); returns the status. Raises PeerRequestError."""
+    def post(
+        self,
+        endpoint: str,
+        path: str,
+        expected_identity: str | None = None,
+        timeout_s: float = 2.0,
+        body: bytes | None = None,
+    ) -> int:
+        """POSTs ``body`` (none: a wake-up call); returns the status. Raises PeerRequestError.
+
+        Over mutual TLS the server's certificate must be that of ``expected_identity``, checked
+        before the body is sent: bytes go only to the node the ledger names.
+        """
         if self._unverifiable(expected_identity):
             raise PeerRequestError(endpoint, path, "no ledger identity to check the server's certificate against")
         try:
-            status, _ = self._request("POST", endpoint, path, expected_identity, timeout_s, 1 << 16)
+            status, _ = self._request("POST", endpoint, path, expected_identity, timeout_s, 1 << 16, body)
         except (_TransportError, _WrongServer) as exc:
             raise PeerRequestError(endpoint, path, str(exc)) from None
         return status
@@ -156,15 +167,25 @@ class PeerClient:
     # ------------------------------------------------------------------ transport
 
     def _request(
-        self, method: str, endpoint: str, path: str, expected: str | None, timeout_s: float, max_bytes: int
+        self,
+        method: str,
+        endpoint: str,
+        path: str,
+        expected: str | None,
+        timeout_s: float,
+        max_bytes: int,
+        payload: bytes | None = None,
     ) -> tuple[int, bytes | None]:
         """(status, body) — body None if it passed ``max_bytes`` (the connection is then dropped)."""
         url = urlsplit(endpoint).path.rstrip("/") + path
-        headers = {"Content-Length": "0"} if method == "POST" else {}
+        headers = {"Content-Length": str(len(payload or b""))} if method == "POST" else {}
 
         def send(conn: http.client.HTTPConnection) -> http.client.HTTPResponse:
             conn.sock.settimeout(timeout_s)  # type: ignore[union-attr]
-            conn.request(method, url, headers=headers)
+            wrong = self._wrong_server(conn, expected)
+            if wrong:  # before any byte of the body leaves
+                raise _WrongServer(wrong)
+            conn.request(method, url, body=payload, headers=headers)
             return conn.getresponse()
 
         conn, reused = self._connection(endpoint, timeout_s)
@@ -178,9 +199,6 @@ class PeerClient:
                 conn.close()
                 conn, reused = self._connection(endpoint, timeout_s, fresh=True)
                 resp = send(conn)
-            wrong = self._wrong_server(conn, expected)
-            if wrong:
-                raise _WrongServer(wrong)
             length = resp.getheader("content-length")
             if length is not None and length.isdigit() and int(length) > max_bytes:
                 conn.close()

@@ -41,6 +41,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 # Routes whose body is a model's weights: their router caps it by the task's model size.
 BLOB_UPLOADS = frozenset({("POST", "/v1/local/syncs"), ("POST", "/v1/local/checkin")})
+# And those under this prefix: a leader handing its merged model over (``/v1/merged/<sha256>``).
+BLOB_UPLOAD_PREFIX = ("POST", "/v1/merged/")
 
 
 def body_error(status: int, code: str, message: str, close: bool = True) -> HTTPException:
@@ -81,7 +83,9 @@ class RequestLimits:
             await self.app(scope, receive, send)
             return
         route = (scope["method"], scope["path"])
-        is_upload = route in BLOB_UPLOADS
+        is_upload = route in BLOB_UPLOADS or (
+            scope["method"] == BLOB_UPLOAD_PREFIX[0] and scope["path"].startswith(BLOB_UPLOAD_PREFIX[1])
+        )
         limit = None if is_upload else self.max_json_bytes
         declared = _content_length(scope)
         if limit is not None and declared is not None and declared > limit:

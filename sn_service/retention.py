@@ -67,12 +67,22 @@ class BlobRetention:
         self.tasks = tasks
         self.log = logger or log
         self._done_rounds: dict[tuple[str, int], set[str]] = {}  # finished rounds never change
+        # Blobs of a round the ledger does not name: a merged model handed over by a leader that then
+        # could not publish it (another leader merged the round). Deleted with the round's others.
+        self._handed_over: dict[tuple[str, int], set[str]] = {}
         self._pruned_below: dict[str, int] = {}
         self._lock = threading.Lock()
         self.deleted = 0
         self.freed_bytes = 0
 
+    def remember(self, task: str, round_no: int, sha256: str) -> None:
+        """Counts ``sha256`` among round ``round_no``'s blobs (a merged model handed over before its publish)."""
+        self._handed_over.setdefault((task, round_no), set()).add(sha256)
+
     def _round(self, task: str, round_no: int) -> set[str]:
+        return self._ledger_round(task, round_no) | self._handed_over.get((task, round_no), set())
+
+    def _ledger_round(self, task: str, round_no: int) -> set[str]:
         key = (task, round_no)
         if key in self._done_rounds:
             return self._done_rounds[key]
@@ -137,6 +147,7 @@ class BlobRetention:
                 revisit = min(revisit, r)
             elif r < revisit:
                 self._done_rounds.pop((task, r), None)
+                self._handed_over.pop((task, r), None)
         self._pruned_below[task] = revisit
         self.deleted += deleted
         self.freed_bytes += freed

@@ -11,12 +11,15 @@ has a deadline and reports what it waits for and on whom.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
+import math
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,6 +37,15 @@ log = logging.getLogger("sn_service.rounds")
 
 class SyncFailed(Exception):
     """A sync could not complete; the message says what it waited for and on whom."""
+
+
+class HandoverRefused(Exception):
+    """A merged model handed over by a peer was not taken; ``code``, ``status`` and the message say why."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
 
 
 @dataclass
@@ -121,7 +133,6 @@ class RoundDriver:
         peers: the client that fetches blobs from other sites.
         poll_s: how often a waiting sync re-reads the ledger.
         log_every_s: how often a continuing wait is logged again.
-        ledger_retry_s: how long an unreachable ledger is retried before the sync fails.
         endpoint: where this site's service is registered; a sync fails if the ledger names
             another (a second service took the site over).
     """
@@ -134,7 +145,6 @@ class RoundDriver:
         peers: PeerClient,
         poll_s: float = 0.02,
         log_every_s: float = 5.0,
-        ledger_retry_s: float = 60.0,
         metrics: ServiceMetrics | None = None,
         endpoint: str | None = None,
     ) -> None:
@@ -145,7 +155,6 @@ class RoundDriver:
         self.peers = peers
         self.poll_s = poll_s
         self.log_every_s = log_every_s
-        self.ledger_retry_s = ledger_retry_s
         self.log = logging.LoggerAdapter(log, {"site": site})
         self.metrics = metrics or ServiceMetrics(site)
         self.rejected_blobs: list[dict] = []
@@ -155,6 +164,10 @@ class RoundDriver:
         self._wakeups: dict[str, threading.Event] = {}
         self._wakeups_lock = threading.Lock()
         self._notifier = ThreadPoolExecutor(max_workers=4, thread_name_prefix="notify")
+        # The merged model goes to the round's other contributors before it is published (see _hand_over).
+        self._handovers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="handover")
+        self.on_handover: Callable[[str, int, str], None] | None = None  # (task, round, sha256) taken over
+        self.handover_settle_s = 3.0
 
     # ------------------------------------------------------------------ wake-ups
 
@@ -181,20 +194,50 @@ class RoundDriver:
 
     # ------------------------------------------------------------------ ledger
 
-    def _ledger(self, call: Callable[..., dict], deadline: float, *args: object) -> dict:
-        """Runs ``call(*args)`` on the ledger, retrying with backoff while it is unreachable."""
+    def _ledger(self, call: Callable[..., dict], deadline: float, *args: object, wait: WaitState | None = None) -> dict:
+        """Runs ``call(*args)`` on the ledger, retrying with backoff while it is unreachable.
+
+        An unreachable ledger (this site's peer down, its host cut off, too few organisations' peers
+        up to endorse) is waited out until the sync's own deadline (``syncTimeoutSeconds``), not for
+        a fixed time: a site cut off for a few minutes must carry on when it is back. The wait is not
+        silent: logged at once and then every ``log_every_s``, and shown in ``wait`` (the callback's
+        progress and ``/v1/status``) as "the ledger".
+        """
         what = call.__name__
         delay = 0.05
-        give_up = min(deadline, time.monotonic() + self.ledger_retry_s)
+        t0 = time.monotonic()
+        last_log = -math.inf
+        before = (wait.phase, wait.waiting_for) if wait is not None else None
         while True:
             try:
-                return call(*args)
+                result = call(*args)
             except LedgerUnavailable as exc:
-                if time.monotonic() + delay > give_up:
-                    raise SyncFailed(f"ledger unreachable during {what}: {exc}") from exc
-                self.log.warning("ledger unreachable during %s (%s); retrying in %.2f s", what, exc, delay)
+                waited = time.monotonic() - t0
+                if time.monotonic() + delay > deadline:
+                    raise SyncFailed(
+                        f"ledger unreachable during {what} for {waited:.0f} s, until the sync's deadline: {exc}"
+                    ) from exc
+                if wait is not None:
+                    self._set_wait(
+                        wait, "waiting for the ledger", f"unreachable during {what} for {waited:.0f} s: {exc}"
+                    )
+                if time.monotonic() - last_log >= self.log_every_s:
+                    last_log = time.monotonic()
+                    self.log.warning(
+                        "ledger unreachable during %s for %.0f s (%s); retrying until the sync's deadline in %.0f s",
+                        what,
+                        waited,
+                        exc,
+                        deadline - time.monotonic(),
+                    )
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
+            else:
+                if wait is not None and before is not None and wait.phase == "waiting for the ledger":
+                    self._set_wait(wait, *before)
+                if last_log > -math.inf:
+                    self.log.info("ledger reachable again after %.0f s (%s)", time.monotonic() - t0, what)
+                return result
 
     # ------------------------------------------------------------------ join
 
@@ -296,7 +339,7 @@ class RoundDriver:
             self.models.put(sha256, arrays)
         while True:
             with wait.timed("ledger reads"):
-                rec = self._ledger(self.ledger.get_task, deadline, task)
+                rec = self._ledger(self.ledger.get_task, deadline, task, wait=wait)
             registered = rec["nodes"].get(self.site, {}).get("endpoint")
             if self.endpoint is not None and registered not in (None, self.endpoint):
                 raise SyncFailed(
@@ -312,7 +355,7 @@ class RoundDriver:
             contributed = True
             try:
                 with wait.timed("submit"):
-                    self._ledger(self.ledger.submit, deadline, task, round_no, self.site, sha256, weight)
+                    self._ledger(self.ledger.submit, deadline, task, round_no, self.site, sha256, weight, wait=wait)
                 self.log.info("round %d: submitted %s... (weight %d)", round_no, sha256[:12], weight)
             except ContractError as exc:
                 if exc.code == "WRONG_ROUND":
@@ -345,8 +388,8 @@ class RoundDriver:
                     f"round {round_no}: gave up after {time.monotonic() - t0:.0f} s {wait.phase}: {wait.waiting_for}"
                 )
             with wait.timed("ledger reads"):
-                rec = self._ledger(self.ledger.get_task, deadline, task)
-                rnd = self._ledger(self.ledger.get_round, deadline, task, round_no)
+                rec = self._ledger(self.ledger.get_task, deadline, task, wait=wait)
+                rnd = self._ledger(self.ledger.get_round, deadline, task, round_no, wait=wait)
             status = rnd["status"]
             if status == "done":
                 latest = rec["latest_merged"]
@@ -380,7 +423,7 @@ class RoundDriver:
                 if ok:
                     try:
                         with wait.timed("close"):
-                            closed = self._ledger(self.ledger.close_round, deadline, task, round_no)
+                            closed = self._ledger(self.ledger.close_round, deadline, task, round_no, wait=wait)
                         self._notify(rec, [closed["contributors"][closed["leader_index"]]], round_no)
                         self.log.info("round %d: closed (%s)", round_no, why)
                     except ContractError as exc:
@@ -399,7 +442,7 @@ class RoundDriver:
                     continue
                 if now_ms() >= rnd["leader_deadline_ms"]:
                     try:
-                        after = self._ledger(self.ledger.failover, deadline, task, round_no)
+                        after = self._ledger(self.ledger.failover, deadline, task, round_no, wait=wait)
                         self._notify(rec, [after["contributors"][after["leader_index"]]], round_no)
                         self.metrics.failovers.inc()
                         self.log.warning(
@@ -427,6 +470,99 @@ class RoundDriver:
                 last_what = wait.waiting_for
             with wait.timed(f"wait: {wait.phase}"):
                 wakeup.wait(self.poll_s)
+
+    def _hand_over(self, rec: dict, rnd: dict, nodes: list[str], blob: bytes, sha256: str) -> str | None:
+        """Sends the merged model to ``nodes`` in parallel; returns the first that took it (None: none did).
+
+        A merged model on the ledger must be had from someone: published while only its leader held it,
+        a leader cut off or gone just after publishing would leave every site waiting for it (seen with a
+        site host cut off the network). So the leader publishes only once another contributor holds it.
+        The other hand-overs go on in the background; a site that gets the model this way need not fetch
+        it after the publish either.
+        """
+        if not nodes:
+            return None
+        task, round_no = rec["task"], rnd["round"]
+        left_s = (rnd["leader_deadline_ms"] - now_ms()) / 1000
+        timeout_s = min(self.peers.timeout_s, max(1.0, 0.5 * left_s))
+        path = f"/v1/merged/{sha256}?task={task}&round={round_no}"
+        pending: dict[Future, str] = {
+            self._handovers.submit(
+                self.peers.post, rec["nodes"][n]["endpoint"], path, rec["nodes"][n]["identity"], timeout_s, blob
+            ): n
+            for n in nodes
+        }
+        give_up = time.monotonic() + timeout_s + 1.0
+        while pending and time.monotonic() < give_up:
+            done, _ = wait_futures(list(pending), timeout=give_up - time.monotonic(), return_when=FIRST_COMPLETED)
+            for future in done:
+                node = pending.pop(future)
+                try:
+                    status = future.result()
+                except PeerRequestError as exc:
+                    self.log.warning("round %d: could not hand the merged model to %s: %s", round_no, node, exc)
+                    continue
+                if status == 204:
+                    return node
+                self.log.warning("round %d: %s did not take the merged model: HTTP %d", round_no, node, status)
+        return None
+
+    def accept_handover(
+        self, task: str, round_no: int, sha256: str, data: bytes, layout: str, sender: str | None
+    ) -> bool:
+        """Takes the merged model a round's leader hands over before publishing it; False if already held.
+
+        Only from the node that leads the round (closed) or published it (done), as the ledger says
+        (``sender`` is the caller's identity over mutual TLS; None without TLS), only with the bytes of
+        its hash, and only a model of the task's layout with finite values. Raises HandoverRefused.
+        """
+        if self.store.has(sha256):
+            return False
+        # Our ledger may be a block behind the leader's (Fabric peers commit one after another): a round
+        # still open, or led by the previous leader, is read again for a moment before the refusal.
+        settle = time.monotonic() + self.handover_settle_s
+        while True:
+            refusal = self._handover_refusal(task, round_no, sha256, sender)
+            if refusal is None:
+                break
+            if time.monotonic() >= settle:
+                raise refusal
+            time.sleep(0.05)
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise HandoverRefused(400, "HASH_MISMATCH", f"the body's sha256 is not {sha256}")
+        try:
+            arrays = serialization.from_bytes(data, layout)
+        except serialization.WeightsFormatError as exc:
+            raise HandoverRefused(400, exc.code, str(exc)) from None
+        self.store.put(data, sha256)
+        self.models.put(sha256, arrays)
+        if self.on_handover is not None:
+            self.on_handover(task, round_no, sha256)
+        return True
+
+    def _handover_refusal(self, task: str, round_no: int, sha256: str, sender: str | None) -> HandoverRefused | None:
+        """Why the ledger does not let ``sender`` hand over ``sha256`` as round ``round_no``'s merge (None: it does)."""
+        rec = self._ledger(self.ledger.get_task, time.monotonic() + 10.0, task)
+        try:
+            rnd = self._ledger(self.ledger.get_round, time.monotonic() + 10.0, task, round_no)
+        except ContractError as exc:
+            return HandoverRefused(404, exc.code, str(exc))
+        if rnd["status"] == "open":
+            return HandoverRefused(409, "ROUND_NOT_CLOSED", f"round {round_no} of {task} is open: nothing merged yet")
+        if rnd["status"] == "done":
+            if rnd["merged_sha256"] != sha256:
+                return HandoverRefused(
+                    409, "NOT_THE_MERGED_MODEL", f"round {round_no} of {task} was merged into another model"
+                )
+            node = rnd["published_by"]
+        else:
+            node = rnd["contributors"][rnd["leader_index"]]
+        expected = rec["nodes"].get(node, {}).get("identity")
+        if sender is not None and sender != expected:
+            return HandoverRefused(
+                403, "NOT_LEADER", f"{sender} does not lead round {round_no} of {task}; {node} ({expected}) does"
+            )
+        return None
 
     @staticmethod
     def _set_wait(wait: WaitState, phase: str, what: str) -> None:
@@ -475,6 +611,7 @@ class RoundDriver:
         initial = rnd["previous_merged_sha256"] is None
         stack = None if initial else StackedModels(serialization.parse_layout(layout), len(rnd["contributors"]))
         weights: list[int] = []
+        failed: set[str] = set()  # contributors whose blob could not be had or was refused
         merged: list[np.ndarray] | None = None
         # Contributions we do not hold are fetched from their sites in parallel.
         remote = [
@@ -484,9 +621,12 @@ class RoundDriver:
             and not self.store.has(rnd["submissions"][n]["sha256"])
         ]
         # A site that stalls (paused, or its link cut: packets dropped, no refusal) must not hold the
-        # merge past our deadline: each fetch may wait for data at most 3/4 of the time left.
+        # merge past our deadline: each fetch may wait for data at most half the time left, so that the
+        # other half is there to merge, store and publish (a ledger transaction, seconds on a loaded host).
+        # With 3/4, a short leader timeout left too little: every leader in turn timed out on the same
+        # unreachable site and then published too late, and the round passed from leader to leader for 40 s+.
         left_s = (rnd["leader_deadline_ms"] - now_ms()) / 1000
-        fetch_timeout_s = min(self.peers.timeout_s, max(1.0, 0.75 * left_s))
+        fetch_timeout_s = min(self.peers.timeout_s, max(1.0, 0.5 * left_s))
         with wait.timed("lead: fetch"), ThreadPoolExecutor(max_workers=max(1, min(8, len(remote)))) as pool:
             fetches = {
                 n: pool.submit(
@@ -515,6 +655,7 @@ class RoundDriver:
                 else:
                     arrays = serialization.from_bytes(self.store.get(sub["sha256"]), layout)
             except (BlobFetchError, serialization.WeightsFormatError, ValueError) as exc:
+                failed.add(node)
                 self._count_rejection(exc)
                 self.rejected_blobs.append({"round": round_no, "node": node, "reason": str(exc)})
                 self.log.error("round %d: contribution of %s rejected: %s", round_no, node, exc)
@@ -552,9 +693,21 @@ class RoundDriver:
         with wait.timed("lead: serialise and store"):
             blob = serialization.to_bytes(merged)
             merged_sha = self.store.put(blob)
+        others = [n for n in rnd["contributors"] if n != self.site and n not in failed]
+        with wait.timed("lead: hand over"):
+            held_by = self._hand_over(rec, rnd, others, blob, merged_sha)
+        if others and held_by is None:
+            self.log.error(
+                "round %d: no other site took the merged model %s... (%s); not publishing a model only this "
+                "site holds, a site that reaches more takes over after our deadline",
+                round_no,
+                merged_sha[:12],
+                ", ".join(others),
+            )
+            return
         try:
             with wait.timed("lead: publish"):
-                self._ledger(self.ledger.publish, deadline, task, round_no, self.site, merged_sha)
+                self._ledger(self.ledger.publish, deadline, task, round_no, self.site, merged_sha, wait=wait)
             self._notify(rec, list(rec["nodes"]), round_no)
         except ContractError as exc:
             if exc.code in ("NOT_LEADER", "ROUND_NOT_CLOSED"):

@@ -141,6 +141,7 @@ class SwarmNetworkService:
             store, ledger, keep_rounds, grace_s=prune_grace_s, tasks=lambda: list(self.tasks), logger=self.log
         )
         store.on_full = self._free_space
+        self.driver.on_handover = self.retention.remember
 
     def _free_space(self) -> None:
         """The disk is full: delete every joined task's blobs but the last round's, before a write gives up."""

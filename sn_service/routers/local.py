@@ -105,7 +105,7 @@ def _joined_spec(service: SwarmNetworkService, task: str) -> dict:
     return spec
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int) -> bytes:
     """Reads the request body, refusing it once it passes ``limit`` bytes."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -135,7 +135,7 @@ async def _validated_blob(
     spec = _joined_spec(service, task)
     t0 = time.perf_counter()
     if blob_file is None:
-        data = await _read_body(request, service.max_blob_bytes(task))
+        data = await read_body(request, service.max_blob_bytes(task))
     else:
         try:
             data = await asyncio.to_thread(service.take_from_inbox, blob_file, service.max_blob_bytes(task))

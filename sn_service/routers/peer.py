@@ -1,4 +1,4 @@
-"""The peer API: other sites fetch blobs by sha256, and this site's training metrics."""
+"""The peer API: other sites fetch blobs by sha256, a round's leader hands its merge over, the training metrics."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from fastapi.responses import FileResponse, Response
 
 from sn_service.errors import api_error
 from sn_service.peer_tls import peer_certificate
+from sn_service.round_protocol import HandoverRefused
+from sn_service.routers.local import read_body
 from sn_service.schemas import NAME_PATTERN, ErrorBody
 
 
@@ -46,6 +48,42 @@ async def get_blob(sha256: str, request: Request) -> FileResponse:
         raise api_error(404, "NO_SUCH_BLOB", f"this site holds no blob {sha256}")
     service.metrics.bytes_sent.inc(path.stat().st_size)
     return FileResponse(path, media_type="application/octet-stream")
+
+
+@router.post("/merged/{sha256}", status_code=204, response_class=Response)
+async def hand_over_merged(
+    sha256: str,
+    request: Request,
+    task: str = Query(pattern=NAME_PATTERN),
+    round_no: int = Query(ge=0, alias="round"),
+) -> Response:
+    """The round's leader hands over the merged model it is about to publish (the body, safetensors).
+
+    Taken only from the node the ledger names as the round's leader (or publisher), only as the
+    bytes of ``sha256``, and only as a model of the task's layout: the same checks as a fetch.
+    A site that holds it already answers at once, without reading the body.
+    """
+    service = request.app.state.service
+    if not service.store.valid_sha(sha256):
+        raise api_error(400, "INVALID_ARGUMENT", "the blob name must be 64 lowercase hex characters")
+    spec = service.task_spec(task)
+    if spec is None:
+        raise api_error(404, "NOT_JOINED", f"this site has not joined task {task!r}")
+    if service.store.has(sha256):
+        return Response(status_code=204)
+    data = await read_body(request, service.max_blob_bytes(task))
+    cert = peer_certificate(request) if service.tls is not None else None
+    sender = service.tls.identity_of(cert) if cert is not None else None
+    try:
+        taken = await asyncio.to_thread(
+            service.driver.accept_handover, task, round_no, sha256, data, spec["layout"], sender
+        )
+    except HandoverRefused as exc:
+        service.metrics.rejected_blobs.labels(reason=exc.code.lower()).inc()
+        raise api_error(exc.status, exc.code, str(exc)) from None
+    if taken:
+        service.metrics.bytes_received.inc(len(data))
+    return Response(status_code=204)
 
 
 @router.get("/metrics-history/{task}")
