@@ -48,7 +48,7 @@ demo: $(STAMP)
 	@bash -o pipefail -c 'PYTHONUNBUFFERED=1 $(BIN)/python examples/leukaemia/run.py 2>&1 | grep --line-buffered -v -E "$(TF_NOISE)"'
 
 lint: $(STAMP)
-	$(BIN)/ruff check swarm_keras sn_service examples tests benchmarks
+	$(BIN)/ruff check swarm_keras swarm_wire sn_service examples tests benchmarks
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests -q -m "not slow"

@@ -75,7 +75,7 @@ from swarm_examples.expression_data import ExpressionData
 from swarm_examples.metrics import METRICS, score_predictions
 from swarm_examples.scaling import ControlReferenceScaler, StandardScaler, zscore_per_sample
 from swarm_examples.scenarios import SCENARIOS, ScenarioSplit, describe_split, format_split_table, split_scenario
-from swarm_keras.options import MERGE_METHODS, MERGE_WEIGHTINGS
+from swarm_wire.options import MERGE_METHODS, MERGE_WEIGHTINGS
 
 SCALINGS = ("controls", "per-node", "per-sample")
 LEDGERS = ("embedded", "fabric")
@@ -306,7 +306,7 @@ def run_swarm(
     """
     from sn_service.blob_store import BlobStore
     from sn_service.launcher import SwarmLauncher
-    from swarm_keras.serialization import from_bytes
+    from swarm_wire.serialization import from_bytes
 
     data_dir = workdir / "data"
     data_dir.mkdir(parents=True, exist_ok=True)

@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     from swarm_examples.paper_model import build_paper_model
     from swarm_examples.scaling import ControlReferenceScaler, StandardScaler, zscore_per_sample
     from swarm_keras import SwarmCallback
-    from swarm_keras.serialization import to_bytes
+    from swarm_wire.serialization import to_bytes
 
     if args.scaling == "per-sample":
         x = zscore_per_sample(x)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import re
 from pathlib import Path
 
 from fastapi import APIRouter, Query, Request
@@ -23,8 +22,8 @@ from sn_service.errors import api_error, contract_http_error
 from sn_service.ledger.base import ContractError, LedgerUnavailable
 from sn_service.peer_client import PeerRequestError
 from sn_service.round_protocol import now_ms
-from sn_service.schemas import NAME_PATTERN
 from sn_service.service import SwarmNetworkService
+from swarm_wire.names import NAME_RE
 
 STATIC_DIR = Path(__file__).resolve().parents[1] / "dashboard"
 STATIC_FILES = {
@@ -123,7 +122,7 @@ async def dashboard_data(
     from sn_service.status_cli import snapshot
 
     service: SwarmNetworkService = request.app.state.service
-    if not re.fullmatch(NAME_PATTERN, task):
+    if not NAME_RE.fullmatch(task):
         raise api_error(400, "INVALID_ARGUMENT", f"task {task!r} is not a valid name")
     try:
         rec, current, finished = await asyncio.to_thread(snapshot, service.ledger, task, recent)

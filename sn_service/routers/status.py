@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
@@ -12,7 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from sn_service.errors import api_error, contract_http_error
 from sn_service.ledger.base import ContractError, LedgerUnavailable
 from sn_service.round_protocol import now_ms
-from sn_service.schemas import NAME_PATTERN
+from swarm_wire.names import NAME_RE
 
 router = APIRouter(tags=["status"])
 
@@ -42,7 +41,7 @@ async def task_detail(task: str, request: Request, recent: int = Query(default=5
     from sn_service.status_cli import snapshot
 
     service = request.app.state.service
-    if not re.fullmatch(NAME_PATTERN, task):
+    if not NAME_RE.fullmatch(task):
         raise api_error(400, "INVALID_ARGUMENT", f"task {task!r} is not a valid name")
     try:
         rec, current, rounds = await asyncio.to_thread(snapshot, service.ledger, task, recent)

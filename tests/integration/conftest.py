@@ -17,7 +17,7 @@ import pytest
 
 from sn_service.blob_store import BlobStore
 from sn_service.launcher import service_file
-from swarm_keras import serialization
+from swarm_wire import serialization
 
 REPO = Path(__file__).resolve().parents[2]
 

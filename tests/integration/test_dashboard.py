@@ -17,7 +17,7 @@ import pytest
 
 from sn_service.identity import create_ca, issue_site
 from sn_service.ledger import EmbeddedLedger
-from swarm_keras import serialization
+from swarm_wire import serialization
 
 from .conftest import REPO, SMALL_LAYOUT_ARRAYS, small_spec, wait_sync
 

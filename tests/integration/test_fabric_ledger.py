@@ -418,7 +418,7 @@ def test_blobs_travel_over_mtls_with_the_organisations_msp_certificates(profile,
     from sn_service.ledger.fabric import FabricLedger, load_profile
     from sn_service.msp_tls import MSPTLS
     from sn_service.peer_client import BlobFetchError, PeerClient
-    from swarm_keras import serialization
+    from swarm_wire import serialization
 
     from .conftest import Services, small_spec, sync_round
 

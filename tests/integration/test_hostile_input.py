@@ -338,7 +338,7 @@ def _copy_tasks(src, dst) -> None:
 
 
 def _blob(rng: np.random.Generator) -> bytes:
-    from swarm_keras import serialization
+    from swarm_wire import serialization
 
     from .conftest import SMALL_LAYOUT_ARRAYS
 

@@ -10,7 +10,7 @@ import pytest
 
 from sn_service.identity import IdentityError, create_ca, issue_site
 from sn_service.ledger import EmbeddedLedger
-from swarm_keras import serialization
+from swarm_wire import serialization
 
 from .conftest import small_spec, sync_round
 

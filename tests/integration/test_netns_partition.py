@@ -35,7 +35,7 @@ import pytest
 from sn_service.blob_store import BlobStore
 from sn_service.identity import create_ca, issue_site
 from sn_service.ledger import EmbeddedLedger
-from swarm_keras import serialization
+from swarm_wire import serialization
 
 from .conftest import assert_weighted_mean
 from .netns import Network, network_or_skip

@@ -9,7 +9,7 @@ import httpx
 import numpy as np
 import pytest
 
-from swarm_keras import serialization
+from swarm_wire import serialization
 
 from .conftest import REPO, SMALL_LAYOUT_ARRAYS, small_spec
 

@@ -23,7 +23,7 @@ from sn_service.peer_client import PeerClient
 from sn_service.routers.dashboard import checked_history
 from sn_service.routers.local import MetricsError, parse_metrics
 from sn_service.service import SwarmNetworkService
-from swarm_keras import serialization
+from swarm_wire import serialization
 
 ARRAYS = [np.zeros((4, 2), np.float32), np.zeros(2, np.float32)]
 
