@@ -19,8 +19,8 @@ from urllib.parse import urlsplit
 import uvicorn
 
 from sn_service import __version__
-from sn_service.app import create_app
 from sn_service.blob_store import BlobStore
+from sn_service.http.app import create_app
 from sn_service.identity import IdentityError, PeerTLS, SiteTLS
 from sn_service.ledger import Ledger, LedgerUnavailable, open_ledger
 from sn_service.ledger.base import ContractError

@@ -52,7 +52,8 @@ def test_the_shared_package_imports_neither_side_nor_a_framework():
 
 
 def test_the_http_routers_do_not_import_the_command_line_tools():
-    assert offenders("sn_service/routers", ("sn_service.cli", "sn_service.status_cli", "sn_service.launcher")) == []
+    tools = ("sn_service.cli", "sn_service.status_cli", "sn_service.launcher")
+    assert offenders("sn_service/http", tools) == []
 
 
 def test_the_callback_package_still_offers_the_wire_format_under_its_old_names():

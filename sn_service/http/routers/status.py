@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from sn_service.errors import api_error, contract_http_error
+from sn_service.http.errors import api_error, contract_http_error
 from sn_service.ledger.base import ContractError, LedgerUnavailable
 from sn_service.round_protocol import now_ms
 from swarm_wire.names import NAME_RE

@@ -12,10 +12,10 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import FileResponse, Response
 
 from sn_service.blob_store import StoreFull
-from sn_service.errors import api_error, contract_http_error
+from sn_service.http.errors import api_error, contract_http_error
+from sn_service.http.schemas import ErrorBody, JoinRequest, JoinResponse, SyncStarted, SyncStatus
 from sn_service.ledger.base import ContractError, LedgerUnavailable
 from sn_service.round_protocol import SyncFailed
-from sn_service.schemas import ErrorBody, JoinRequest, JoinResponse, SyncStarted, SyncStatus
 from sn_service.service import SiteInUse, SwarmNetworkService
 from swarm_wire import serialization
 from swarm_wire.names import MAX_METRICS, METRIC_NAME_RE, NAME_PATTERN

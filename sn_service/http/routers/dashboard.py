@@ -1,6 +1,6 @@
 """The dashboard: a live page of each task's sites, rounds and training metrics.
 
-``GET /dashboard`` serves a static page (``sn_service/dashboard/``) that
+``GET /dashboard`` serves a static page (``sn_service/http/dashboard/``) that
 polls ``GET /v1/dashboard/{task}``. That endpoint reads only what this site
 can know: the ledger's records of the task and its rounds, this service's own
 syncs, and each registered site's training metrics from that site's peer API
@@ -18,7 +18,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
 
 from sn_service.contract import closable
-from sn_service.errors import api_error, contract_http_error
+from sn_service.http.errors import api_error, contract_http_error
 from sn_service.ledger.base import ContractError, LedgerUnavailable
 from sn_service.peer_client import PeerRequestError
 from sn_service.round_protocol import now_ms
