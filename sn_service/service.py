@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sn_service.blob_store import BlobStore, StoreFull
-from sn_service.identity import PeerTLS
 from sn_service.ledger.base import ContractError, Ledger
 from sn_service.metrics import ServiceMetrics
 from sn_service.peer_client import PeerClient, PeerRequestError
 from sn_service.retention import BlobRetention
 from sn_service.round_protocol import RoundDriver, SyncFailed, SyncResult, WaitState
+from sn_service.tls.identity import PeerTLS
 from swarm_wire import serialization
 
 log = logging.getLogger("sn_service.service")

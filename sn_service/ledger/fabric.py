@@ -56,7 +56,7 @@ from google.protobuf import any_pb2, descriptor_pb2, descriptor_pool, message_fa
 from google.protobuf.message import DecodeError
 
 from sn_service.ledger.base import ContractError, Ledger, LedgerUnavailable
-from sn_service.x509_names import fabric_identity, go_subject_string
+from sn_service.tls.x509_names import fabric_identity, go_subject_string
 
 try:
     from fabric_protos.common import common_pb2

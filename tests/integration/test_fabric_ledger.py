@@ -414,10 +414,10 @@ def test_blobs_travel_over_mtls_with_the_organisations_msp_certificates(profile,
     import httpx
     import numpy as np
 
-    from sn_service.identity import create_ca, issue_site
     from sn_service.ledger.fabric import FabricLedger, load_profile
-    from sn_service.msp_tls import MSPTLS
     from sn_service.peer_client import BlobFetchError, PeerClient
+    from sn_service.tls.identity import create_ca, issue_site
+    from sn_service.tls.msp_tls import MSPTLS
     from swarm_wire import serialization
 
     from .conftest import Services, small_spec, sync_round

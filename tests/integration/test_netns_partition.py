@@ -33,8 +33,8 @@ from pathlib import Path
 import pytest
 
 from sn_service.blob_store import BlobStore
-from sn_service.identity import create_ca, issue_site
 from sn_service.ledger import EmbeddedLedger
+from sn_service.tls.identity import create_ca, issue_site
 from swarm_wire import serialization
 
 from .conftest import assert_weighted_mean

@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
         ("swarm-sn", "sn_service.cli"),
         ("swarm-launch", "sn_service.launcher"),
         ("swarm-status", "sn_service.status_cli"),
-        ("swarm-identity", "sn_service.identity"),
+        ("swarm-identity", "sn_service.tls.identity"),
     ],
 )
 def test_every_command_prints_the_one_version(command, module, capsys):

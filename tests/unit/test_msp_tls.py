@@ -9,8 +9,8 @@ import pytest
 from cryptography import x509
 
 from sn_service import cli
-from sn_service.identity import IdentityError, create_ca, issue_site
-from sn_service.msp_tls import MSPTLS
+from sn_service.tls.identity import IdentityError, create_ca, issue_site
+from sn_service.tls.msp_tls import MSPTLS
 
 
 def _org(tmp: Path, n: int) -> tuple[Path, Path, Path]:

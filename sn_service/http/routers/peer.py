@@ -9,7 +9,7 @@ from fastapi.responses import FileResponse, Response
 
 from sn_service.http.errors import api_error
 from sn_service.http.schemas import ErrorBody
-from sn_service.peer_tls import peer_certificate
+from sn_service.tls.peer_tls import peer_certificate
 from swarm_wire.names import NAME_PATTERN, NAME_RE
 
 

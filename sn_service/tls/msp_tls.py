@@ -30,8 +30,8 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
-from sn_service.identity import IdentityError
-from sn_service.x509_names import FABRIC_IDENTITY_SEPARATOR, fabric_identity, go_subject_string
+from sn_service.tls.identity import IdentityError
+from sn_service.tls.x509_names import FABRIC_IDENTITY_SEPARATOR, fabric_identity, go_subject_string
 
 #: The identity given to a certificate no trusted organisation issued (never a registered node).
 UNKNOWN_PREFIX = "unknown::"

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from sn_service import __version__
-from sn_service.x509_names import go_subject_string
+from sn_service.tls.x509_names import go_subject_string
 
 CA_CERT, CA_KEY = "ca.crt", "ca.key"
 SITE_CERT, SITE_KEY = "site.crt", "site.key"
@@ -38,7 +38,7 @@ class PeerTLS(Protocol):
     """What the mutual-TLS peer API needs, whoever issued the certificates.
 
     ``SiteTLS`` (a swarm CA made by ``swarm-identity``) and
-    ``sn_service.msp_tls.MSPTLS`` (the Fabric organisations' MSP CAs) both fit.
+    ``sn_service.tls.msp_tls.MSPTLS`` (the Fabric organisations' MSP CAs) both fit.
     """
 
     cert: Path  #: this site's certificate (PEM), served and presented as a client
