@@ -9,7 +9,7 @@ split, the initial weights, dropout and shuffling):
 2. **central**: one model trains on the pooled training splits;
 3. **swarm**: each node's training split is written to
    ``<out>/work/perm-NN/data/node<k>.npz`` and the nodes train together as
-   real processes: `sn_service.launcher.SwarmLauncher` starts one
+   real processes: `sn_service.cli.launcher.SwarmLauncher` starts one
    swarm-network service and one `swarm_examples.site_worker` per node,
    sharing an embedded ledger (or a Fabric network).
 
@@ -305,7 +305,7 @@ def run_swarm(
             the logs).
     """
     from sn_service.blob_store import BlobStore
-    from sn_service.launcher import SwarmLauncher
+    from sn_service.cli.launcher import SwarmLauncher
     from swarm_wire.serialization import from_bytes
 
     data_dir = workdir / "data"

@@ -2,7 +2,7 @@
 
 The evaluation writes each node's training split to ``<data-dir>/node<k>.npz``
 (arrays ``X`` raw expression, ``y`` labels) and starts this script once per
-site through `sn_service.launcher.SwarmLauncher`, which sets the environment
+site through `sn_service.cli.launcher.SwarmLauncher`, which sets the environment
 it reads:
 
 - ``SWARM_SITE_INDEX``: which file is this site's (0 -> ``node1.npz``);

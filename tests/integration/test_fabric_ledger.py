@@ -523,7 +523,7 @@ def test_training_goes_on_when_the_orderer_and_a_peer_restart(profile, tmp_path)
         [
             sys.executable,
             "-m",
-            "sn_service.launcher",
+            "sn_service.cli.launcher",
             "--sites",
             "3",
             "--task",

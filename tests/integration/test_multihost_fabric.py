@@ -325,7 +325,7 @@ def test_a_swarm_across_hosts_each_organisation_keeping_its_own_keys(hosts):
             [
                 sys.executable,
                 "-m",
-                "sn_service.cli",
+                "sn_service.cli.swarm_sn",
                 "--site",
                 site,
                 "--port",

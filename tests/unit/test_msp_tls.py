@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from sn_service import cli
+from sn_service.cli import swarm_sn
 from sn_service.tls.identity import IdentityError, create_ca, issue_site
 from sn_service.tls.msp_tls import MSPTLS
 
@@ -88,11 +88,13 @@ def test_a_client_certificate_of_another_organisation_is_refused(tmp_path):
 
 def test_swarm_sn_refuses_mixed_tls_options(tmp_path, capsys):
     base = ["--site", "site-a", "--port", "1", "--data-dir", str(tmp_path / "d")]
-    code = cli.main([*base, "--ledger", "fabric", "--fabric-profile", "p.json", "--tls-dir", "x", "--peer-port", "2"])
+    code = swarm_sn.main(
+        [*base, "--ledger", "fabric", "--fabric-profile", "p.json", "--tls-dir", "x", "--peer-port", "2"]
+    )
     assert code == 2 and "MSP certificate" in capsys.readouterr().err
-    code = cli.main([*base, "--ledger-path", str(tmp_path / "l.sqlite"), "--peer-port", "2"])
+    code = swarm_sn.main([*base, "--ledger-path", str(tmp_path / "l.sqlite"), "--peer-port", "2"])
     assert code == 2 and "needs --tls-dir" in capsys.readouterr().err
-    code = cli.main([*base, "--ledger-path", str(tmp_path / "l.sqlite"), "--tls-dir", "x"])
+    code = swarm_sn.main([*base, "--ledger-path", str(tmp_path / "l.sqlite"), "--tls-dir", "x"])
     assert code == 2 and "needs --peer-port" in capsys.readouterr().err
 
 
@@ -136,7 +138,7 @@ def test_an_organisation_added_to_the_profile_is_trusted_without_a_restart(tmp_p
     ],
 )
 def test_an_advertised_endpoint_nobody_can_dial_is_refused(endpoint, given, tls, problem):
-    found = cli.advertised_endpoint_problem(endpoint, given, tls)
+    found = swarm_sn.advertised_endpoint_problem(endpoint, given, tls)
     if problem is None:
         assert found is None
     else:

@@ -164,7 +164,7 @@ class SwarmLauncher:
             cmd = [
                 sys.executable,
                 "-m",
-                "sn_service.cli",
+                "sn_service.cli.swarm_sn",
                 "--site",
                 site,
                 "--port",
