@@ -343,7 +343,8 @@ def test_concurrent_round_over_three_orgs(ledgers):
 
 
 def test_unreachable_peer_is_ledger_unavailable(profile):
-    from sn_service.ledger.fabric import FabricLedger, load_profile
+    from sn_service.ledger.fabric import FabricLedger
+    from sn_service.ledger.fabric_profile import load_profile
 
     site = load_profile(profile, "site-a")
     ledger = FabricLedger.from_profile(profile, "site-a", evaluate_timeout_s=2, endorse_timeout_s=2)
@@ -414,7 +415,8 @@ def test_blobs_travel_over_mtls_with_the_organisations_msp_certificates(profile,
     import httpx
     import numpy as np
 
-    from sn_service.ledger.fabric import FabricLedger, load_profile
+    from sn_service.ledger.fabric import FabricLedger
+    from sn_service.ledger.fabric_profile import load_profile
     from sn_service.peer_client import BlobFetchError, PeerClient
     from sn_service.tls.identity import create_ca, issue_site
     from sn_service.tls.msp_tls import MSPTLS
