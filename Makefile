@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml examples/pyproject.toml constraints.txt
 		-e ".[tensorflow-cpu,jax,dev,fabric]"
 	PYTHONWARNINGS=ignore::UserWarning $(BIN)/python -m pip install --quiet -c constraints.txt -e examples
 	@# Fabric's protobuf bindings declare protobuf<6 but work under TensorFlow's protobuf 6/7
-	@# (see sn_service/ledger/fabric.py); installed last, without their dependencies.
+	@# (see sn_service/ledger/fabric_pb.py); installed last, without their dependencies.
 	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt hyperledger-fabric-protos
 	@touch $@
 
