@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml examples/pyproject.toml constraints.txt
 		-e ".[tensorflow-cpu,jax,dev,fabric]"
 	PYTHONWARNINGS=ignore::UserWarning $(BIN)/python -m pip install --quiet -c constraints.txt -e examples
 	@# Fabric's protobuf bindings declare protobuf<6 but work under TensorFlow's protobuf 6/7
-	@# (see sn_service/ledger/fabric.py); installed last, without their dependencies.
+	@# (see sn_service/ledger/fabric_pb.py); installed last, without their dependencies.
 	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt hyperledger-fabric-protos
 	@touch $@
 
@@ -48,7 +48,7 @@ demo: $(STAMP)
 	@bash -o pipefail -c 'PYTHONUNBUFFERED=1 $(BIN)/python examples/leukaemia/run.py 2>&1 | grep --line-buffered -v -E "$(TF_NOISE)"'
 
 lint: $(STAMP)
-	$(BIN)/ruff check swarm_keras sn_service examples tests benchmarks
+	$(BIN)/ruff check swarm_keras swarm_wire sn_service examples tests benchmarks
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests -q -m "not slow"

@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sn_service.ledger import EmbeddedLedger
-from swarm_keras.serialization import fingerprint
+from swarm_wire.serialization import fingerprint
 
 SITES = ("site-a", "site-b", "site-c")
 LAYOUT = "f32[2000,256];f32[256]"

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sn_service.ledger import EmbeddedLedger
 from sn_service.merge import MERGE_METHODS, merge
-from swarm_keras import serialization
+from swarm_wire import serialization
 
 
 def time_methods(n_models: int, n_params: int, repeats: int) -> dict[str, float]:

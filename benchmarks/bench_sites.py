@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sn_service.launcher import SwarmLauncher
+from sn_service.cli.launcher import SwarmLauncher
 from sn_service.ledger import EmbeddedLedger
 
 HERE = Path(__file__).resolve().parent

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from swarm_keras import serialization
 from swarm_keras.service_client import ServiceClient
+from swarm_wire import serialization
 
 # The paper's classifier on 2,000 inputs: 256-1024-512-512-256-256-128-128-64, one sigmoid output.
 UNITS = (2000, 256, 1024, 512, 512, 256, 256, 128, 128, 64, 1)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import re
 import shutil
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-_SHA_RE = re.compile(r"[0-9a-f]{64}")
+from swarm_wire.names import SHA256_RE
+
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
@@ -41,7 +41,7 @@ class BlobStore:
     @staticmethod
     def valid_sha(sha256: str) -> bool:
         """Whether ``sha256`` is 64 lowercase hex characters."""
-        return bool(_SHA_RE.fullmatch(sha256))
+        return bool(SHA256_RE.fullmatch(sha256))
 
     def path(self, sha256: str) -> Path:
         """Where the blob ``sha256`` lives (whether or not it exists)."""

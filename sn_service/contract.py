@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from swarm_keras.options import MERGE_METHODS
+from swarm_wire.names import NAME_RE, SHA256_RE
+from swarm_wire.options import MERGE_METHODS
 
 SPEC_FIELDS = (
     "fingerprint",
@@ -38,8 +38,6 @@ SPEC_FIELDS = (
 TRANSACTIONS = ("InitTask", "Register", "Submit", "Close", "Publish", "Failover", "Finish", "Leave")
 QUERIES = ("GetTask", "GetRound", "GetHistory")
 
-_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-_SHA_RE = re.compile(r"[0-9a-f]{64}")
 _MAX_LAYOUT_CHARS = 1 << 20
 _MAX_ENDPOINT_CHARS = 512
 _MAX_INT = (1 << 53) - 1  # exact in JSON doubles, Go int64 and Python alike
@@ -110,7 +108,7 @@ class StateView:
 
 
 def _name(value: Any, what: str) -> str:
-    if not isinstance(value, str) or not _NAME_RE.fullmatch(value):
+    if not isinstance(value, str) or not NAME_RE.fullmatch(value):
         raise ContractError(
             "INVALID_ARGUMENT",
             f"{what} {value!r} is not a valid name: use 1-64 characters of "
@@ -126,7 +124,7 @@ def _int(value: Any, what: str, minimum: int = 0) -> int:
 
 
 def _sha(value: Any, what: str) -> str:
-    if not isinstance(value, str) or not _SHA_RE.fullmatch(value):
+    if not isinstance(value, str) or not SHA256_RE.fullmatch(value):
         raise ContractError("INVALID_ARGUMENT", f"{what} must be 64 lowercase hex characters (sha256), got {value!r}")
     return value
 

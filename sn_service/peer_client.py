@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
-    from sn_service.identity import PeerTLS
+    from sn_service.tls.identity import PeerTLS
 
 
 class BlobFetchError(Exception):

@@ -30,7 +30,7 @@ from sn_service.ledger.base import ContractError, Ledger, LedgerUnavailable
 from sn_service.merge import merge
 from sn_service.metrics import ServiceMetrics
 from sn_service.peer_client import BlobFetchError, PeerClient, PeerRequestError
-from swarm_keras import serialization
+from swarm_wire import serialization
 
 log = logging.getLogger("sn_service.rounds")
 
@@ -276,7 +276,7 @@ class RoundDriver:
         if self.store.has(sha256):
             return
         layout = task_rec["spec"]["layout"]
-        limit = serialization.expected_nbytes(layout) + serialization.HEADER_ALLOWANCE
+        limit = serialization.max_blob_bytes(layout)
         nodes = task_rec["nodes"]
         order = ([publisher] if publisher in nodes else []) + sorted(n for n in nodes if n != publisher)
         errors = []
@@ -607,7 +607,7 @@ class RoundDriver:
         t0 = time.perf_counter()
         self._set_wait(wait, "merging", f"fetching {len(rnd['contributors'])} contributions")
         layout = rec["spec"]["layout"]
-        limit = serialization.expected_nbytes(layout) + serialization.HEADER_ALLOWANCE
+        limit = serialization.max_blob_bytes(layout)
         initial = rnd["previous_merged_sha256"] is None
         stack = None if initial else StackedModels(serialization.parse_layout(layout), len(rnd["contributors"]))
         weights: list[int] = []

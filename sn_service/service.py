@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sn_service.blob_store import BlobStore, StoreFull
-from sn_service.identity import PeerTLS
 from sn_service.ledger.base import ContractError, Ledger
 from sn_service.metrics import ServiceMetrics
 from sn_service.peer_client import PeerClient, PeerRequestError
 from sn_service.retention import BlobRetention
 from sn_service.round_protocol import RoundDriver, SyncFailed, SyncResult, WaitState
-from swarm_keras import serialization
+from sn_service.tls.identity import PeerTLS
+from swarm_wire import serialization
 
 log = logging.getLogger("sn_service.service")
 
@@ -290,7 +290,7 @@ class SwarmNetworkService:
     def max_blob_bytes(self, task: str) -> int:
         """The largest blob a task's model can produce."""
         spec = self.tasks[task].spec
-        return serialization.expected_nbytes(spec["layout"]) + serialization.HEADER_ALLOWANCE
+        return serialization.max_blob_bytes(spec["layout"])
 
     # ------------------------------------------------------------------ syncs
 

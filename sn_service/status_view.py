@@ -1,11 +1,26 @@
-"""The answer to "why is it stuck?": a task's state rendered for a terminal.
+"""The answer to "why is it stuck?": a task's state as the ledger has it, and rendered for a terminal.
 
-Pure: takes the ledger's task record, its current round and recent rounds.
+``snapshot`` reads the task, its current round and its recent rounds from a
+ledger (for ``swarm-status`` and the HTTP status and dashboard routes alike);
+``render_task`` is pure: it turns them into lines of text.
 """
 
 from __future__ import annotations
 
 from sn_service.contract import closable
+from sn_service.ledger.base import Ledger
+
+#: How many finished rounds ``swarm-status`` lists.
+RECENT = 5
+
+
+def snapshot(ledger: Ledger, task: str, recent: int = RECENT) -> tuple[dict, dict, list[dict]]:
+    """The task, its current round and its last few finished rounds, from a ledger."""
+    rec = ledger.get_task(task)
+    current = ledger.get_round(task, rec["current_round"])
+    first = max(0, rec["current_round"] - recent)
+    rounds = [ledger.get_round(task, r) for r in range(first, rec["current_round"])]
+    return rec, current, rounds
 
 
 def _age(now_ms: int, then_ms: int | None) -> str:

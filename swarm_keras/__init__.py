@@ -1,8 +1,8 @@
 """Swarm Learning for Keras: add ``SwarmCallback`` to ``model.fit``.
 
 Importing this package does not import Keras; ``SwarmCallback`` loads it on
-first use, so the swarm-network service can share the weights format
-(``swarm_keras.serialization``) without TensorFlow.
+first use. The weights format is ``swarm_wire.serialization``, which the
+swarm-network service shares; ``swarm_keras.serialization`` names it too.
 """
 
 from typing import Any

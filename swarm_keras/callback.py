@@ -5,16 +5,16 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 import time
 from typing import Any
 
 import keras
 import numpy as np
 
-from swarm_keras import serialization
-from swarm_keras.options import MERGE_METHODS, MERGE_WEIGHTINGS
 from swarm_keras.service_client import ServiceClient, SwarmServiceError
+from swarm_wire import serialization
+from swarm_wire.names import MAX_METRICS, METRIC_NAME_RE, NAME_RE
+from swarm_wire.options import MERGE_METHODS, MERGE_WEIGHTINGS
 
 # HPE's three, and "leave" (ours): go at once, rounds stop waiting for this site.
 CHECKIN_MODES = ("inactive", "snapshot", "active", "leave")
@@ -24,9 +24,6 @@ DEFAULT_SERVICE_URL = "http://127.0.0.1:30305"
 LOOPBACK_ENV = "SWARM_LOOPBACK"
 SERVICE_URL_ENV = "SWARM_SN_URL"
 TASK_ENV = "SWARM_TASK"
-_TASK_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-_METRIC_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:/-]{0,63}")
-_MAX_METRICS = 64
 
 
 class _UnconfiguredLoggingHandler(logging.StreamHandler):
@@ -194,7 +191,7 @@ class SwarmCallback(keras.callbacks.Callback):
         self.syncFrequency = _positive_int("syncFrequency", syncFrequency)
         self.minPeers = _positive_int("minPeers", minPeers)
         task = trainingContract if trainingContract is not None else os.environ.get(TASK_ENV, "default")
-        if not isinstance(task, str) or not _TASK_NAME_RE.fullmatch(task):
+        if not isinstance(task, str) or not NAME_RE.fullmatch(task):
             raise ValueError(
                 f"trainingContract={task!r} is not allowed: use 1-64 letters, digits, '.', '_' or '-', "
                 "starting with a letter or digit"
@@ -346,9 +343,9 @@ class SwarmCallback(keras.callbacks.Callback):
     def _remember_metrics(self, logs: dict | None) -> None:
         """Keeps the latest finite scalar of each logged metric, to report with the next sync."""
         for name, value in (logs or {}).items():
-            if not isinstance(name, str) or not _METRIC_NAME_RE.fullmatch(name) or isinstance(value, bool):
+            if not isinstance(name, str) or not METRIC_NAME_RE.fullmatch(name) or isinstance(value, bool):
                 continue
-            if name not in self._metrics and len(self._metrics) >= _MAX_METRICS:
+            if name not in self._metrics and len(self._metrics) >= MAX_METRICS:
                 continue
             try:
                 number = float(value)

@@ -1,6 +1,5 @@
-"""The swarm's settings that the callback, the service and the examples all check (no Keras here)."""
+"""The merge methods and weightings, as ``swarm_wire.options`` defines them (kept here for existing imports)."""
 
-# How the leader merges (sn_service.merge implements each; the chaincode checks the same names).
-MERGE_METHODS = ("mean", "coordmedian", "geomedian", "trimmedmean", "krum", "multikrum")
-# What a site's contribution weighs: steps trained since the last merge x nodeWeightage, or nodeWeightage alone.
-MERGE_WEIGHTINGS = ("steps", "node")
+from swarm_wire.options import MERGE_METHODS, MERGE_WEIGHTINGS
+
+__all__ = ["MERGE_METHODS", "MERGE_WEIGHTINGS"]

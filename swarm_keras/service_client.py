@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from swarm_keras import serialization
+from swarm_wire import serialization
 
 # httpx logs every request at INFO; a sync makes several. Quiet unless the user chose a level.
 if logging.getLogger("httpx").level == logging.NOTSET:

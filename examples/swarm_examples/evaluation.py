@@ -9,7 +9,7 @@ split, the initial weights, dropout and shuffling):
 2. **central**: one model trains on the pooled training splits;
 3. **swarm**: each node's training split is written to
    ``<out>/work/perm-NN/data/node<k>.npz`` and the nodes train together as
-   real processes: `sn_service.launcher.SwarmLauncher` starts one
+   real processes: `sn_service.cli.launcher.SwarmLauncher` starts one
    swarm-network service and one `swarm_examples.site_worker` per node,
    sharing an embedded ledger (or a Fabric network).
 
@@ -75,7 +75,7 @@ from swarm_examples.expression_data import ExpressionData
 from swarm_examples.metrics import METRICS, score_predictions
 from swarm_examples.scaling import ControlReferenceScaler, StandardScaler, zscore_per_sample
 from swarm_examples.scenarios import SCENARIOS, ScenarioSplit, describe_split, format_split_table, split_scenario
-from swarm_keras.options import MERGE_METHODS, MERGE_WEIGHTINGS
+from swarm_wire.options import MERGE_METHODS, MERGE_WEIGHTINGS
 
 SCALINGS = ("controls", "per-node", "per-sample")
 LEDGERS = ("embedded", "fabric")
@@ -305,8 +305,8 @@ def run_swarm(
             the logs).
     """
     from sn_service.blob_store import BlobStore
-    from sn_service.launcher import SwarmLauncher
-    from swarm_keras.serialization import from_bytes
+    from sn_service.cli.launcher import SwarmLauncher
+    from swarm_wire.serialization import from_bytes
 
     data_dir = workdir / "data"
     data_dir.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,7 @@
 
 The evaluation writes each node's training split to ``<data-dir>/node<k>.npz``
 (arrays ``X`` raw expression, ``y`` labels) and starts this script once per
-site through `sn_service.launcher.SwarmLauncher`, which sets the environment
+site through `sn_service.cli.launcher.SwarmLauncher`, which sets the environment
 it reads:
 
 - ``SWARM_SITE_INDEX``: which file is this site's (0 -> ``node1.npz``);
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     from swarm_examples.paper_model import build_paper_model
     from swarm_examples.scaling import ControlReferenceScaler, StandardScaler, zscore_per_sample
     from swarm_keras import SwarmCallback
-    from swarm_keras.serialization import to_bytes
+    from swarm_wire.serialization import to_bytes
 
     if args.scaling == "per-sample":
         x = zscore_per_sample(x)

@@ -24,7 +24,7 @@ import keras
 import numpy as np
 
 from swarm_keras import SwarmCallback
-from swarm_keras.serialization import to_bytes
+from swarm_wire.serialization import to_bytes
 
 
 def site_data(stream: int, n: int, features: int, seed: int, shift: float) -> tuple[np.ndarray, np.ndarray]:

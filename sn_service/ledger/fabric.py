@@ -4,15 +4,14 @@ A thin client of Hyperledger Fabric's Gateway gRPC API (the API the official
 Go, Node and Java gateway clients use), written with ``grpcio``,
 ``cryptography`` and Fabric's generated protobuf messages
 (``hyperledger-fabric-protos``, module ``fabric_protos``). No Fabric SDK.
+The messages are built and signed in ``fabric_signing``; the connection
+profile is read by ``fabric_profile``. This module sends them and maps the
+answers.
 
 A transaction (``invoke``):
 
-1. A ``SignedProposal`` is built: the creator is the site's
-   ``SerializedIdentity`` (MSP ID and certificate PEM), the nonce 24 random
-   bytes, the transaction ID ``hex(sha256(nonce + creator))``; the channel
-   header (``ENDORSER_TRANSACTION``) carries the timestamp the chaincode uses
-   as the transaction's time; the payload is the ``ChaincodeInvocationSpec``
-   with the function name and the arguments as strings.
+1. A ``SignedProposal`` is built (``fabric_signing.build_proposal``), signed
+   by the site's ``Signer``.
 2. ``Gateway.Endorse`` collects endorsements as the endorsement policy asks
    and returns the transaction envelope; its payload is signed.
 3. ``Gateway.Submit`` hands it to the ordering service.
@@ -25,8 +24,7 @@ A transaction (``invoke``):
 
 A query (``query``) is ``Gateway.Evaluate`` of the same kind of proposal.
 
-Signatures are ECDSA P-256 over SHA-256, DER encoded, with low S, as Fabric
-requires. Errors map onto the ``Ledger`` interface: a refusal by the contract
+Errors map onto the ``Ledger`` interface: a refusal by the contract
 (the chaincode's message starts with ``CODE: ``) raises ``ContractError`` with
 the same code as the embedded ledger; an unreachable peer or orderer raises
 ``LedgerUnavailable``; anything else raises a ``FabricError`` naming the
@@ -35,40 +33,31 @@ transaction and the reason.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import random
 import re
-import secrets
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
 import grpc
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
-from google.protobuf import any_pb2, descriptor_pb2, descriptor_pool, message_factory, timestamp_pb2
+from google.protobuf import any_pb2, descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 
 from sn_service.ledger.base import ContractError, Ledger, LedgerUnavailable
-from sn_service.x509_names import fabric_identity, go_subject_string
-
-try:
-    from fabric_protos.common import common_pb2
-    from fabric_protos.gateway import gateway_pb2, gateway_pb2_grpc
-    from fabric_protos.msp import identities_pb2
-    from fabric_protos.peer import chaincode_pb2, proposal_pb2, proposal_response_pb2, transaction_pb2
-except ImportError as _exc:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "the Fabric ledger needs Fabric's protobuf messages: install them with "
-        "'pip install --no-deps hyperledger-fabric-protos==0.3.7.dev349689853811' "
-        f"(and grpcio, cryptography): {_exc}"
-    ) from _exc
+from sn_service.ledger.fabric_pb import gateway_pb2, gateway_pb2_grpc, transaction_pb2
+from sn_service.ledger.fabric_profile import ProfileError, SiteProfile, load_profile
+from sn_service.ledger.fabric_signing import (
+    Proposal,
+    Signer,
+    build_proposal,
+    chaincode_arg,
+    envelope_result,
+    transaction_id,
+)
+from sn_service.tls.x509_names import fabric_identity, go_subject_string
 
 __all__ = [
     "CONTRACT_ERROR_CODES",
@@ -85,6 +74,7 @@ __all__ = [
     "fabric_identity",
     "go_subject_string",
     "load_profile",
+    "transaction_id",
 ]
 
 log = logging.getLogger(__name__)
@@ -119,14 +109,6 @@ CONTRACT_ERROR_CODES = frozenset(
 _CONTRACT_ERROR_RE = re.compile(
     r"(?<![A-Za-z0-9_])(" + "|".join(sorted(CONTRACT_ERROR_CODES, key=len, reverse=True)) + r"): ?(.*)", re.DOTALL
 )
-
-PROFILE_FORMAT = "swarm-fabric-profile/1"
-NONCE_BYTES = 24
-
-# The order n of the P-256 group: a signature (r, s) with s > n/2 is replaced
-# by (r, n - s), which Fabric requires (it refuses high-S signatures).
-_P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
-_P256_HALF_ORDER = _P256_ORDER >> 1
 
 # Validation codes after which the transaction is endorsed again and resubmitted. An endorsement
 # policy failure is one when an organisation joined the channel between endorsement and validation
@@ -189,149 +171,6 @@ class TransactionConflict(FabricError, LedgerUnavailable):
     """
 
 
-class ProfileError(ValueError):
-    """The connection profile is missing, malformed, or names files that do not exist."""
-
-
-# ---------------------------------------------------------------- arguments
-
-
-def chaincode_arg(value: Any) -> bytes:
-    """One chaincode argument as the chaincode expects it (UTF-8 text).
-
-    ``str`` goes as it is; ``int`` as its decimal text; ``dict``/``list`` as
-    compact JSON text; ``bool``, ``float`` and ``None`` as their JSON text
-    (the chaincode then refuses them where an integer is due, with
-    ``INVALID_ARGUMENT``, as the embedded contract does).
-    """
-    if isinstance(value, str):
-        text = value
-    elif isinstance(value, bool) or value is None:
-        text = json.dumps(value)
-    elif isinstance(value, int):
-        text = str(value)
-    elif isinstance(value, float):
-        text = json.dumps(value)
-    elif isinstance(value, dict | list | tuple):
-        text = json.dumps(value, separators=(",", ":"), sort_keys=True, allow_nan=False)
-    else:
-        raise TypeError(f"cannot pass a {type(value).__name__} to the chaincode: use str, int or dict")
-    return text.encode("utf-8")
-
-
-# ---------------------------------------------------------------- signing
-
-
-class Signer:
-    """A site's Fabric identity: its MSP ID, certificate and private key.
-
-    Args:
-        mspid: the organisation's MSP ID, e.g. ``Org1MSP``.
-        cert_pem: the client certificate (PEM), sent as the creator.
-        key_pem: its private key (PEM, unencrypted; ECDSA on P-256).
-    """
-
-    def __init__(self, mspid: str, cert_pem: bytes, key_pem: bytes) -> None:
-        self.mspid = mspid
-        self.cert_pem = cert_pem
-        self.cert = x509.load_pem_x509_certificate(cert_pem)
-        key = serialization.load_pem_private_key(key_pem, password=None)
-        if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
-            raise ValueError(f"the {mspid} client key must be an ECDSA P-256 key (got {type(key).__name__})")
-        if key.public_key().public_numbers() != self.cert.public_key().public_numbers():
-            raise ValueError(f"the {mspid} client key does not belong to its certificate")
-        self._key = key
-        #: The serialized ``SerializedIdentity``: the proposal's creator.
-        self.creator = identities_pb2.SerializedIdentity(mspid=mspid, id_bytes=cert_pem).SerializeToString()
-        #: ``<MSPID>::<subject>``, as the chaincode sees this identity.
-        self.identity = fabric_identity(mspid, self.cert)
-
-    def sign(self, data: bytes) -> bytes:
-        """ECDSA P-256 / SHA-256 signature of ``data``, DER encoded, with low S."""
-        r, s = decode_dss_signature(self._key.sign(data, ec.ECDSA(hashes.SHA256())))
-        if s > _P256_HALF_ORDER:
-            s = _P256_ORDER - s
-        return encode_dss_signature(r, s)
-
-    def public_key(self) -> ec.EllipticCurvePublicKey:
-        """The public key of the certificate (to verify signatures)."""
-        return self._key.public_key()
-
-
-# ---------------------------------------------------------------- messages
-
-
-@dataclass(frozen=True)
-class Proposal:
-    """A signed proposal and its transaction ID."""
-
-    tx_id: str
-    signed: proposal_pb2.SignedProposal
-
-
-def transaction_id(nonce: bytes, creator: bytes) -> str:
-    """Fabric's transaction ID: the hex SHA-256 of the nonce followed by the creator."""
-    return hashlib.sha256(nonce + creator).hexdigest()
-
-
-def build_proposal(
-    signer: Signer,
-    channel: str,
-    chaincode: str,
-    fn: str,
-    args: Sequence[Any],
-    nonce: bytes | None = None,
-    timestamp_ns: int | None = None,
-) -> Proposal:
-    """Builds and signs the proposal to run ``fn(*args)`` of ``chaincode`` on ``channel``."""
-    nonce = secrets.token_bytes(NONCE_BYTES) if nonce is None else nonce
-    tx_id = transaction_id(nonce, signer.creator)
-    ns = time.time_ns() if timestamp_ns is None else timestamp_ns
-    cc_id = chaincode_pb2.ChaincodeID(name=chaincode)
-    channel_header = common_pb2.ChannelHeader(
-        type=common_pb2.HeaderType.ENDORSER_TRANSACTION,
-        timestamp=timestamp_pb2.Timestamp(seconds=ns // 1_000_000_000, nanos=ns % 1_000_000_000),
-        channel_id=channel,
-        tx_id=tx_id,
-        epoch=0,
-        extension=proposal_pb2.ChaincodeHeaderExtension(chaincode_id=cc_id).SerializeToString(),
-    )
-    header = common_pb2.Header(
-        channel_header=channel_header.SerializeToString(),
-        signature_header=common_pb2.SignatureHeader(creator=signer.creator, nonce=nonce).SerializeToString(),
-    )
-    spec = chaincode_pb2.ChaincodeSpec(
-        chaincode_id=cc_id,
-        input=chaincode_pb2.ChaincodeInput(args=[fn.encode("utf-8"), *(chaincode_arg(a) for a in args)]),
-    )
-    payload = proposal_pb2.ChaincodeProposalPayload(
-        input=chaincode_pb2.ChaincodeInvocationSpec(chaincode_spec=spec).SerializeToString()
-    )
-    proposal_bytes = proposal_pb2.Proposal(
-        header=header.SerializeToString(), payload=payload.SerializeToString()
-    ).SerializeToString()
-    return Proposal(
-        tx_id, proposal_pb2.SignedProposal(proposal_bytes=proposal_bytes, signature=signer.sign(proposal_bytes))
-    )
-
-
-def envelope_result(envelope: common_pb2.Envelope) -> bytes:
-    """The chaincode's return value inside an endorsed transaction envelope.
-
-    Payload -> Transaction -> ChaincodeActionPayload -> ProposalResponsePayload.extension
-    -> ChaincodeAction.response.payload.
-    """
-    payload = common_pb2.Payload.FromString(envelope.payload)
-    transaction = transaction_pb2.Transaction.FromString(payload.data)
-    if not transaction.actions:
-        raise ValueError("the endorsed transaction has no action")
-    action_payload = transaction_pb2.ChaincodeActionPayload.FromString(transaction.actions[0].payload)
-    response_payload = proposal_response_pb2.ProposalResponsePayload.FromString(
-        action_payload.action.proposal_response_payload
-    )
-    action = proposal_pb2.ChaincodeAction.FromString(response_payload.extension)
-    return action.response.payload
-
 
 # google.rpc.Status, built here into a private pool so that neither
 # googleapis-common-protos nor grpcio-status is needed to read the gateway's
@@ -389,101 +228,6 @@ def contract_error_in(texts: Sequence[str]) -> ContractError | None:
         if m:
             return ContractError(m.group(1), m.group(2).strip())
     return None
-
-
-# ---------------------------------------------------------------- profile
-
-
-@dataclass(frozen=True)
-class SiteProfile:
-    """What one site needs to reach the ledger, read from the connection profile."""
-
-    site: str
-    channel: str
-    chaincode: str
-    mspid: str
-    gateway_address: str
-    tls_ca_cert: Path
-    server_name_override: str | None
-    client_cert: Path
-    client_key: Path
-
-
-def _get(obj: Any, key: str, where: str, kind: type = str) -> Any:
-    if not isinstance(obj, dict):
-        raise ProfileError(f"{where} must be a JSON object")
-    if key not in obj:
-        raise ProfileError(f"{where} has no {key!r}")
-    value = obj[key]
-    if not isinstance(value, kind) or (kind is str and not value):
-        raise ProfileError(f"{where}.{key} must be a non-empty {'string' if kind is str else kind.__name__}")
-    return value
-
-
-def load_profile(path: str | Path, site: str) -> SiteProfile:
-    """Reads ``site``'s settings from the connection profile of ``scripts/start_network.sh``.
-
-    The profile (``swarm-fabric-profile/1``, see ``fabric-network/README.md``)
-    holds ``channel``, ``chaincode`` and ``sites.<site>`` with ``mspid``,
-    ``peer.gateway_address``, ``peer.tls_ca_cert``, optional
-    ``peer.ssl_target_name_override``, and ``client.cert`` / ``client.key``.
-    Relative file paths are taken from the profile's folder. Every missing
-    key or file is reported by name (``ProfileError``).
-    """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ProfileError(
-            f"no Fabric connection profile at {path}: start the network with scripts/start_network.sh"
-        ) from None
-    except OSError as exc:
-        raise ProfileError(f"cannot read the Fabric connection profile {path}: {exc}") from exc
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ProfileError(f"the Fabric connection profile {path} is not valid JSON: {exc}") from exc
-    if not isinstance(doc, dict):
-        raise ProfileError(f"the Fabric connection profile {path} must be a JSON object")
-    fmt = doc.get("format")
-    if fmt is not None and fmt != PROFILE_FORMAT:
-        raise ProfileError(f"{path}: profile format {fmt!r} is not supported (expected {PROFILE_FORMAT!r})")
-
-    where = str(path)
-    channel = _get(doc, "channel", where)
-    chaincode = _get(doc, "chaincode", where)
-    sites = _get(doc, "sites", where, dict)
-    if site not in sites:
-        known = ", ".join(sorted(sites)) or "none"
-        raise ProfileError(f"{path}: no site {site!r} in 'sites' (the profile has: {known})")
-    entry = sites[site]
-    where = f"{path}: sites.{site}"
-    mspid = _get(entry, "mspid", where)
-    peer = _get(entry, "peer", where, dict)
-    client = _get(entry, "client", where, dict)
-    override = peer.get("ssl_target_name_override")
-    if override is not None and (not isinstance(override, str) or not override):
-        raise ProfileError(f"{where}.peer.ssl_target_name_override must be a non-empty string")
-
-    def file(section: dict, key: str, sub: str) -> Path:
-        p = Path(_get(section, key, f"{where}.{sub}"))
-        if not p.is_absolute():
-            p = path.parent / p
-        if not p.is_file():
-            raise ProfileError(f"{where}.{sub}.{key}: no such file {p}")
-        return p
-
-    return SiteProfile(
-        site=site,
-        channel=channel,
-        chaincode=chaincode,
-        mspid=mspid,
-        gateway_address=_get(peer, "gateway_address", f"{where}.peer"),
-        tls_ca_cert=file(peer, "tls_ca_cert", "peer"),
-        server_name_override=override,
-        client_cert=file(client, "cert", "client"),
-        client_key=file(client, "key", "client"),
-    )
 
 
 # ---------------------------------------------------------------- the ledger

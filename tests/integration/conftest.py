@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from sn_service.blob_store import BlobStore
-from sn_service.launcher import service_file
-from swarm_keras import serialization
+from sn_service.cli.launcher import service_file
+from swarm_wire import serialization
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -50,7 +50,7 @@ class Services:
             [
                 sys.executable,
                 "-m",
-                "sn_service.cli",
+                "sn_service.cli.swarm_sn",
                 "--site",
                 site,
                 "--port",
@@ -194,7 +194,7 @@ def run_swarm_sn(
         [
             sys.executable,
             "-m",
-            "sn_service.cli",
+            "sn_service.cli.swarm_sn",
             "--site",
             site,
             "--port",
@@ -223,7 +223,7 @@ def launch_synthetic(
         [
             sys.executable,
             "-m",
-            "sn_service.launcher",
+            "sn_service.cli.launcher",
             "--sites",
             str(sites),
             "--task",

@@ -11,8 +11,8 @@ schemathesis = pytest.importorskip("schemathesis")
 from fastapi.testclient import TestClient  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 
-from sn_service.app import create_app  # noqa: E402
 from sn_service.blob_store import BlobStore  # noqa: E402
+from sn_service.http.app import create_app  # noqa: E402
 from sn_service.ledger import EmbeddedLedger  # noqa: E402
 from sn_service.peer_client import PeerClient  # noqa: E402
 from sn_service.service import SwarmNetworkService  # noqa: E402

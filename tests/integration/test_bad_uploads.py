@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from sn_service.ledger import EmbeddedLedger
-from swarm_keras import serialization
+from swarm_wire import serialization
 
 from .conftest import SMALL_LAYOUT_ARRAYS, small_spec, wait_sync
 
@@ -32,7 +32,7 @@ def test_bad_uploads_are_refused_and_the_round_completes(services):
         r = httpx.post(f"{url}/v1/local/join", json={"task": "t", "spec": small_spec()}, timeout=30)
         assert r.status_code == 200, r.text
     a = urls["site-a"]
-    big = serialization.expected_nbytes(small_spec()["layout"]) + serialization.HEADER_ALLOWANCE + 1
+    big = serialization.max_blob_bytes(small_spec()["layout"]) + 1
     bad_cases = [
         (b"definitely not safetensors", 400, "NOT_SAFETENSORS"),
         (struct.pack("<Q", 5) + b"{bad}", 400, "NOT_SAFETENSORS"),

@@ -15,9 +15,9 @@ import httpx
 import numpy as np
 import pytest
 
-from sn_service.identity import create_ca, issue_site
 from sn_service.ledger import EmbeddedLedger
-from swarm_keras import serialization
+from sn_service.tls.identity import create_ca, issue_site
+from swarm_wire import serialization
 
 from .conftest import REPO, SMALL_LAYOUT_ARRAYS, small_spec, wait_sync
 

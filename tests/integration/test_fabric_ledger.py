@@ -343,7 +343,8 @@ def test_concurrent_round_over_three_orgs(ledgers):
 
 
 def test_unreachable_peer_is_ledger_unavailable(profile):
-    from sn_service.ledger.fabric import FabricLedger, load_profile
+    from sn_service.ledger.fabric import FabricLedger
+    from sn_service.ledger.fabric_profile import load_profile
 
     site = load_profile(profile, "site-a")
     ledger = FabricLedger.from_profile(profile, "site-a", evaluate_timeout_s=2, endorse_timeout_s=2)
@@ -414,11 +415,12 @@ def test_blobs_travel_over_mtls_with_the_organisations_msp_certificates(profile,
     import httpx
     import numpy as np
 
-    from sn_service.identity import create_ca, issue_site
-    from sn_service.ledger.fabric import FabricLedger, load_profile
-    from sn_service.msp_tls import MSPTLS
+    from sn_service.ledger.fabric import FabricLedger
+    from sn_service.ledger.fabric_profile import load_profile
     from sn_service.peer_client import BlobFetchError, PeerClient
-    from swarm_keras import serialization
+    from sn_service.tls.identity import create_ca, issue_site
+    from sn_service.tls.msp_tls import MSPTLS
+    from swarm_wire import serialization
 
     from .conftest import Services, small_spec, sync_round
 
@@ -523,7 +525,7 @@ def test_training_goes_on_when_the_orderer_and_a_peer_restart(profile, tmp_path)
         [
             sys.executable,
             "-m",
-            "sn_service.launcher",
+            "sn_service.cli.launcher",
             "--sites",
             "3",
             "--task",

@@ -11,7 +11,7 @@ import pytest
 
 from sn_service import contract
 from sn_service.ledger import EmbeddedLedger
-from swarm_keras import serialization
+from swarm_wire import serialization
 
 from .conftest import SMALL_LAYOUT_ARRAYS, small_spec, wait_sync
 

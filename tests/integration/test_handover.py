@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from sn_service.ledger import EmbeddedLedger
-from swarm_keras import serialization
+from swarm_wire import serialization
 
 from .conftest import SMALL_LAYOUT_ARRAYS, small_spec, sync_round
 
@@ -80,7 +80,7 @@ def test_hand_overs_that_the_ledger_does_not_back_are_refused_and_change_nothing
     refused(_hand_over(a, sha, body, round_no=7), 404, "ROUND_NOT_FOUND")
     refused(_hand_over(a, sha, body, task="never-joined"), 404, "NOT_JOINED")
     refused(_hand_over(a, "not-a-hash", body), 400, "INVALID_ARGUMENT")
-    big = serialization.expected_nbytes(LAYOUT) + serialization.HEADER_ALLOWANCE
+    big = serialization.max_blob_bytes(LAYOUT)
     refused(_hand_over(a, sha, b"\0" * (big + 1)), 413, "TOO_LARGE")
     assert not any((services.root / "site-a").rglob(sha)), "a refused hand-over left a blob"
 

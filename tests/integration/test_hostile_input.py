@@ -302,14 +302,14 @@ def test_a_deleted_ledger_is_named_never_recreated_and_the_swarm_resumes_when_it
     assert not path.exists(), "a new ledger file was created where the swarm's was"
     # The tools that read the ledger say so too, and create nothing.
     status = subprocess.run(
-        [sys.executable, "-m", "sn_service.status_cli", "--ledger-path", str(path), "--task", "t"],
+        [sys.executable, "-m", "sn_service.cli.swarm_status", "--ledger-path", str(path), "--task", "t"],
         capture_output=True,
         text=True,
         timeout=60,
         cwd=REPO,
     )
     assert status.returncode == 1 and "no embedded ledger at" in status.stderr
-    from sn_service.launcher import SwarmLauncher
+    from sn_service.cli.launcher import SwarmLauncher
 
     launcher = SwarmLauncher(["site-a"], services.root, echo=None)
     launcher.ledger_path = path
@@ -338,7 +338,7 @@ def _copy_tasks(src, dst) -> None:
 
 
 def _blob(rng: np.random.Generator) -> bytes:
-    from swarm_keras import serialization
+    from swarm_wire import serialization
 
     from .conftest import SMALL_LAYOUT_ARRAYS
 
@@ -356,7 +356,7 @@ def test_swarm_status_of_a_finished_task_says_it_is_done(services):
     assert {s["task_status"] for s in done.values()} == {"done"}
     for where in (["--ledger-path", str(services.ledger_path), "--task", "t"], ["--url", a]):
         out = subprocess.run(
-            [sys.executable, "-m", "sn_service.status_cli", *where],
+            [sys.executable, "-m", "sn_service.cli.swarm_status", *where],
             capture_output=True,
             text=True,
             timeout=60,
@@ -418,7 +418,7 @@ def test_a_full_disk_is_said_in_the_sync_health_and_status_and_old_rounds_are_pr
     assert health.status_code == 503 and not health.json()["ok"]
     assert "disk full" in health.json()["problems"][0]
     out = subprocess.run(
-        [sys.executable, "-m", "sn_service.status_cli", "--url", a],
+        [sys.executable, "-m", "sn_service.cli.swarm_status", "--url", a],
         capture_output=True,
         text=True,
         timeout=60,

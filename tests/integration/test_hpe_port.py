@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from sn_service.ledger import EmbeddedLedger
-from swarm_keras import serialization
+from swarm_wire import serialization
 
 from .conftest import REPO
 
@@ -57,7 +57,7 @@ def test_hpe_script_ported_by_its_import_runs_to_the_end_with_unequal_epochs(tmp
         env += ["--env", f"{site}:SCRATCH_DIR={tmp_path / 'scratch' / site}"]
         env += ["--env", f"{site}:MAX_EPOCHS={EPOCHS[site]}"]
     t0 = time.monotonic()
-    launch = [sys.executable, "-m", "sn_service.launcher", "--task", "hpe", "--workdir", str(tmp_path / "run")]
+    launch = [sys.executable, "-m", "sn_service.cli.launcher", "--task", "hpe", "--workdir", str(tmp_path / "run")]
     proc = subprocess.run(
         [*launch, "--timeout", "550", *env, str(ported)],
         cwd=REPO,

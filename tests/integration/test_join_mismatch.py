@@ -43,7 +43,7 @@ def test_different_architecture_is_refused_at_join(services):
 
 
 def _spec_of(model) -> dict:
-    from swarm_keras import serialization
+    from swarm_wire import serialization
 
     layout = serialization.layout_of(model.get_weights())
     return {

@@ -11,8 +11,8 @@ import httpx
 import numpy as np
 import pytest
 
-from swarm_keras import serialization
 from swarm_keras.service_client import ServiceClient
+from swarm_wire import serialization
 
 from .conftest import SMALL_LAYOUT_ARRAYS, run_swarm_sn, small_spec, sync_round, wait_sync
 
@@ -78,7 +78,7 @@ def test_only_plain_files_named_like_weights_in_the_inbox_are_taken(services, tm
     link = f"{uuid.uuid4().hex}.safetensors"
     (inbox / link).symlink_to(secret)
     big = f"{uuid.uuid4().hex}.safetensors"
-    (inbox / big).write_bytes(b"\0" * (serialization.expected_nbytes(small_spec()["layout"]) + 70000))
+    (inbox / big).write_bytes(b"\0" * (serialization.max_blob_bytes(small_spec()["layout"]) + 1))
     bad = f"{uuid.uuid4().hex}.safetensors"
     (inbox / bad).write_bytes(b"not safetensors")
     cases = {

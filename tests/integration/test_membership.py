@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from sn_service.ledger import EmbeddedLedger
-from swarm_keras import serialization
+from swarm_wire import serialization
 
 from .conftest import small_spec, sync_round
 

@@ -8,9 +8,9 @@ import httpx
 import numpy as np
 import pytest
 
-from sn_service.identity import IdentityError, create_ca, issue_site
 from sn_service.ledger import EmbeddedLedger
-from swarm_keras import serialization
+from sn_service.tls.identity import IdentityError, create_ca, issue_site
+from swarm_wire import serialization
 
 from .conftest import small_spec, sync_round
 

@@ -326,7 +326,7 @@ def test_a_swarm_across_hosts_each_organisation_keeping_its_own_keys(hosts):
             [
                 sys.executable,
                 "-m",
-                "sn_service.cli",
+                "sn_service.cli.swarm_sn",
                 "--site",
                 site,
                 "--port",
@@ -534,7 +534,7 @@ def test_a_swarm_across_hosts_each_organisation_keeping_its_own_keys(hosts):
     sites = (*FOUNDERS, LATE)
     finals = {s: (hosts.home(s) / "final.safetensors").read_bytes() for s in sites}
     assert len(set(finals.values())) == 1, "the sites ended with different weights"
-    from swarm_keras import serialization
+    from swarm_wire import serialization
 
     assert serialization.sha256_hex(finals["site-a"]) == history[-1]["merged_sha256"]
     record = ledger("get_task", TASK)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from sn_service.launcher import free_port
+from sn_service.cli.launcher import free_port
 
 from .conftest import run_swarm_sn
 

@@ -33,9 +33,9 @@ from pathlib import Path
 import pytest
 
 from sn_service.blob_store import BlobStore
-from sn_service.identity import create_ca, issue_site
 from sn_service.ledger import EmbeddedLedger
-from swarm_keras import serialization
+from sn_service.tls.identity import create_ca, issue_site
+from swarm_wire import serialization
 
 from .conftest import assert_weighted_mean
 from .netns import Network, network_or_skip
@@ -72,7 +72,7 @@ def test_a_site_cut_off_the_network_is_worked_around_and_rejoins(network, tmp_pa
                 *network.exec(site),
                 sys.executable,
                 "-m",
-                "sn_service.cli",
+                "sn_service.cli.swarm_sn",
                 "--site",
                 site,
                 "--port",
@@ -192,7 +192,7 @@ def test_a_site_cut_off_the_network_is_worked_around_and_rejoins(network, tmp_pa
                 *network.exec(CUT),
                 sys.executable,
                 "-m",
-                "sn_service.status_cli",
+                "sn_service.cli.swarm_status",
                 "--url",
                 f"http://127.0.0.1:{LOCAL_PORT}",
             ],

@@ -9,7 +9,7 @@ import httpx
 import numpy as np
 import pytest
 
-from swarm_keras import serialization
+from swarm_wire import serialization
 
 from .conftest import REPO, SMALL_LAYOUT_ARRAYS, small_spec
 
@@ -18,7 +18,11 @@ pytestmark = pytest.mark.slow
 
 def _status(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "sn_service.status_cli", *args], cwd=REPO, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "sn_service.cli.swarm_status", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 

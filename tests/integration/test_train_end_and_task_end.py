@@ -8,7 +8,7 @@ import pytest
 
 from sn_service.blob_store import BlobStore
 from sn_service.ledger import EmbeddedLedger
-from swarm_keras import serialization
+from swarm_wire import serialization
 
 from .conftest import assert_weighted_mean, launch_synthetic
 

@@ -17,7 +17,7 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 pytest.importorskip("keras")
 
-from sn_service.routers.local import parse_metrics
+from sn_service.http.routers.local import parse_metrics
 from swarm_keras import SwarmCallback
 from swarm_keras.service_client import ServiceClient
 

@@ -10,7 +10,7 @@ import pytest
 
 import sn_service
 import swarm_keras
-from sn_service import launcher
+from sn_service.cli import launcher
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -18,10 +18,10 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.mark.parametrize(
     "command, module",
     [
-        ("swarm-sn", "sn_service.cli"),
-        ("swarm-launch", "sn_service.launcher"),
-        ("swarm-status", "sn_service.status_cli"),
-        ("swarm-identity", "sn_service.identity"),
+        ("swarm-sn", "sn_service.cli.swarm_sn"),
+        ("swarm-launch", "sn_service.cli.launcher"),
+        ("swarm-status", "sn_service.cli.swarm_status"),
+        ("swarm-identity", "sn_service.cli.swarm_identity"),
     ],
 )
 def test_every_command_prints_the_one_version(command, module, capsys):

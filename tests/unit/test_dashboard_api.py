@@ -16,14 +16,14 @@ with warnings.catch_warnings():  # starlette suggests another httpx package; thi
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
-from sn_service.app import create_app
 from sn_service.blob_store import BlobStore
+from sn_service.http.app import create_app
+from sn_service.http.routers.dashboard import checked_history
+from sn_service.http.routers.local import MetricsError, parse_metrics
 from sn_service.ledger import EmbeddedLedger
 from sn_service.peer_client import PeerClient
-from sn_service.routers.dashboard import checked_history
-from sn_service.routers.local import MetricsError, parse_metrics
 from sn_service.service import SwarmNetworkService
-from swarm_keras import serialization
+from swarm_wire import serialization
 
 ARRAYS = [np.zeros((4, 2), np.float32), np.zeros(2, np.float32)]
 

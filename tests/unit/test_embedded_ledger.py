@@ -10,7 +10,7 @@ import pytest
 
 from sn_service.contract import ContractError
 from sn_service.ledger import EmbeddedLedger
-from swarm_keras.serialization import fingerprint
+from swarm_wire.serialization import fingerprint
 
 LAYOUT = "f32[4,2];f32[2]"
 

@@ -40,16 +40,12 @@ from sn_service.ledger.fabric import (
     CommitError,
     EndorsementError,
     FabricLedger,
-    ProfileError,
-    Signer,
     TransactionConflict,
-    build_proposal,
-    chaincode_arg,
     contract_error_in,
-    go_subject_string,
-    load_profile,
-    transaction_id,
 )
+from sn_service.ledger.fabric_profile import ProfileError, load_profile
+from sn_service.ledger.fabric_signing import Signer, build_proposal, chaincode_arg, transaction_id
+from sn_service.tls.x509_names import go_subject_string
 
 P256_N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 CRYPTOGEN_SUBJECT = x509.Name(

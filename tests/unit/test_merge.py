@@ -12,7 +12,7 @@ from sn_service.merge import MERGE_METHODS, merge
 from sn_service.merge.krum import krum_scores
 from sn_service.merge.trimmed_mean import trim_count
 from sn_service.round_protocol import merge_models
-from swarm_keras import options
+from swarm_wire import options
 
 
 def test_every_method_the_callback_and_contract_accept_is_implemented():

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from sn_service import cli
-from sn_service.identity import IdentityError, create_ca, issue_site
-from sn_service.msp_tls import MSPTLS
+from sn_service.cli import swarm_sn
+from sn_service.tls.identity import IdentityError, create_ca, issue_site
+from sn_service.tls.msp_tls import MSPTLS
 
 
 def _org(tmp: Path, n: int) -> tuple[Path, Path, Path]:
@@ -50,7 +50,7 @@ def test_a_certificate_stands_for_its_organisation_and_subject(tmp_path):
 
 def test_the_identity_is_the_one_the_chaincode_records(tmp_path):
     pytest.importorskip("fabric_protos")
-    from sn_service.ledger.fabric import Signer
+    from sn_service.ledger.fabric_signing import Signer
 
     tls = MSPTLS.from_profile(_profile(tmp_path), "site-c", tmp_path / "bundle")
     # The Fabric ledger's signer names itself with the same string the peer API gives its certificate.
@@ -76,6 +76,27 @@ def test_profile_problems_are_named(tmp_path):
         MSPTLS.from_profile(tmp_path / "nope.json", "site-a", tmp_path / "bundle")
 
 
+def test_the_peer_tls_and_the_ledger_client_read_the_profile_alike(tmp_path):
+    """One reader (``fabric_profile``): the same file problem gets the same sentence on both paths."""
+    from sn_service.ledger.fabric_profile import ProfileError, load_profile
+
+    profile = _profile(tmp_path)
+    doc = json.loads(profile.read_text())
+    doc["sites"]["site-a"]["client"]["cert"] = "gone.crt"  # relative: taken from the profile's folder
+    for name, text in {"moved.json": json.dumps(doc), "future.json": json.dumps({**doc, "format": "v9"})}.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(IdentityError) as by_tls:
+            MSPTLS.from_profile(tmp_path / name, "site-a", tmp_path / "bundle")
+        with pytest.raises(ProfileError) as by_ledger:
+            load_profile(tmp_path / name, "site-a")
+        if name == "moved.json":
+            assert str(tmp_path / "gone.crt") in str(by_tls.value)
+            assert "sites.site-a.client.cert: no such file" in str(by_tls.value)
+        else:
+            assert str(by_tls.value) == str(by_ledger.value)
+            assert "profile format 'v9' is not supported" in str(by_tls.value)
+
+
 def test_a_client_certificate_of_another_organisation_is_refused(tmp_path):
     profile = _profile(tmp_path)
     doc = json.loads(profile.read_text())
@@ -88,11 +109,13 @@ def test_a_client_certificate_of_another_organisation_is_refused(tmp_path):
 
 def test_swarm_sn_refuses_mixed_tls_options(tmp_path, capsys):
     base = ["--site", "site-a", "--port", "1", "--data-dir", str(tmp_path / "d")]
-    code = cli.main([*base, "--ledger", "fabric", "--fabric-profile", "p.json", "--tls-dir", "x", "--peer-port", "2"])
+    code = swarm_sn.main(
+        [*base, "--ledger", "fabric", "--fabric-profile", "p.json", "--tls-dir", "x", "--peer-port", "2"]
+    )
     assert code == 2 and "MSP certificate" in capsys.readouterr().err
-    code = cli.main([*base, "--ledger-path", str(tmp_path / "l.sqlite"), "--peer-port", "2"])
+    code = swarm_sn.main([*base, "--ledger-path", str(tmp_path / "l.sqlite"), "--peer-port", "2"])
     assert code == 2 and "needs --tls-dir" in capsys.readouterr().err
-    code = cli.main([*base, "--ledger-path", str(tmp_path / "l.sqlite"), "--tls-dir", "x"])
+    code = swarm_sn.main([*base, "--ledger-path", str(tmp_path / "l.sqlite"), "--tls-dir", "x"])
     assert code == 2 and "needs --peer-port" in capsys.readouterr().err
 
 
@@ -136,7 +159,7 @@ def test_an_organisation_added_to_the_profile_is_trusted_without_a_restart(tmp_p
     ],
 )
 def test_an_advertised_endpoint_nobody_can_dial_is_refused(endpoint, given, tls, problem):
-    found = cli.advertised_endpoint_problem(endpoint, given, tls)
+    found = swarm_sn.advertised_endpoint_problem(endpoint, given, tls)
     if problem is None:
         assert found is None
     else:

@@ -10,7 +10,7 @@ import pytest
 from sn_service.blob_store import BlobStore
 from sn_service.ledger import EmbeddedLedger
 from sn_service.retention import BlobRetention
-from swarm_keras.serialization import fingerprint
+from swarm_wire.serialization import fingerprint
 
 LAYOUT = "f32[2]"
 SPEC = {

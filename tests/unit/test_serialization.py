@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, arrays
 
-from swarm_keras import serialization as ser
+from swarm_wire import serialization as ser
 
 
 @given(

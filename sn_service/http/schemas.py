@@ -6,7 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+from swarm_wire.names import NAME_PATTERN, SHA256_PATTERN
+from swarm_wire.options import MERGE_METHODS
 
 
 class Strict(BaseModel):
@@ -18,10 +19,10 @@ class Strict(BaseModel):
 class TaskSpec(Strict):
     """What every site of a task must agree on (the contract's spec)."""
 
-    fingerprint: str = Field(pattern=r"^[0-9a-f]{64}$")
+    fingerprint: str = Field(pattern=SHA256_PATTERN)
     layout: str = Field(min_length=1, max_length=1 << 20)
     min_peers: int = Field(ge=1, le=10_000)
-    merge_method: Literal["mean", "coordmedian", "geomedian", "trimmedmean", "krum", "multikrum"]
+    merge_method: Literal[MERGE_METHODS]
     quorum_wait_ms: int = Field(ge=0, le=86_400_000)
     leader_timeout_ms: int = Field(ge=1, le=86_400_000)
     max_rounds: int = Field(ge=0, le=1_000_000_000)

@@ -142,7 +142,7 @@ class SwarmLauncher:
 
     def _identities(self) -> dict[str, Path]:
         """The swarm CA and each site's certificate under ``workdir/identities`` (made once, then reused)."""
-        from sn_service.identity import CA_CERT, SITE_CERT, create_ca, issue_site
+        from sn_service.tls.identity import CA_CERT, SITE_CERT, create_ca, issue_site
 
         root = self.workdir / "identities"
         if not (root / "ca" / CA_CERT).is_file():
@@ -164,7 +164,7 @@ class SwarmLauncher:
             cmd = [
                 sys.executable,
                 "-m",
-                "sn_service.cli",
+                "sn_service.cli.swarm_sn",
                 "--site",
                 site,
                 "--port",
@@ -392,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``swarm-launch``."""
-    from sn_service.identity import IdentityError
+    from sn_service.tls.identity import IdentityError
 
     args = build_parser().parse_args(argv)
     if args.names:

@@ -20,7 +20,6 @@ the stronger check.
 
 from __future__ import annotations
 
-import json
 import logging
 import ssl
 import threading
@@ -30,8 +29,9 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
-from sn_service.identity import IdentityError
-from sn_service.x509_names import FABRIC_IDENTITY_SEPARATOR, fabric_identity, go_subject_string
+from sn_service.ledger.fabric_profile import ProfileError, profile_file, read_profile
+from sn_service.tls.identity import IdentityError
+from sn_service.tls.x509_names import FABRIC_IDENTITY_SEPARATOR, fabric_identity, go_subject_string
 
 #: The identity given to a certificate no trusted organisation issued (never a registered node).
 UNKNOWN_PREFIX = "unknown::"
@@ -64,17 +64,9 @@ class MSPTLS:
         """
         profile = Path(profile)
         try:
-            doc = json.loads(profile.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise IdentityError(
-                f"no Fabric connection profile at {profile}: start the network with scripts/start_network.sh"
-            ) from None
-        except (OSError, ValueError) as exc:
-            raise IdentityError(f"cannot read the Fabric connection profile {profile}: {exc}") from exc
-        sites = doc.get("sites") if isinstance(doc, dict) else None
-        if not isinstance(sites, dict) or site not in sites:
-            known = ", ".join(sorted(sites)) if isinstance(sites, dict) else "none"
-            raise IdentityError(f"{profile}: no site {site!r} in 'sites' (the profile has: {known})")
+            sites = read_profile(profile, site)["sites"]
+        except ProfileError as exc:
+            raise IdentityError(str(exc)) from exc
 
         def path_of(entry_site: str, *keys: str) -> Path:
             where, value = f"{profile}: sites.{entry_site}", sites[entry_site]
@@ -89,11 +81,10 @@ class MSPTLS:
                     else ""
                 )
                 raise IdentityError(f"{where} is missing{hint}")
-            p = Path(value)
-            p = p if p.is_absolute() else profile.parent / p
-            if not p.is_file():
-                raise IdentityError(f"{where}: no such file {p}")
-            return p
+            try:
+                return profile_file(profile, value, where)
+            except ProfileError as exc:
+                raise IdentityError(str(exc)) from None
 
         cas: dict[str, x509.Certificate] = {}
         pems: list[bytes] = []

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import re
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from sn_service.errors import api_error, contract_http_error
-from sn_service.ledger.base import ContractError, LedgerUnavailable
+from sn_service.http.errors import api_error, contract_http_error
+from sn_service.ledger.base import ContractError, Ledger, LedgerUnavailable
 from sn_service.round_protocol import now_ms
-from sn_service.schemas import NAME_PATTERN
+from sn_service.status_view import snapshot
+from swarm_wire.names import NAME_RE
 
 router = APIRouter(tags=["status"])
 
@@ -39,15 +39,17 @@ async def metrics(request: Request) -> Response:
 @router.get("/v1/tasks/{task}")
 async def task_detail(task: str, request: Request, recent: int = Query(default=5, ge=0, le=100)) -> dict:
     """The ledger's record of a task, its current round and its last ``recent`` rounds."""
-    from sn_service.status_cli import snapshot
+    rec, current, rounds = await ledger_snapshot(request.app.state.service.ledger, task, recent)
+    return {"task": rec, "round": current, "recent": rounds, "now_ms": now_ms()}
 
-    service = request.app.state.service
-    if not re.fullmatch(NAME_PATTERN, task):
+
+async def ledger_snapshot(ledger: Ledger, task: str, recent: int) -> tuple[dict, dict, list[dict]]:
+    """``status_view.snapshot`` for a route: a bad task name is 400, a refusal its HTTP error, no ledger 503."""
+    if not NAME_RE.fullmatch(task):
         raise api_error(400, "INVALID_ARGUMENT", f"task {task!r} is not a valid name")
     try:
-        rec, current, rounds = await asyncio.to_thread(snapshot, service.ledger, task, recent)
+        return await asyncio.to_thread(snapshot, ledger, task, recent)
     except ContractError as exc:
         raise contract_http_error(exc.code, exc.message) from exc
     except LedgerUnavailable as exc:
         raise api_error(503, "LEDGER_UNAVAILABLE", str(exc)) from exc
-    return {"task": rec, "round": current, "recent": rounds, "now_ms": now_ms()}

@@ -11,20 +11,9 @@ import httpx
 
 from sn_service import __version__
 from sn_service.contract import ContractError
-from sn_service.ledger.base import Ledger, LedgerUnavailable
+from sn_service.ledger.base import LedgerUnavailable
 from sn_service.round_protocol import now_ms
-from sn_service.status_view import render_task
-
-RECENT = 5
-
-
-def snapshot(ledger: Ledger, task: str, recent: int = RECENT) -> tuple[dict, dict, list[dict]]:
-    """The task, its current round and its last few finished rounds, from a ledger."""
-    rec = ledger.get_task(task)
-    current = ledger.get_round(task, rec["current_round"])
-    first = max(0, rec["current_round"] - recent)
-    rounds = [ledger.get_round(task, r) for r in range(first, rec["current_round"])]
-    return rec, current, rounds
+from sn_service.status_view import RECENT, render_task, snapshot
 
 
 def build_parser() -> argparse.ArgumentParser:

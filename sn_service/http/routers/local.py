@@ -6,19 +6,19 @@ import asyncio
 import ipaddress
 import json
 import math
-import re
 import time
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import FileResponse, Response
 
 from sn_service.blob_store import StoreFull
-from sn_service.errors import api_error, contract_http_error
+from sn_service.http.errors import api_error, contract_http_error
+from sn_service.http.schemas import ErrorBody, JoinRequest, JoinResponse, SyncStarted, SyncStatus
 from sn_service.ledger.base import ContractError, LedgerUnavailable
 from sn_service.round_protocol import SyncFailed
-from sn_service.schemas import NAME_PATTERN, ErrorBody, JoinRequest, JoinResponse, SyncStarted, SyncStatus
 from sn_service.service import SiteInUse, SwarmNetworkService
-from swarm_keras import serialization
+from swarm_wire import serialization
+from swarm_wire.names import MAX_METRICS, METRIC_NAME_RE, NAME_PATTERN
 
 _ERRORS = {
     400: {"model": ErrorBody},
@@ -33,8 +33,6 @@ _ERRORS = {
 
 METRICS_HEADER = "X-Swarm-Metrics"
 MAX_METRICS_CHARS = 8192
-MAX_METRICS = 64
-METRIC_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:/-]{0,63}")
 
 
 class MetricsError(ValueError):
@@ -67,7 +65,7 @@ def parse_metrics(text: str) -> dict[str, float]:
         raise MetricsError(f"{len(value)} metrics; at most {MAX_METRICS} are allowed")
     out = {}
     for name, number in value.items():
-        if not METRIC_NAME.fullmatch(name):
+        if not METRIC_NAME_RE.fullmatch(name):
             raise MetricsError(f"metric name {name[:80]!r} is not 1-64 letters, digits or _ . : / -")
         if isinstance(number, bool) or not isinstance(number, (int, float)):
             raise MetricsError(f"metric {name!r} is {json.dumps(number)[:40]}, not a number")

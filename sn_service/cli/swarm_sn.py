@@ -19,14 +19,14 @@ from urllib.parse import urlsplit
 import uvicorn
 
 from sn_service import __version__
-from sn_service.app import create_app
 from sn_service.blob_store import BlobStore
-from sn_service.identity import IdentityError, PeerTLS, SiteTLS
+from sn_service.http.app import create_app
 from sn_service.ledger import Ledger, LedgerUnavailable, open_ledger
 from sn_service.ledger.base import ContractError
 from sn_service.peer_client import PeerClient
-from sn_service.peer_tls import PeerCertProtocol, server_ssl_options
 from sn_service.service import SwarmNetworkService
+from sn_service.tls.identity import IdentityError, PeerTLS, SiteTLS
+from sn_service.tls.peer_tls import PeerCertProtocol, server_ssl_options
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.tls_dir is not None:
             tls = SiteTLS.from_dir(args.tls_dir)
         elif args.peer_port is not None and args.fabric_profile is not None:
-            from sn_service.msp_tls import MSPTLS
+            from sn_service.tls.msp_tls import MSPTLS
 
             tls = MSPTLS.from_profile(args.fabric_profile, args.site, args.data_dir / "peer-tls")
     except IdentityError as exc:
@@ -405,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         assert peer_sock is not None
         if hasattr(tls, "trust_in"):  # Fabric: trust organisations added to the profile later
-            from sn_service.msp_tls import watch_profile
+            from sn_service.tls.msp_tls import watch_profile
 
             peer.config.load()
             tls.trust_in(peer.config.ssl)

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import re
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, Response
 
-from sn_service.errors import api_error
-from sn_service.peer_tls import peer_certificate
+from sn_service.http.errors import api_error
+from sn_service.http.routers.local import read_body
+from sn_service.http.schemas import ErrorBody
 from sn_service.round_protocol import HandoverRefused
-from sn_service.routers.local import read_body
-from sn_service.schemas import NAME_PATTERN, ErrorBody
+from sn_service.tls.peer_tls import peer_certificate
+from swarm_wire.names import NAME_PATTERN, NAME_RE
 
 
 async def registered_peer(request: Request) -> None:
@@ -90,7 +90,7 @@ async def hand_over_merged(
 async def metrics_history(task: str, request: Request, last: int = Query(default=500, ge=1, le=5000)) -> dict:
     """This site's training metrics per round of ``task`` (its last ``last`` rounds), for the sites' dashboards."""
     service = request.app.state.service
-    if not re.fullmatch(NAME_PATTERN, task):
+    if not NAME_RE.fullmatch(task):
         raise api_error(400, "INVALID_ARGUMENT", f"task {task!r} is not a valid name")
     if service.task_spec(task) is None:
         raise api_error(404, "NOT_JOINED", f"this site has not joined task {task!r}")

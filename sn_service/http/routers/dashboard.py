@@ -1,6 +1,6 @@
 """The dashboard: a live page of each task's sites, rounds and training metrics.
 
-``GET /dashboard`` serves a static page (``sn_service/dashboard/``) that
+``GET /dashboard`` serves a static page (``sn_service/http/dashboard/``) that
 polls ``GET /v1/dashboard/{task}``. That endpoint reads only what this site
 can know: the ledger's records of the task and its rounds, this service's own
 syncs, and each registered site's training metrics from that site's peer API
@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import math
-import re
 from pathlib import Path
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
 
 from sn_service.contract import closable
-from sn_service.errors import api_error, contract_http_error
-from sn_service.ledger.base import ContractError, LedgerUnavailable
+from sn_service.http.errors import api_error
+from sn_service.http.routers.status import ledger_snapshot
 from sn_service.peer_client import PeerRequestError
 from sn_service.round_protocol import now_ms
-from sn_service.schemas import NAME_PATTERN
 from sn_service.service import SwarmNetworkService
 
 STATIC_DIR = Path(__file__).resolve().parents[1] / "dashboard"
@@ -120,17 +118,8 @@ async def dashboard_data(
     ``recent``: how many finished rounds to list; ``rounds``: how many
     rounds of metrics to chart.
     """
-    from sn_service.status_cli import snapshot
-
     service: SwarmNetworkService = request.app.state.service
-    if not re.fullmatch(NAME_PATTERN, task):
-        raise api_error(400, "INVALID_ARGUMENT", f"task {task!r} is not a valid name")
-    try:
-        rec, current, finished = await asyncio.to_thread(snapshot, service.ledger, task, recent)
-    except ContractError as exc:
-        raise contract_http_error(exc.code, exc.message) from exc
-    except LedgerUnavailable as exc:
-        raise api_error(503, "LEDGER_UNAVAILABLE", str(exc)) from exc
+    rec, current, finished = await ledger_snapshot(service.ledger, task, recent)
     now = now_ms()
     close = None
     if current["status"] == "open":

@@ -7,8 +7,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from sn_service.request_limits import RequestLimits
-from sn_service.routers import dashboard, local, peer, status
+from sn_service.http.request_limits import RequestLimits
+from sn_service.http.routers import dashboard, local, peer, status
 from sn_service.service import SwarmNetworkService
 
 # What an error may quote of a caller's input: enough to recognise it, never a megabyte of it.

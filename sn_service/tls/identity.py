@@ -8,11 +8,9 @@ is ``x509::<certificate subject>``. Existing keys are never overwritten.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import ipaddress
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -22,8 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from sn_service import __version__
-from sn_service.x509_names import go_subject_string
+from sn_service.tls.x509_names import go_subject_string
 
 CA_CERT, CA_KEY = "ca.crt", "ca.key"
 SITE_CERT, SITE_KEY = "site.crt", "site.key"
@@ -38,7 +35,7 @@ class PeerTLS(Protocol):
     """What the mutual-TLS peer API needs, whoever issued the certificates.
 
     ``SiteTLS`` (a swarm CA made by ``swarm-identity``) and
-    ``sn_service.msp_tls.MSPTLS`` (the Fabric organisations' MSP CAs) both fit.
+    ``sn_service.tls.msp_tls.MSPTLS`` (the Fabric organisations' MSP CAs) both fit.
     """
 
     cert: Path  #: this site's certificate (PEM), served and presented as a client
@@ -194,34 +191,3 @@ def issue_site(
     if not (out / CA_CERT).exists():
         _write_new(out / CA_CERT, (ca_folder / CA_CERT).read_bytes())
     return SiteTLS(out / SITE_CERT, out / SITE_KEY, out / CA_CERT)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``swarm-identity``."""
-    p = argparse.ArgumentParser(prog="swarm-identity", description="Make a swarm CA and issue site identities.")
-    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
-    ca = sub.add_parser("init-ca", help="make a CA: ca.key and ca.crt in --dir")
-    ca.add_argument("--dir", required=True, type=Path)
-    ca.add_argument("--name", default="swarm-ca")
-    issue = sub.add_parser("issue", help="issue a site's site.key and site.crt (with ca.crt) into --out")
-    issue.add_argument("--ca", required=True, type=Path, help="the CA folder made by init-ca")
-    issue.add_argument("--site", required=True, help="the site's node name (its certificate's CN)")
-    issue.add_argument("--out", required=True, type=Path)
-    issue.add_argument("--host", action="append", default=[], help="an extra host name or IP the site serves at")
-    args = p.parse_args(argv)
-    try:
-        if args.command == "init-ca":
-            path = create_ca(args.dir, args.name)
-            print(f"CA certificate {path}; keep {args.dir / CA_KEY} secret")
-        else:
-            tls = issue_site(args.ca, args.site, args.out, ("127.0.0.1", "localhost", *args.host))
-            print(f"{args.site}: certificate {tls.cert}, key {tls.key}, CA {tls.ca}; identity {tls.identity()}")
-    except IdentityError as exc:
-        print(f"swarm-identity: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The service's HTTP side: the FastAPI app, its routers, request bodies, errors and request limits."""
