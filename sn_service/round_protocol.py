@@ -171,6 +171,11 @@ class RoundDriver:
 
     # ------------------------------------------------------------------ wake-ups
 
+    def close(self) -> None:
+        """Stops the background pools (wake-ups, hand-overs); queued work is dropped, running work finishes."""
+        self._notifier.shutdown(wait=False, cancel_futures=True)
+        self._handovers.shutdown(wait=False, cancel_futures=True)
+
     def _wakeup(self, task: str) -> threading.Event:
         with self._wakeups_lock:
             return self._wakeups.setdefault(task, threading.Event())

@@ -450,8 +450,9 @@ class SwarmNetworkService:
                 self._stop.wait(1.0)
 
     def shutdown(self) -> None:
-        """Stops background work."""
+        """Stops background work: wake-ups and hand-overs still queued are dropped, running ones finish."""
         self._stop.set()
+        self.driver.close()
 
     # ------------------------------------------------------------------ status
 
