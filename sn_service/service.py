@@ -76,6 +76,32 @@ class TaskState:
     syncs_done: int = 0
     last_sync_s: float | None = None
     standing: threading.Thread | None = None
+    # The training process (pid, start time) seen at join, while it has not checked in or left.
+    trainer: tuple[int, str] | None = None
+
+
+def process_start(pid: int) -> str | None:
+    """A token of the process ``pid``'s identity (its start time), or None if no such process is visible.
+
+    The start time tells a process from a later one given the same pid. Without ``/proc`` the pid's
+    existence is all there is.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat_line = fh.read()
+        fields = stat_line[stat_line.rindex(b")") + 2 :].split()  # from field 3, the state
+        return None if fields[0] == b"Z" else fields[19].decode()  # a zombie has ended; field 22: starttime
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return ""
+    return ""
 
 
 class SwarmNetworkService:
@@ -142,6 +168,7 @@ class SwarmNetworkService:
         )
         store.on_full = self._free_space
         self.driver.on_handover = self.retention.remember
+        threading.Thread(target=self._watch_trainers, name="watch-trainers", daemon=True).start()
 
     def _free_space(self) -> None:
         """The disk is full: delete every joined task's blobs but the last round's, before a write gives up."""
@@ -158,14 +185,61 @@ class SwarmNetworkService:
 
     # ------------------------------------------------------------------ tasks
 
-    def join(self, task: str, spec: dict) -> dict:
-        """Joins (and if need be creates) a task; raises ContractError, or SiteInUse."""
+    def join(self, task: str, spec: dict, trainer_pid: int | None = None) -> dict:
+        """Joins (and if need be creates) a task; raises ContractError, or SiteInUse.
+
+        ``trainer_pid``: the training process; if it ends without checking in or leaving, this
+        service leaves the task for it (``_watch_trainers``).
+        """
         self._refuse_if_served_elsewhere(task)
         record = self.driver.join(task, spec, self.endpoint)
+        trainer = None
+        if trainer_pid is not None:
+            started = process_start(trainer_pid)
+            if started is None:
+                self.log.info(
+                    "task %s: the training process (pid %d) is not visible from this service (another host or "
+                    "container): if it crashes, the others wait for this site until it leaves or returns",
+                    task,
+                    trainer_pid,
+                )
+            else:
+                trainer = (trainer_pid, started)
         with self._lock:
-            self.tasks[task] = TaskState(spec=record["spec"])
+            self.tasks[task] = TaskState(spec=record["spec"], trainer=trainer)
             self._save_tasks()
         return record
+
+    def _watch_trainers(self) -> None:
+        """Every 2 s: a task's training process gone without checking in makes this site leave the task.
+
+        Without this, a crashed trainer's site stays active on the ledger and every round waits the
+        whole quorum wait for it, for the rest of the task. A trainer restarted later joins again
+        (the node is re-activated).
+        """
+        while not self._stop.wait(2.0):
+            for task, state in list(self.tasks.items()):
+                trainer = state.trainer
+                if trainer is None or process_start(trainer[0]) == trainer[1]:
+                    continue
+                state.trainer = None
+                try:
+                    rec = self.ledger.get_task(task)
+                    node = rec["nodes"].get(self.site)
+                    if rec["status"] == "done" or node is None or node["status"] != "active":
+                        continue
+                    self.leave(task)
+                except Exception as exc:  # the ledger unreachable: try again at the next look
+                    state.trainer = trainer
+                    self.log.warning("task %s: could not leave for the ended training process: %s", task, exc)
+                    continue
+                self.log.warning(
+                    "task %s: the training process (pid %d) ended without checking in (crashed or killed); "
+                    "left the task so that the other sites stop waiting for this one. Start training again "
+                    "to rejoin.",
+                    task,
+                    trainer[0],
+                )
 
     def _refuse_if_served_elsewhere(self, task: str) -> None:
         """Raises SiteInUse if the ledger names another endpoint for this site and a live service of it answers there.
@@ -394,6 +468,8 @@ class SwarmNetworkService:
 
     def leave(self, task: str) -> dict:
         """Leaves the task: rounds stop waiting for this site."""
+        if task in self.tasks:
+            self.tasks[task].trainer = None
         record = self.ledger.leave(task, self.site)
         self.log.info("left task %s", task)
         return record
@@ -410,6 +486,8 @@ class SwarmNetworkService:
         """
         if contribute not in self.STAND_IN_KINDS:
             raise ValueError(f"contribute={contribute!r} is not allowed: use one of {list(self.STAND_IN_KINDS)}")
+        if task in self.tasks:
+            self.tasks[task].trainer = None  # its end is expected now
         record = self.ledger.finish(task, self.site)
         sha = self.store.put(blob)
         weight = 0 if contribute == "inactive" else weight

@@ -75,7 +75,9 @@ class ServiceClient:
 
     def join(self, task: str, spec: dict) -> dict:
         """Joins the task; returns the service's JoinResponse."""
-        joined = self._request("POST", "/v1/local/join", json={"task": task, "spec": spec}).json()
+        # The pid lets a service on this host notice a training process that ends without checking in.
+        body = {"task": task, "spec": spec, "trainer_pid": os.getpid()}
+        joined = self._request("POST", "/v1/local/join", json=body).json()
         inbox, store = joined.get("local_inbox"), joined.get("local_store")
         self.inbox = Path(inbox) if inbox and os.access(inbox, os.W_OK | os.X_OK) else None
         self.store = Path(store) if store and os.access(store, os.R_OK | os.X_OK) else None

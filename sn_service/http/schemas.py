@@ -33,6 +33,13 @@ class JoinRequest(Strict):
 
     task: str = Field(pattern=NAME_PATTERN)
     spec: TaskSpec
+    trainer_pid: int | None = Field(
+        default=None,
+        ge=1,
+        le=(1 << 31) - 1,
+        description="the training process's pid: a service on the same host leaves the task for it if the "
+        "process ends without checking in (crashed, killed), so the others stop waiting for this site",
+    )
 
 
 class MergedRef(BaseModel):

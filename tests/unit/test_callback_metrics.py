@@ -84,3 +84,17 @@ def test_sync_sends_metrics_in_a_header_and_nothing_without_them():
     client.sync("t", b"blob", 2, 10, metrics={})
     assert all("x-swarm-metrics" not in r.headers for r in seen[2:] if r.method == "POST")
     client.close()
+
+
+def test_join_tells_the_service_the_training_process_pid():
+    # So that a service on this host can leave the task for a trainer that crashed (test_trainer_crash.py).
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"task": "t", "node": "a", "status": "open", "current_round": 0})
+
+    client = ServiceClient("http://127.0.0.1:1", logging.getLogger("t"))
+    client._http = httpx.Client(base_url=client.url, transport=httpx.MockTransport(answer))
+    client.join("t", {"layout": "f32[1]"})
+    assert json.loads(seen[0].content)["trainer_pid"] == os.getpid()

@@ -161,7 +161,7 @@ async def join(body: JoinRequest, request: Request) -> JoinResponse:
         raise api_error(400, "INVALID_ARGUMENT", "spec.fingerprint is not the sha256 of spec.layout")
     try:
         serialization.parse_layout(spec["layout"])
-        record = await asyncio.to_thread(service.join, body.task, spec)
+        record = await asyncio.to_thread(service.join, body.task, spec, body.trainer_pid)
     except ValueError as exc:
         raise api_error(400, "INVALID_ARGUMENT", str(exc)) from exc
     except ContractError as exc:
