@@ -219,7 +219,9 @@ function renderTask(sec, d) {
   const lossKeys = keys.filter((k) => k.includes("loss"));
   const otherKeys = keys.filter((k) => !k.includes("loss"));
   sec.choice.loss = pick(sec.choice.loss, lossKeys, ["val_loss", "ads_val_loss", "loss"]);
-  sec.choice.metric = pick(sec.choice.metric, otherKeys, otherKeys.filter((k) => k.startsWith("val_")));
+  // With differential privacy and no training metrics shared, the epsilon spent is the curve to show.
+  sec.choice.metric = pick(sec.choice.metric, otherKeys,
+    [...otherKeys.filter((k) => k.startsWith("val_")), ...otherKeys.filter((k) => !k.startsWith("dp_")), "dp_epsilon"]);
 
   parts.banner.replaceChildren();
   renderHead(parts.head, d);
@@ -302,6 +304,9 @@ function latestValue(site, key) {
 function renderSites(card, d, colors, choice) {
   const t = d.task;
   const r = d.round;
+  // A column of the epsilon each site has spent, once any site trains with differential privacy.
+  const dp = Object.values(d.metrics).some((m) => latestValue(m, "dp_epsilon") !== null);
+  const deltas = [...new Set(Object.values(d.metrics).map((m) => latestValue(m, "dp_delta")).filter((v) => v !== null))];
   const rows = Object.keys(t.nodes).sort().map((node) => {
     const info = t.nodes[node];
     const m = d.metrics[node];
@@ -332,6 +337,8 @@ function renderSites(card, d, colors, choice) {
       el("td", {}, roundCell),
       el("td", { class: "num" }, fmt(latestValue(m, choice.loss))),
       el("td", { class: "num" }, fmt(latestValue(m, choice.metric))),
+      dp ? el("td", { class: "num", "data-dp-epsilon": latestValue(m, "dp_epsilon") ?? "" },
+        fmt(latestValue(m, "dp_epsilon"))) : null,
     );
   });
   card.replaceChildren(
@@ -340,7 +347,9 @@ function renderSites(card, d, colors, choice) {
       el("thead", {}, el("tr", {},
         el("th", {}, "Site"), el("th", {}, "Status"), el("th", {}, "Last seen"), el("th", {}, `Round ${r.round}`),
         el("th", { class: "num", title: `latest ${choice.loss || "loss"} reported` }, shortLabel(choice.loss)),
-        el("th", { class: "num", title: `latest ${choice.metric || "metric"} reported` }, shortLabel(choice.metric)))),
+        el("th", { class: "num", title: `latest ${choice.metric || "metric"} reported` }, shortLabel(choice.metric)),
+        dp ? el("th", { class: "num", title: "differential privacy: the epsilon the site has spent so far" },
+          `ε${deltas.length === 1 ? ` (δ ${deltas[0]})` : ""}`) : null)),
       el("tbody", {}, rows))),
     el("p", { class: "note" }, "Last seen: the site's latest transaction on the ledger. ",
       `${shortLabel(choice.loss)} and ${shortLabel(choice.metric)}: the latest values the site reported with a sync.`),
