@@ -8,6 +8,7 @@ train to the end, its service standing in with nothing new.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -90,10 +91,8 @@ def test_epsilon_is_reported_everywhere_grows_per_sync_and_a_spent_budget_stops_
             value = _gauge(urls["site-a"], "site-a")
             if value is not None and procs["site-a"].poll() is None:
                 seen_while_training.append(value)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 procs["site-a"].wait(1.0)
-            except subprocess.TimeoutExpired:
-                pass
         for site, proc in procs.items():
             assert proc.wait(600) == 0, (tmp_path / "train" / site / "train.log").read_text()[-4000:]
     finally:
@@ -105,9 +104,10 @@ def test_epsilon_is_reported_everywhere_grows_per_sync_and_a_spent_budget_stops_
 
     # The site with the small budget stopped after exactly CAP_SYNCS noisy syncs, within its cap; the others trained on.
     assert results["site-c"]["dp_budget_spent"] is True and results["site-c"]["dp_noisy_syncs"] == CAP_SYNCS
-    assert results["site-c"]["dp_epsilon"] == pytest.approx(epsilon_after(Z, CAP_SYNCS, DELTA)) and results[
-        "site-c"
-    ]["dp_epsilon"] <= cap
+    assert (
+        results["site-c"]["dp_epsilon"] == pytest.approx(epsilon_after(Z, CAP_SYNCS, DELTA))
+        and results["site-c"]["dp_epsilon"] <= cap
+    )
     assert "privacy budget spent" in log_c and results["site-c"]["epochs_run"] < EPOCHS
     for site in ("site-a", "site-b"):
         assert results[site]["dp_budget_spent"] is False and results[site]["epochs_run"] == EPOCHS
