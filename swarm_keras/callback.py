@@ -448,7 +448,6 @@ class SwarmCallback(keras.callbacks.Callback):
     def _start_privacy(self) -> None:
         assert self.privacy_settings is not None
         self.privacy = SitePrivacy(self.privacy_settings)
-        self.privacy_budget_spent = False
         self.privacy.plan(self._planned_private_syncs())
         s = self.privacy_settings
         if any(isinstance(layer, keras.layers.BatchNormalization) for layer in _all_layers(self.model)):
@@ -546,8 +545,14 @@ class SwarmCallback(keras.callbacks.Callback):
                 self.syncFrequency,
             )
             return
-        if self.privacy_settings is not None:
-            self._start_privacy()
+        if self.privacy_settings is not None and self.privacy is None:
+            self._start_privacy()  # once per callback: a second fit goes on spending the same budget
+        elif self.privacy is not None and not self.privacy.budget_allows_release():
+            # A second fit: the model has trained on the site's data, so even its first sync is noisy and counted.
+            raise RuntimeError(
+                f"this callback's privacy budget is spent (epsilon {self.privacy.epsilon:.4g} of dpMaxEpsilon="
+                f"{self.privacy.settings.max_epsilon:g}): fit again only with a new budget on purpose"
+            )
         self._client = ServiceClient(self.serviceUrl, self.logger)
         try:
             joined = self._client.join(self.trainingContract, spec)

@@ -43,6 +43,10 @@ from swarm_keras.service_client import ServiceClient, SwarmServiceError  # noqa:
         ({"mlPlatform": "sklearn"}, ["mlPlatform='sklearn'", "'KERAS'"]),
         ({"lossFunction": 3}, ["lossFunction=3", "str or None"]),
         ({"metricFunctionArgs": "num_classes=10"}, ["metricFunctionArgs='num_classes=10'", "dict or None"]),
+        ({"dpNoiseMultiplier": 1.0}, ["dpNoiseMultiplier", "without dpClipNorm"]),
+        ({"dpClipNorm": 1.0}, ["exactly one of dpNoiseMultiplier", "dpTargetEpsilon"]),
+        ({"dpClipNorm": -1.0, "dpNoiseMultiplier": 1.0}, ["dpClipNorm=-1.0"]),
+        ({"dpClipNorm": 1.0, "dpTargetEpsilon": 1.0, "dpDelta": 0}, ["dpDelta=0"]),
     ],
 )
 def test_invalid_arguments_name_argument_value_and_what_is_allowed(kwargs, words):
@@ -211,3 +215,21 @@ def test_wait_message_says_who_left_and_what_to_change_when_min_peers_cannot_be_
     # While enough sites remain, the contract's reason stands.
     rec["nodes"]["site-a"] = node("active")
     assert RoundDriver._describe_wait(rec, rnd, why).startswith(why)
+
+
+@pytest.mark.parametrize(
+    "params, sync_frequency, max_rounds, planned",
+    [
+        ({"steps": 10, "epochs": 3}, 2, 0, 15),  # 30 batches, a noisy sync every 2
+        ({"steps": 10, "epochs": 3}, 4, 0, 8),  # 7 in training and the last 2 batches at train end
+        ({"steps": 10, "epochs": 3}, 2, 6, 5),  # the task ends after round 5: round 0 is not noisy
+        ({"steps": None, "epochs": 3}, 2, 0, None),  # a dataset of unknown length: dpPlannedSyncs needed
+    ],
+)
+def test_noisy_syncs_planned_from_fit(params, sync_frequency, max_rounds, planned):
+    cb = SwarmCallback(
+        syncFrequency=sync_frequency, minPeers=2, maxRounds=max_rounds, dpClipNorm=1.0, dpTargetEpsilon=4.0
+    )
+    cb.set_params(params)
+    assert cb._planned_private_syncs() == planned
+    assert cb.privacy_settings.max_epsilon == 4.0 and cb.privacy is None  # made at train begin
