@@ -30,7 +30,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "examples"))
 
-from swarm_examples.evaluation import TrainingSettings, run_swarm, score_swarm  # noqa: E402
+from swarm_examples.evaluation import EvaluationError, TrainingSettings, run_swarm, score_swarm  # noqa: E402
 
 NO_DP = "no DP"
 
@@ -96,18 +96,28 @@ def main(argv: list[str] | None = None) -> int:
         for arm, extra in arms:
             t0 = time.monotonic()
             slug = arm.replace(" ", "-")
-            weights, outcomes = run_swarm(
-                node_data,
-                settings,
-                args.out / "work" / f"seed-{seed}" / slug,
-                seed,
-                f"dp-{slug}-s{seed}-{started.strftime('%H%M%S')}"[:64],
-                extra_worker_args=extra,
-            )
+            try:
+                weights, outcomes = run_swarm(
+                    node_data,
+                    settings,
+                    args.out / "work" / f"seed-{seed}" / slug,
+                    seed,
+                    f"dp-{slug}-s{seed}-{started.strftime('%H%M%S')}"[:64],
+                    extra_worker_args=extra,
+                )
+            except EvaluationError as exc:
+                # Too much noise for the model: a site's training diverged to non-finite weights (the
+                # service refuses them) and the swarm failed. Recorded as such, not scored.
+                row = {"seed": seed, "arm": arm, "diverged": True, "seconds": round(time.monotonic() - t0, 1)}
+                row.update(dict.fromkeys(("accuracy", "auc", "sensitivity", "specificity"), float("nan")))
+                print(f"{arm}, seed {seed}: the swarm failed ({exc})", flush=True)
+                rows.append(row)
+                continue
             scores, _ = score_swarm(weights, outcomes, x_test, y_test, settings)
             row = {
                 "seed": seed,
                 "arm": arm,
+                "diverged": False,
                 "accuracy": scores["accuracy"],
                 "auc": scores["auc"],
                 "sensitivity": scores["sensitivity"],
@@ -123,20 +133,27 @@ def main(argv: list[str] | None = None) -> int:
             }
             rows.append(row)
             print(json.dumps(row), flush=True)
+    columns = list(dict.fromkeys(k for r in rows for k in r))
     with open(args.out / "scores.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(fh, fieldnames=columns, restval="")
         writer.writeheader()
         writer.writerows(rows)
     lines = [
-        f"| arm | median accuracy | median AUC | noise multiplier z | epsilon spent (delta {args.delta:g}) | seeds |",
-        "|---|---|---|---|---|---|",
+        f"| arm | median accuracy | median AUC | noise multiplier z | epsilon spent (delta {args.delta:g}) | "
+        "median update norm | runs (diverged) |",
+        "|---|---|---|---|---|---|---|",
     ]
+
+    def median(mine: list[dict], key: str, fmt: str) -> str:
+        values = [r[key] for r in mine if not r["diverged"] and not np.isnan(r.get(key, np.nan))]
+        return format(float(np.median(values)), fmt) if values else "-"
+
     for arm, _ in arms:
         mine = [r for r in rows if r["arm"] == arm]
         lines.append(
-            f"| {arm} | {np.median([r['accuracy'] for r in mine]):.3f} | {np.median([r['auc'] for r in mine]):.3f} | "
-            f"{np.median([r['noise_multiplier'] for r in mine]):.3g} | "
-            f"{np.median([r['max_epsilon_spent'] for r in mine]):.3g} | {len(mine)} |"
+            f"| {arm} | {median(mine, 'accuracy', '.3f')} | {median(mine, 'auc', '.3f')} | "
+            f"{median(mine, 'noise_multiplier', '.3g')} | {median(mine, 'max_epsilon_spent', '.3g')} | "
+            f"{median(mine, 'median_update_norm', '.3g')} | {len(mine)} ({sum(r['diverged'] for r in mine)}) |"
         )
     table = "\n".join(lines)
     info = (

@@ -308,6 +308,11 @@ class SwarmCallback(keras.callbacks.Callback):
             dpPlannedSyncs,
             dpShareTrainingMetrics,
         )
+        if self.privacy_settings is not None and useAdaptiveSync:
+            raise ValueError(
+                "useAdaptiveSync=True is not allowed with differential privacy: when a site syncs would then depend "
+                "on its validation loss, which the privacy guarantee does not cover; pass useAdaptiveSync=False"
+            )
         self.privacy: SitePrivacy | None = None  # made at train begin
         self.privacy_budget_spent = False
         self.loopback = os.environ.get(LOOPBACK_ENV, "") not in ("", "0", "false", "False")

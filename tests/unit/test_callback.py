@@ -47,6 +47,10 @@ from swarm_keras.service_client import ServiceClient, SwarmServiceError  # noqa:
         ({"dpClipNorm": 1.0}, ["exactly one of dpNoiseMultiplier", "dpTargetEpsilon"]),
         ({"dpClipNorm": -1.0, "dpNoiseMultiplier": 1.0}, ["dpClipNorm=-1.0"]),
         ({"dpClipNorm": 1.0, "dpTargetEpsilon": 1.0, "dpDelta": 0}, ["dpDelta=0"]),
+        (
+            {"dpClipNorm": 1.0, "dpNoiseMultiplier": 1.0, "useAdaptiveSync": True, "adsValData": ([0], [0])},
+            ["useAdaptiveSync=True", "differential privacy", "useAdaptiveSync=False"],
+        ),
     ],
 )
 def test_invalid_arguments_name_argument_value_and_what_is_allowed(kwargs, words):
