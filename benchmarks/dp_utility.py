@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=128, help="default 128, the example's")
     p.add_argument("--merges-per-epoch", type=int, default=6, help="default 6, the example's")
     p.add_argument("--width", type=float, default=1.0, help="layer width multiplier (default 1: the paper's)")
+    p.add_argument("--no-baseline", action="store_true", help="leave out the arm without DP (run it once elsewhere)")
     p.add_argument("--out", type=Path, default=REPO / ".runs" / "dp-utility")
     return p
 
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     data = simulate_a2(seed=0)
     args.out.mkdir(parents=True, exist_ok=True)
-    arms: list[tuple[str, list[str]]] = [(NO_DP, [])]
+    arms: list[tuple[str, list[str]]] = [] if args.no_baseline else [(NO_DP, [])]
     for eps in args.epsilons:
         arms.append(
             (
