@@ -407,6 +407,13 @@ class SwarmCallback(keras.callbacks.Callback):
             return weights, dict(self._metrics)
         metrics = dict(self._metrics) if self.privacy_settings and self.privacy_settings.share_training_metrics else {}
         if self.privacy.reference is not None:  # not the first sync: that one aligns the data-free starting weights
+            if not all(np.isfinite(w).all() for w in weights if np.issubdtype(w.dtype, np.floating)):
+                raise RuntimeError(
+                    "training diverged: the weights are no longer finite. With differential privacy the noise "
+                    f"(std {self.privacy.settings.clip_norm * (self.privacy.noise_multiplier or 0.0):.3g} per weight "
+                    "each sync) may be too large for this model: lower dpClipNorm, merge less often, or use a smaller "
+                    "model (docs/privacy.md, 'Choosing C and z')"
+                )
             weights = self.privacy.privatize(weights)
             self.logger.info(
                 "differential privacy: update norm %.4g clipped to %.4g, noise std %.4g; epsilon %.4g at delta %g "

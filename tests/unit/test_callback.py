@@ -237,3 +237,45 @@ def test_noisy_syncs_planned_from_fit(params, sync_frequency, max_rounds, planne
     cb.set_params(params)
     assert cb._planned_private_syncs() == planned
     assert cb.privacy_settings.max_epsilon == 4.0 and cb.privacy is None  # made at train begin
+
+
+def _private_callback(**kw) -> SwarmCallback:
+    cb = SwarmCallback(syncFrequency=2, minPeers=2, dpClipNorm=0.1, dpNoiseMultiplier=1.0, **kw)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    cb.set_model(model)
+    cb._start_privacy()
+    cb._remember_metrics({"loss": 0.5, "accuracy": 0.9})
+    return cb
+
+
+def test_with_dp_a_sync_sends_noised_weights_and_only_privacy_metrics():
+    cb = _private_callback()
+    first, metrics = cb._outgoing()  # round 0: the data-free starting weights, nothing spent
+    np.testing.assert_array_equal(first[0], cb.model.get_weights()[0])
+    assert metrics["dp_epsilon"] == 0.0 and "loss" not in metrics
+    cb.privacy.set_reference(cb.model.get_weights())
+    sent, metrics = cb._outgoing()
+    assert not np.allclose(sent[0], cb.model.get_weights()[0])  # noise of std 0.1 on every weight
+    assert (
+        metrics["dp_epsilon"] > 0
+        and metrics["dp_syncs"] == 1.0
+        and set(metrics)
+        == {
+            "dp_epsilon",
+            "dp_delta",
+            "dp_noise_multiplier",
+            "dp_clip_norm",
+            "dp_syncs",
+        }
+    )
+    shared = _private_callback(dpShareTrainingMetrics=True)
+    assert shared._outgoing()[1]["loss"] == 0.5
+
+
+def test_with_dp_diverged_weights_fail_with_a_hint_and_spend_nothing():
+    cb = _private_callback()
+    cb.privacy.set_reference(cb.model.get_weights())
+    cb.model.set_weights([np.full_like(w, np.nan) for w in cb.model.get_weights()])
+    with pytest.raises(RuntimeError, match=r"training diverged.*dpClipNorm"):
+        cb._outgoing()
+    assert cb.privacy.releases == 0
