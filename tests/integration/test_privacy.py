@@ -16,12 +16,14 @@ import subprocess
 import sys
 
 import httpx
+import numpy as np
 import pytest
 
 from sn_service.ledger import EmbeddedLedger
+from swarm_keras import serialization
 from swarm_keras.privacy import epsilon_after
 
-from .conftest import REPO
+from .conftest import REPO, SMALL_LAYOUT_ARRAYS, small_spec, wait_sync
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("dp_accounting")
@@ -157,3 +159,47 @@ def test_epsilon_is_reported_everywhere_grows_per_sync_and_a_spent_budget_stops_
     assert len(set(c_shas)) == CAP_SYNCS + 1  # round 0's starting weights + its noisy syncs, nothing else
     assert set(c_shas[CAP_SYNCS + 1 :]) == {c_shas[CAP_SYNCS]}
     assert ledger.get_task(TASK)["status"] == "done"
+
+
+def test_the_dashboard_shows_each_sites_epsilon_in_a_browser(services, tmp_path):
+    from .test_dashboard import ARTIFACTS, _browse, _chromium
+
+    chromium = _chromium()
+    urls = {s: services.start(s) for s in SITES}
+    for url in urls.values():
+        r = httpx.post(f"{url}/v1/local/join", json={"task": "dpdash", "spec": small_spec()}, timeout=30)
+        assert r.status_code == 200, r.text
+    rng = np.random.default_rng(3)
+    spent = {}
+    for round_no in range(4):
+        jobs = {}
+        for i, (site, url) in enumerate(urls.items()):
+            # What a DP callback reports: the privacy metrics only (the Keras logs stay at the site).
+            spent[site] = epsilon_after(4.0 + i, round_no, DELTA)
+            metrics = {"dp_epsilon": spent[site], "dp_delta": DELTA, "dp_syncs": round_no}
+            blob = serialization.to_bytes(
+                [rng.standard_normal(a.shape).astype(np.float32) for a in SMALL_LAYOUT_ARRAYS]
+            )
+            r = httpx.post(
+                f"{url}/v1/local/syncs",
+                params={"task": "dpdash", "weight": 1},
+                content=blob,
+                headers={"X-Swarm-Metrics": json.dumps(metrics)},
+                timeout=30,
+            )
+            assert r.status_code == 202, r.text
+            jobs[site] = r.json()["sync_id"]
+        assert all(wait_sync(urls[s], j)["state"] == "done" for s, j in jobs.items())
+    dom = _browse(chromium, f"{urls['site-a']}/dashboard", tmp_path, "--dump-dom")
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "dashboard-dp.html").write_text(dom)
+    assert 'id="live" data-state="live"' in dom
+    assert "Epsilon: the differential privacy the site has spent so far at delta 1e-5." in dom
+    for site in SITES:  # every site's epsilon, fetched from its own service, in the site table
+        cell = re.search(rf'<tr data-site="{site}".*?data-dp-epsilon="([^"]+)"', dom, re.S)
+        assert cell is not None and float(cell.group(1)) == pytest.approx(spent[site]), site
+    # With no training metric shared, the metric chart shows epsilon per round: 4 rounds x 3 sites.
+    assert 'data-metric="dp_epsilon" data-points="12" data-series="3"' in dom
+    shot = ARTIFACTS / "dashboard-dp.png"
+    _browse(chromium, f"{urls['site-a']}/dashboard", tmp_path, f"--screenshot={shot}", "--window-size=1280,900")
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
