@@ -20,15 +20,16 @@ help:
 
 venv: $(STAMP)
 
-# The SDK with TensorFlow (CPU) and JAX backends, the examples' own package, the Fabric client and
-# the test tools, at the versions in constraints.txt. The PyTorch backend is left out: PyPI's Linux
-# torch wheel pulls several GB of CUDA libraries; `make torch` adds it (the tests then use it too).
+# The SDK with TensorFlow (CPU) and JAX backends, the examples' own package, the Fabric client, the
+# differential-privacy accountant and the test tools, at the versions in constraints.txt. The PyTorch
+# backend is left out: PyPI's Linux torch wheel pulls several GB of CUDA libraries; `make torch`
+# adds it (the tests then use it too).
 $(STAMP): pyproject.toml examples/pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
 	@# PYTHONWARNINGS: setuptools warns on every editable build that a folder may shadow the package.
 	PYTHONWARNINGS=ignore::UserWarning $(BIN)/python -m pip install --quiet -c constraints.txt \
-		-e ".[tensorflow-cpu,jax,dev,fabric]"
+		-e ".[tensorflow-cpu,jax,dev,fabric,dp]"
 	PYTHONWARNINGS=ignore::UserWarning $(BIN)/python -m pip install --quiet -c constraints.txt -e examples
 	@# Fabric's protobuf bindings declare protobuf<6 but work under TensorFlow's protobuf 6/7
 	@# (see sn_service/ledger/fabric_pb.py); installed last, without their dependencies.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 _LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
@@ -34,6 +34,19 @@ class ServiceMetrics:
         self.failovers = Counter("swarm_failovers", "Failovers this site performed on a late leader.", **labels)
         self.rejected_blobs = Counter(
             "swarm_rejected_blobs", "Contributions or uploads refused, by reason.", ["reason"], **labels
+        )
+        self.dp_epsilon = Gauge(
+            "swarm_site_dp_epsilon",
+            "Differential privacy: the epsilon this site has spent in a task (at the delta of "
+            "swarm_site_dp_delta), as its callback reported with its latest sync.",
+            ["task", "site"],
+            **labels,
+        )
+        self.dp_delta = Gauge(
+            "swarm_site_dp_delta",
+            "Differential privacy: the delta of swarm_site_dp_epsilon.",
+            ["task", "site"],
+            **labels,
         )
         self.site = site
 

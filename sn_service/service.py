@@ -437,6 +437,20 @@ class SwarmNetworkService:
             rounds[round_no] = {"metrics": dict(metrics), "ts_ms": int(at * 1000)}
             while len(rounds) > self.MAX_METRIC_ROUNDS:
                 del rounds[min(rounds)]
+        if "dp_epsilon" in metrics:  # the site trains with differential privacy (swarm_keras.privacy)
+            self.metrics.dp_epsilon.labels(task=task, site=self.site).set(metrics["dp_epsilon"])
+            if "dp_delta" in metrics:
+                self.metrics.dp_delta.labels(task=task, site=self.site).set(metrics["dp_delta"])
+
+    def privacy_spent(self, task: str) -> dict[str, float] | None:
+        """The differential-privacy metrics (``dp_*``) of this site's latest sync in ``task`` that had them."""
+        with self._lock:
+            rounds = self.training_metrics.get(task, {})
+            for r in sorted(rounds, reverse=True):
+                dp = {k: v for k, v in rounds[r]["metrics"].items() if k.startswith("dp_")}
+                if dp:
+                    return {"round": r, **dp}
+        return None
 
     def training_metrics_history(self, task: str, last: int = 500) -> dict:
         """This site's training metrics of its last ``last`` rounds of ``task``, oldest first.
@@ -581,6 +595,9 @@ class SwarmNetworkService:
                 entry["ledger_error"] = str(exc)
             running = [j.as_dict() for j in self.jobs.values() if j.task == name and j.state == "running"]
             entry["running_syncs"] = running
+            privacy = self.privacy_spent(name)
+            if privacy is not None:
+                entry["privacy"] = privacy
             tasks[name] = entry
         return {
             "site": self.site,

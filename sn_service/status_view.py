@@ -30,8 +30,29 @@ def _age(now_ms: int, then_ms: int | None) -> str:
     return f"{s:.1f} s ago" if s < 120 else f"{s / 60:.1f} min ago"
 
 
-def render_task(task: dict, current: dict, recent: list[dict], now_ms: int) -> str:
-    """Several lines: the sites, who submitted and who is awaited, the leader, recent rounds."""
+def render_privacy(task: dict, privacy: dict[str, dict[str, float]]) -> str | None:
+    """One line: the epsilon each site has spent (its latest ``dp_*`` metrics), or None if no site uses DP."""
+    if not privacy:
+        return None
+    parts = []
+    for node in sorted(task["nodes"]):
+        dp = privacy.get(node)
+        if dp is None or "dp_epsilon" not in dp:
+            parts.append(f"{node} not reported")
+            continue
+        syncs = f", {int(dp['dp_syncs'])} noisy syncs" if "dp_syncs" in dp else ""
+        delta = f" at delta {dp['dp_delta']:g}" if "dp_delta" in dp else ""
+        parts.append(f"{node} {dp['dp_epsilon']:.3g}{delta}{syncs}")
+    return "  differential privacy, epsilon spent: " + "; ".join(parts)
+
+
+def render_task(
+    task: dict, current: dict, recent: list[dict], now_ms: int, privacy: dict[str, dict[str, float]] | None = None
+) -> str:
+    """Several lines: the sites, who submitted and who is awaited, the leader, recent rounds.
+
+    ``privacy``: each site's latest differential-privacy metrics (``dp_epsilon``, ...), when known.
+    """
     spec = task["spec"]
     r = current
     lines = [
@@ -52,6 +73,9 @@ def render_task(task: dict, current: dict, recent: list[dict], now_ms: int) -> s
         else:
             what = "not in this round"
         lines.append(f"  {node:14s} {info['status']:9s} {_age(now_ms, info['last_seen_ms']):13s} {what}")
+    dp_line = render_privacy(task, privacy or {})
+    if dp_line:
+        lines.append(dp_line)
     if task["status"] == "done":
         lines.append("  task done: no further rounds; the swarm's model is the latest merged one below")
     elif r["status"] == "open":

@@ -11,6 +11,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from swarm_keras.privacy import PrivacySettings, SitePrivacy
 from swarm_keras.service_client import ServiceClient, SwarmServiceError
 from swarm_wire import serialization
 from swarm_wire.names import MAX_METRICS, METRIC_NAME_RE, NAME_RE
@@ -59,6 +60,13 @@ def _positive_number(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
         raise ValueError(f"{name}={value!r} is not allowed: {name} must be a number of seconds >= 0")
     return float(value)
+
+
+def _all_layers(layer: Any) -> Any:
+    """The layer and every layer nested in it."""
+    yield layer
+    for sub in getattr(layer, "layers", None) or []:
+        yield from _all_layers(sub)
 
 
 class SwarmCallback(keras.callbacks.Callback):
@@ -150,6 +158,29 @@ class SwarmCallback(keras.callbacks.Callback):
             fails with a message naming what it waited for (default 600).
         maxRounds: end the task after this many rounds, counting the first
             (which aligns the starting weights): N gives N - 1 merges (0: no limit).
+        dpClipNorm: turns on differential privacy (docs/privacy.md; needs
+            ``pip install 'swarm-keras[dp]'``): each sync sends the merged
+            model this site last loaded plus its update since then, clipped to
+            this L2 norm, plus Gaussian noise. Default None: off.
+        dpNoiseMultiplier: z: the noise's standard deviation is z x dpClipNorm
+            per weight. Give this or ``dpTargetEpsilon``.
+        dpTargetEpsilon: the epsilon this site may spend over the run; z is
+            computed from it and the syncs planned (``dpPlannedSyncs``, else
+            fit's epochs x steps per epoch / syncFrequency, capped by
+            ``maxRounds`` - 1), and it is the default ``dpMaxEpsilon``.
+        dpDelta: the delta epsilon is reported at (default 1e-5; below
+            1 / the number of samples of the site is the usual choice).
+        dpMaxEpsilon: the site stops training (``model.stop_training``) rather
+            than make a sync that would take its epsilon above this, and ends
+            as at train end per ``checkinModelOnTrainEnd`` without sending
+            anything new. Default: ``dpTargetEpsilon``, else no limit.
+        dpPlannedSyncs: the number of noisy syncs ``dpTargetEpsilon`` is spread
+            over, when fit cannot tell (a dataset of unknown length).
+        dpShareTrainingMetrics: also report the Keras metrics (loss, accuracy,
+            ...) to the swarm's dashboards. They are computed on the site's
+            data and are not covered by the guarantee, so with differential
+            privacy they stay at the site unless this is True (default False);
+            the privacy metrics (``dp_epsilon``, ...) are always reported.
 
     With env ``SWARM_LOOPBACK=1`` the callback validates its arguments and
     trains alone with no service: for writing a script before a swarm exists.
@@ -186,6 +217,13 @@ class SwarmCallback(keras.callbacks.Callback):
         leaderTimeoutSeconds: float = 30.0,
         syncTimeoutSeconds: float = 600.0,
         maxRounds: int = 0,
+        dpClipNorm: float | None = None,
+        dpNoiseMultiplier: float | None = None,
+        dpTargetEpsilon: float | None = None,
+        dpDelta: float | None = None,
+        dpMaxEpsilon: float | None = None,
+        dpPlannedSyncs: int | None = None,
+        dpShareTrainingMetrics: bool = False,
     ) -> None:
         super().__init__()
         self.syncFrequency = _positive_int("syncFrequency", syncFrequency)
@@ -258,6 +296,22 @@ class SwarmCallback(keras.callbacks.Callback):
         if isinstance(maxRounds, bool) or not isinstance(maxRounds, int) or maxRounds < 0:
             raise ValueError(f"maxRounds={maxRounds!r} is not allowed: use an integer >= 0 (0: no limit)")
         self.maxRounds = maxRounds
+        self.privacy_settings = PrivacySettings.from_options(
+            dpClipNorm,
+            dpNoiseMultiplier,
+            dpTargetEpsilon,
+            dpDelta,
+            dpMaxEpsilon,
+            dpPlannedSyncs,
+            dpShareTrainingMetrics,
+        )
+        if self.privacy_settings is not None and useAdaptiveSync:
+            raise ValueError(
+                "useAdaptiveSync=True is not allowed with differential privacy: when a site syncs would then depend "
+                "on its validation loss, which the privacy guarantee does not cover; pass useAdaptiveSync=False"
+            )
+        self.privacy: SitePrivacy | None = None  # made at train begin
+        self.privacy_budget_spent = False
         self.loopback = os.environ.get(LOOPBACK_ENV, "") not in ("", "0", "false", "False")
         # Training-time state.
         self._client: ServiceClient | None = None
@@ -304,15 +358,18 @@ class SwarmCallback(keras.callbacks.Callback):
         assert self._client is not None
         t0 = time.perf_counter()
         weight = self.merge_weight()
-        blob = serialization.to_bytes(self.model.get_weights())
+        weights, metrics = self._outgoing()
+        blob = serialization.to_bytes(weights)
         t1 = time.perf_counter()
         status = self._client.sync(
-            self.trainingContract, blob, weight, self.syncTimeoutSeconds, metrics=dict(self._metrics) or None
+            self.trainingContract, blob, weight, self.syncTimeoutSeconds, metrics=metrics or None
         )
         t2 = time.perf_counter()
         arrays = self._client.blob(status["merged_sha256"], self._layout)
         t3 = time.perf_counter()
         self._load(arrays)
+        if self.privacy is not None:
+            self.privacy.set_reference(arrays)  # the next update is measured from the merged model
         # Where this sync's time went, in ms: here, and in the service (status["timings_ms"]).
         self.last_sync_timings = {
             "serialise": (t1 - t0) * 1000,
@@ -339,6 +396,84 @@ class SwarmCallback(keras.callbacks.Callback):
             self.logger.info("the swarm says task %s is over: stopping training", self.trainingContract)
         if self.useAdaptiveSync:
             self._adapt_interval()
+
+    def _outgoing(self) -> tuple[list[np.ndarray], dict[str, float]]:
+        """The weights and metrics a sync sends: as trained, or with differential privacy, noised."""
+        weights = self.model.get_weights()
+        if self.privacy is None:
+            return weights, dict(self._metrics)
+        metrics = dict(self._metrics) if self.privacy_settings and self.privacy_settings.share_training_metrics else {}
+        if self.privacy.reference is not None:  # not the first sync: that one aligns the data-free starting weights
+            if not all(np.isfinite(w).all() for w in weights if np.issubdtype(w.dtype, np.floating)):
+                raise RuntimeError(
+                    "training diverged: the weights are no longer finite. With differential privacy the noise "
+                    f"(std {self.privacy.settings.clip_norm * (self.privacy.noise_multiplier or 0.0):.3g} per weight "
+                    "each sync) may be too large for this model: lower dpClipNorm, merge less often, or use a smaller "
+                    "model (docs/privacy.md, 'Choosing C and z')"
+                )
+            weights = self.privacy.privatize(weights)
+            self.logger.info(
+                "differential privacy: update norm %.4g clipped to %.4g, noise std %.4g; epsilon %.4g at delta %g "
+                "after %d noisy syncs",
+                self.privacy.last_update_norm,
+                self.privacy.settings.clip_norm,
+                self.privacy.settings.clip_norm * (self.privacy.noise_multiplier or 0.0),
+                self.privacy.epsilon,
+                self.privacy.settings.delta,
+                self.privacy.releases,
+            )
+        metrics.update(self.privacy.report())
+        return weights, metrics
+
+    def _budget_allows_sync(self) -> bool:
+        """False (and training told to stop) when one more noisy sync would pass ``dpMaxEpsilon``."""
+        if self.privacy is None or self.privacy.reference is None or self.privacy.budget_allows_release():
+            return True
+        if not self.privacy_budget_spent:
+            self.privacy_budget_spent = True
+            self.model.stop_training = True
+            self.logger.warning(
+                "privacy budget spent: one more sync would take epsilon from %.4g to %.4g, above dpMaxEpsilon=%g "
+                "(delta %g); stopping training after %d noisy syncs",
+                self.privacy.epsilon,
+                self.privacy.epsilon_if_released(),
+                self.privacy.settings.max_epsilon,
+                self.privacy.settings.delta,
+                self.privacy.releases,
+            )
+        return False
+
+    def _planned_private_syncs(self) -> int | None:
+        """Noisy syncs this fit will make at most: fit's batches / syncFrequency, capped by maxRounds."""
+        params = self.params or {}
+        steps, epochs = params.get("steps"), params.get("epochs")
+        if not steps or not epochs:
+            return None
+        planned = -(-int(steps) * int(epochs) // self.syncFrequency)  # the last, partial interval syncs at train end
+        if self.maxRounds:
+            planned = min(planned, self.maxRounds - 1)  # round 0 aligns the starting weights: not noisy
+        return max(planned, 1)
+
+    def _start_privacy(self) -> None:
+        assert self.privacy_settings is not None
+        self.privacy = SitePrivacy(self.privacy_settings)
+        self.privacy.plan(self._planned_private_syncs())
+        s = self.privacy_settings
+        if any(isinstance(layer, keras.layers.BatchNormalization) for layer in _all_layers(self.model)):
+            self.logger.warning(
+                "differential privacy: BatchNormalization's moving statistics are noised too (a moving variance can "
+                "turn negative); prefer LayerNormalization or GroupNormalization"
+            )
+        self.logger.info(
+            "differential privacy on: clip %g, noise multiplier %.4g (noise std %.4g), delta %g, %s",
+            s.clip_norm,
+            self.privacy.noise_multiplier,
+            s.clip_norm * (self.privacy.noise_multiplier or 0.0),
+            s.delta,
+            f"target epsilon {s.target_epsilon:g} over {self.privacy.planned_syncs} syncs"
+            if s.target_epsilon is not None
+            else (f"stop at epsilon {s.max_epsilon:g}" if s.max_epsilon is not None else "no epsilon limit"),
+        )
 
     def _remember_metrics(self, logs: dict | None) -> None:
         """Keeps the latest finite scalar of each logged metric, to report with the next sync."""
@@ -419,6 +554,14 @@ class SwarmCallback(keras.callbacks.Callback):
                 self.syncFrequency,
             )
             return
+        if self.privacy_settings is not None and self.privacy is None:
+            self._start_privacy()  # once per callback: a second fit goes on spending the same budget
+        elif self.privacy is not None and not self.privacy.budget_allows_release():
+            # A second fit: the model has trained on the site's data, so even its first sync is noisy and counted.
+            raise RuntimeError(
+                f"this callback's privacy budget is spent (epsilon {self.privacy.epsilon:.4g} of dpMaxEpsilon="
+                f"{self.privacy.settings.max_epsilon:g}): fit again only with a new budget on purpose"
+            )
         self._client = ServiceClient(self.serviceUrl, self.logger)
         try:
             joined = self._client.join(self.trainingContract, spec)
@@ -437,6 +580,8 @@ class SwarmCallback(keras.callbacks.Callback):
             latest = self._client.latest(self.trainingContract, self._layout)
             if latest is not None:
                 self._load(latest[1])
+                if self.privacy is not None:
+                    self.privacy.set_reference(latest[1])
                 self.logger.info("late join: starting from the swarm's merged model of round %d", latest[0])
                 return
         self._sync("train begin")
@@ -452,12 +597,12 @@ class SwarmCallback(keras.callbacks.Callback):
         with the last one's index: the batches are counted from the index, so
         syncs keep to ``syncFrequency`` batches (rounded up to a multiple of k).
         """
-        if self.loopback or self._task_over:
+        if self.loopback or self._task_over or self.privacy_budget_spent:
             return
         self._remember_metrics(logs)
         self._steps_since_sync += max(1, batch + 1 - self._epoch_batches)
         self._epoch_batches = batch + 1
-        if self._steps_since_sync >= self._interval:
+        if self._steps_since_sync >= self._interval and self._budget_allows_sync():
             self._sync(f"batch {batch + 1}")
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
@@ -530,7 +675,7 @@ class SwarmCallback(keras.callbacks.Callback):
                 self.logger.info("training ended; left task %s", self.trainingContract)
                 return
             final = self.model.get_weights()
-            if mode in ("snapshot", "active") and self._steps_since_sync > 0:
+            if mode in ("snapshot", "active") and self._steps_since_sync > 0 and self._budget_allows_sync():
                 # The steps since the last sync count too: one more merge with them in it.
                 self._sync("train end")
                 if self._task_over:
@@ -538,6 +683,9 @@ class SwarmCallback(keras.callbacks.Callback):
                     return
             # snapshot: the weights at the stop; active: the merged model just loaded, then each new one.
             standing = final if mode == "snapshot" else self.model.get_weights()
+            if self.privacy is not None:
+                # Nothing new leaves the site: its last noisy update (snapshot) or the merged model it holds.
+                standing = self.privacy.safe_to_share() if mode == "snapshot" else list(self.privacy.reference or [])
             self._client.checkin(
                 self.trainingContract,
                 "finish",

@@ -291,6 +291,7 @@ def run_swarm(
     say: Callable[[str], None] = print,
     verbose: bool = False,
     keep_blobs: bool = False,
+    extra_worker_args: Sequence[str] = (),
 ) -> tuple[list[np.ndarray], list[dict[str, Any]]]:
     """Train the swarm as real processes; return the task's last merged weights and each site's outcome.
 
@@ -299,6 +300,8 @@ def run_swarm(
     final weights are that last merged model). The services' blob
     stores (every round's models) are deleted afterwards unless
     ``keep_blobs``; logs, the ledger and each site's final weights stay.
+    ``extra_worker_args`` go to every site's worker after the settings'
+    (e.g. the differential-privacy options ``--dp-clip-norm 1 --dp-target-epsilon 8``).
 
     Raises:
         EvaluationError: a process failed or timed out (the message names
@@ -323,7 +326,7 @@ def run_swarm(
     )
     try:
         launcher.start_services()
-        launcher.start_training(str(SITE_WORKER), settings.worker_args(data_dir, seed), task)
+        launcher.start_training(str(SITE_WORKER), [*settings.worker_args(data_dir, seed), *extra_worker_args], task)
         code = launcher.wait(timeout_s)
     except RuntimeError as exc:
         raise EvaluationError(f"the swarm could not start: {exc}; logs under {workdir}") from exc

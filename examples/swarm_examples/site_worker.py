@@ -80,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-peers", type=int, help="default: SWARM_NUM_SITES (every site)")
     p.add_argument("--scaling", choices=SCALINGS, default="controls")
     p.add_argument("--seed", type=int, default=0, help="seeds the initial weights, dropout and shuffling")
+    dp = p.add_argument_group("differential privacy (SwarmCallback's dp* options; off without --dp-clip-norm)")
+    dp.add_argument("--dp-clip-norm", type=float, help="dpClipNorm: L2 bound on the update since the last merge")
+    noise = dp.add_mutually_exclusive_group()
+    noise.add_argument("--dp-target-epsilon", type=float, help="dpTargetEpsilon: epsilon for the whole run")
+    noise.add_argument("--dp-noise-multiplier", type=float, help="dpNoiseMultiplier: noise std / clip norm")
+    dp.add_argument("--dp-delta", type=float, help="dpDelta (default 1e-5)")
     return p
 
 
@@ -153,6 +159,10 @@ def main(argv: list[str] | None = None) -> int:
         quorumWaitSeconds=30,
         leaderTimeoutSeconds=30,
         maxRounds=max_rounds,
+        dpClipNorm=args.dp_clip_norm,
+        dpTargetEpsilon=args.dp_target_epsilon,
+        dpNoiseMultiplier=args.dp_noise_multiplier,
+        dpDelta=args.dp_delta,
     )
     print(
         f"{site}: {len(y)} training samples ({int(y.sum())} cases), {args.epochs} epochs of batch "
@@ -180,6 +190,17 @@ def main(argv: list[str] | None = None) -> int:
         "finished_at": time.time(),
         "scaling": args.scaling,
     }
+    if swarm.privacy is not None:
+        norms = swarm.privacy.update_norms
+        result.update(
+            dp_epsilon=swarm.privacy.epsilon,
+            dp_delta=swarm.privacy.settings.delta,
+            dp_noise_multiplier=swarm.privacy.noise_multiplier,
+            dp_clip_norm=swarm.privacy.settings.clip_norm,
+            dp_noisy_syncs=swarm.privacy.releases,
+            dp_median_update_norm=float(np.median(norms)) if norms else None,
+            dp_budget_spent=swarm.privacy_budget_spent,
+        )
     (out / "result.json").write_text(json.dumps(result, indent=1))
     print(f"{site}: final model written after {swarm.rounds_synced} merges in {train_seconds:.1f} s", flush=True)
     return 0

@@ -73,6 +73,10 @@ def main() -> None:
         help="for robustness tests: the site with this index scales its weights by --attack-scale before each sync",
     )
     p.add_argument("--attack-scale", type=float, default=100.0)
+    p.add_argument("--dp-clip-norm", type=float, help="differential privacy: dpClipNorm (off without it)")
+    p.add_argument("--dp-noise-multiplier", type=float, help="differential privacy: dpNoiseMultiplier")
+    p.add_argument("--dp-target-epsilon", type=float, help="differential privacy: dpTargetEpsilon")
+    p.add_argument("--dp-max-epsilon", help="differential privacy: dpMaxEpsilon, or one per site: 8,8,1")
     args = p.parse_args()
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -82,6 +86,8 @@ def main() -> None:
     out = Path(os.environ.get("SWARM_OUTPUT_DIR", "."))
     keras.utils.set_random_seed(args.seed + index)  # different initial weights at every site
 
+    caps = [float(e) for e in args.dp_max_epsilon.split(",")] if args.dp_max_epsilon else [None]
+    max_epsilon = caps[min(index, len(caps) - 1)]
     x, y = site_data(index, args.samples, args.features, args.seed, shift=(index - 1) * args.site_shift)
     x_test, y_test = site_data(1000, 2000, args.features, args.seed, shift=0.0)
     model = keras.Sequential(
@@ -104,6 +110,10 @@ def main() -> None:
         maxRounds=args.max_rounds,
         quorumWaitSeconds=args.quorum_wait,
         leaderTimeoutSeconds=args.leader_timeout,
+        dpClipNorm=args.dp_clip_norm,
+        dpNoiseMultiplier=args.dp_noise_multiplier,
+        dpTargetEpsilon=args.dp_target_epsilon,
+        dpMaxEpsilon=max_epsilon,
     )
     swarm.logger.setLevel(logging.INFO)
     callbacks = [swarm]
@@ -123,6 +133,13 @@ def main() -> None:
         "median_sync_s": float(np.median(swarm.sync_seconds)) if swarm.sync_seconds else None,
         "backend": keras.backend.backend(),
     }
+    if swarm.privacy is not None:
+        result.update(
+            dp_epsilon=swarm.privacy.epsilon,
+            dp_noisy_syncs=swarm.privacy.releases,
+            dp_noise_multiplier=swarm.privacy.noise_multiplier,
+            dp_budget_spent=swarm.privacy_budget_spent,
+        )
     (out / "result.json").write_text(json.dumps(result))
     print(f"final test accuracy {acc:.3f} after {swarm.rounds_synced} syncs")
 

@@ -32,6 +32,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _privacy_per_site(url: str, task: str) -> dict[str, dict[str, float]]:
+    """Each site's latest differential-privacy metrics (``dp_*``), as the service's dashboard gathers them."""
+    try:
+        r = httpx.get(f"{url.rstrip('/')}/v1/dashboard/{task}", params={"recent": 0, "rounds": 50}, timeout=10)
+        sites = r.json()["metrics"] if r.status_code == 200 else {}
+    except (httpx.HTTPError, ValueError, KeyError):
+        return {}
+    out = {}
+    for node, history in sites.items():
+        for entry in reversed(history.get("rounds", [])):
+            dp = {k: v for k, v in entry.get("metrics", {}).items() if k.startswith("dp_")}
+            if dp:
+                out[node] = dp
+                break
+    return out
+
+
 def _render_from_service(url: str, task: str | None) -> str:
     status = httpx.get(f"{url.rstrip('/')}/v1/status", timeout=10).json()
     tasks = [task] if task else sorted(status["tasks"])
@@ -44,7 +61,8 @@ def _render_from_service(url: str, task: str | None) -> str:
             out.append(f"task {name}: {r.json().get('detail', r.text)}")
             continue
         body = r.json()
-        out.append(render_task(body["task"], body["round"], body["recent"], body["now_ms"]))
+        privacy = _privacy_per_site(url, name)
+        out.append(render_task(body["task"], body["round"], body["recent"], body["now_ms"], privacy))
     for problem in status.get("problems", []):
         out.insert(0, f"{status['site']}: PROBLEM: {problem}")
     waits = [j for t in status["tasks"].values() for j in t.get("running_syncs", [])]

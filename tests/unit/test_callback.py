@@ -43,6 +43,14 @@ from swarm_keras.service_client import ServiceClient, SwarmServiceError  # noqa:
         ({"mlPlatform": "sklearn"}, ["mlPlatform='sklearn'", "'KERAS'"]),
         ({"lossFunction": 3}, ["lossFunction=3", "str or None"]),
         ({"metricFunctionArgs": "num_classes=10"}, ["metricFunctionArgs='num_classes=10'", "dict or None"]),
+        ({"dpNoiseMultiplier": 1.0}, ["dpNoiseMultiplier", "without dpClipNorm"]),
+        ({"dpClipNorm": 1.0}, ["exactly one of dpNoiseMultiplier", "dpTargetEpsilon"]),
+        ({"dpClipNorm": -1.0, "dpNoiseMultiplier": 1.0}, ["dpClipNorm=-1.0"]),
+        ({"dpClipNorm": 1.0, "dpTargetEpsilon": 1.0, "dpDelta": 0}, ["dpDelta=0"]),
+        (
+            {"dpClipNorm": 1.0, "dpNoiseMultiplier": 1.0, "useAdaptiveSync": True, "adsValData": ([0], [0])},
+            ["useAdaptiveSync=True", "differential privacy", "useAdaptiveSync=False"],
+        ),
     ],
 )
 def test_invalid_arguments_name_argument_value_and_what_is_allowed(kwargs, words):
@@ -211,3 +219,63 @@ def test_wait_message_says_who_left_and_what_to_change_when_min_peers_cannot_be_
     # While enough sites remain, the contract's reason stands.
     rec["nodes"]["site-a"] = node("active")
     assert RoundDriver._describe_wait(rec, rnd, why).startswith(why)
+
+
+@pytest.mark.parametrize(
+    "params, sync_frequency, max_rounds, planned",
+    [
+        ({"steps": 10, "epochs": 3}, 2, 0, 15),  # 30 batches, a noisy sync every 2
+        ({"steps": 10, "epochs": 3}, 4, 0, 8),  # 7 in training and the last 2 batches at train end
+        ({"steps": 10, "epochs": 3}, 2, 6, 5),  # the task ends after round 5: round 0 is not noisy
+        ({"steps": None, "epochs": 3}, 2, 0, None),  # a dataset of unknown length: dpPlannedSyncs needed
+    ],
+)
+def test_noisy_syncs_planned_from_fit(params, sync_frequency, max_rounds, planned):
+    cb = SwarmCallback(
+        syncFrequency=sync_frequency, minPeers=2, maxRounds=max_rounds, dpClipNorm=1.0, dpTargetEpsilon=4.0
+    )
+    cb.set_params(params)
+    assert cb._planned_private_syncs() == planned
+    assert cb.privacy_settings.max_epsilon == 4.0 and cb.privacy is None  # made at train begin
+
+
+def _private_callback(**kw) -> SwarmCallback:
+    cb = SwarmCallback(syncFrequency=2, minPeers=2, dpClipNorm=0.1, dpNoiseMultiplier=1.0, **kw)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    cb.set_model(model)
+    cb._start_privacy()
+    cb._remember_metrics({"loss": 0.5, "accuracy": 0.9})
+    return cb
+
+
+def test_with_dp_a_sync_sends_noised_weights_and_only_privacy_metrics():
+    cb = _private_callback()
+    first, metrics = cb._outgoing()  # round 0: the data-free starting weights, nothing spent
+    np.testing.assert_array_equal(first[0], cb.model.get_weights()[0])
+    assert metrics["dp_epsilon"] == 0.0 and "loss" not in metrics
+    cb.privacy.set_reference(cb.model.get_weights())
+    sent, metrics = cb._outgoing()
+    assert not np.allclose(sent[0], cb.model.get_weights()[0])  # noise of std 0.1 on every weight
+    assert (
+        metrics["dp_epsilon"] > 0
+        and metrics["dp_syncs"] == 1.0
+        and set(metrics)
+        == {
+            "dp_epsilon",
+            "dp_delta",
+            "dp_noise_multiplier",
+            "dp_clip_norm",
+            "dp_syncs",
+        }
+    )
+    shared = _private_callback(dpShareTrainingMetrics=True)
+    assert shared._outgoing()[1]["loss"] == 0.5
+
+
+def test_with_dp_diverged_weights_fail_with_a_hint_and_spend_nothing():
+    cb = _private_callback()
+    cb.privacy.set_reference(cb.model.get_weights())
+    cb.model.set_weights([np.full_like(w, np.nan) for w in cb.model.get_weights()])
+    with pytest.raises(RuntimeError, match=r"training diverged.*dpClipNorm"):
+        cb._outgoing()
+    assert cb.privacy.releases == 0

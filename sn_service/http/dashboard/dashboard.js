@@ -98,6 +98,7 @@ function shortLabel(key) {
 
 function metricLabel(key) {
   if (key === "ads_val_loss") return "Validation loss (merged model, adaptive-sync data)";
+  if (key === "dp_epsilon") return "Differential privacy: epsilon spent";
   const words = (k) => k.replace(/[_.:/-]+/g, " ");
   if (key.startsWith("val_")) return `Validation ${words(key.slice(4))}`;
   return `Training ${words(key)}`;
@@ -219,7 +220,9 @@ function renderTask(sec, d) {
   const lossKeys = keys.filter((k) => k.includes("loss"));
   const otherKeys = keys.filter((k) => !k.includes("loss"));
   sec.choice.loss = pick(sec.choice.loss, lossKeys, ["val_loss", "ads_val_loss", "loss"]);
-  sec.choice.metric = pick(sec.choice.metric, otherKeys, otherKeys.filter((k) => k.startsWith("val_")));
+  // With differential privacy and no training metrics shared, the epsilon spent is the curve to show.
+  sec.choice.metric = pick(sec.choice.metric, otherKeys,
+    [...otherKeys.filter((k) => k.startsWith("val_")), ...otherKeys.filter((k) => !k.startsWith("dp_")), "dp_epsilon"]);
 
   parts.banner.replaceChildren();
   renderHead(parts.head, d);
@@ -302,6 +305,11 @@ function latestValue(site, key) {
 function renderSites(card, d, colors, choice) {
   const t = d.task;
   const r = d.round;
+  // A column of the epsilon each site has spent, once any site trains with differential privacy.
+  const dp = Object.values(d.metrics).some((m) => latestValue(m, "dp_epsilon") !== null);
+  const deltas = [...new Set(Object.values(d.metrics).map((m) => latestValue(m, "dp_delta")).filter((v) => v !== null))];
+  const metricColumn = !(dp && choice.metric === "dp_epsilon"); // the epsilon column shows it already
+  const atDelta = deltas.length === 1 ? ` at delta ${Number(deltas[0]).toExponential()}` : "";
   const rows = Object.keys(t.nodes).sort().map((node) => {
     const info = t.nodes[node];
     const m = d.metrics[node];
@@ -331,7 +339,9 @@ function renderSites(card, d, colors, choice) {
       el("td", { title: clock(info.last_seen_ms) }, ago(d.now_ms, info.last_seen_ms)),
       el("td", {}, roundCell),
       el("td", { class: "num" }, fmt(latestValue(m, choice.loss))),
-      el("td", { class: "num" }, fmt(latestValue(m, choice.metric))),
+      metricColumn ? el("td", { class: "num" }, fmt(latestValue(m, choice.metric))) : null,
+      dp ? el("td", { class: "num", "data-dp-epsilon": latestValue(m, "dp_epsilon") ?? "" },
+        fmt(latestValue(m, "dp_epsilon"))) : null,
     );
   });
   card.replaceChildren(
@@ -340,10 +350,15 @@ function renderSites(card, d, colors, choice) {
       el("thead", {}, el("tr", {},
         el("th", {}, "Site"), el("th", {}, "Status"), el("th", {}, "Last seen"), el("th", {}, `Round ${r.round}`),
         el("th", { class: "num", title: `latest ${choice.loss || "loss"} reported` }, shortLabel(choice.loss)),
-        el("th", { class: "num", title: `latest ${choice.metric || "metric"} reported` }, shortLabel(choice.metric)))),
+        metricColumn ? el("th", { class: "num", title: `latest ${choice.metric || "metric"} reported` },
+          shortLabel(choice.metric)) : null,
+        dp ? el("th", { class: "num", title: `differential privacy: the epsilon the site has spent${atDelta}` },
+          "Epsilon") : null)),
       el("tbody", {}, rows))),
     el("p", { class: "note" }, "Last seen: the site's latest transaction on the ledger. ",
-      `${shortLabel(choice.loss)} and ${shortLabel(choice.metric)}: the latest values the site reported with a sync.`),
+      `${shortLabel(choice.loss)}${metricColumn ? ` and ${shortLabel(choice.metric)}` : ""}: the latest values the `
+        + "site reported with a sync.",
+      dp ? ` Epsilon: the differential privacy the site has spent so far${atDelta}.` : ""),
   );
 }
 
