@@ -1,0 +1,129 @@
+"""The cryptography of secure aggregation: keys, masks, envelopes and the fixed-point ring.
+
+Each site makes a fresh X25519 key pair per round and registers the public
+key on the ledger with its submission. Two sites' Diffie-Hellman secret,
+through HKDF with distinct labels, gives them (a) the seed of their pairwise
+mask and (b) the key of the envelope that carries one site's secret share to
+the other. The private key itself is never revealed: a dropped site's masks
+are removed with the pairwise seeds its survivors reveal, so a revealed seed
+opens nothing but that one pair's mask of that round.
+
+Masks live in Z_2^64 (numpy uint64 arithmetic wraps exactly there). Weights
+are quantised to fixed point with ``frac_bits`` fractional bits, chosen from
+the round's total weight so that the sum of every weighted value cannot
+wrap: |w x| <= w * MAX_ABS and sum(w) * MAX_ABS * 2^frac_bits < 2^63.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
+
+MAX_ABS = 2.0**16  # the largest |weight value| secure aggregation accepts
+MAX_FRAC_BITS = 40
+MIN_FRAC_BITS = 16
+_ZERO_NONCE12 = bytes(12)
+
+
+class SecAggError(ValueError):
+    """A secure-aggregation step cannot go on; the message says what is wrong and what to do."""
+
+
+class RoundKey:
+    """A site's X25519 key pair for one round; the public half goes on the ledger as 64 hex digits."""
+
+    def __init__(self, private: X25519PrivateKey | None = None) -> None:
+        self._private = private or X25519PrivateKey.generate()
+        self.public_hex = self._private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> RoundKey:
+        """A key pair from its 32 private bytes (tests)."""
+        return cls(X25519PrivateKey.from_private_bytes(raw))
+
+    def private_bytes(self) -> bytes:
+        """The 32 private bytes (tests only: the protocol never reveals them)."""
+        return self._private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+
+    def agree(self, other_public_hex: str) -> bytes:
+        """The Diffie-Hellman secret with another site's public key."""
+        try:
+            other = X25519PublicKey.from_public_bytes(bytes.fromhex(other_public_hex))
+        except ValueError as exc:
+            raise SecAggError(f"{other_public_hex[:16]}... is not an X25519 public key: {exc}") from None
+        return self._private.exchange(other)
+
+
+def _hkdf(secret: bytes, info: str) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info.encode()).derive(secret)
+
+
+def pairwise_seed(key: RoundKey, other_public_hex: str, task: str, round_no: int, a: str, b: str) -> bytes:
+    """The seed of the pairwise mask of sites ``a`` and ``b`` in one round (both compute the same)."""
+    lo, hi = sorted((a, b))
+    return _hkdf(key.agree(other_public_hex), f"swarm-secagg/mask/{task}/{round_no}/{lo}/{hi}")
+
+
+def envelope_key(key: RoundKey, other_public_hex: str, task: str, round_no: int, sender: str, recipient: str) -> bytes:
+    """The key of the envelope ``sender`` seals to ``recipient`` (one per direction and round)."""
+    return _hkdf(key.agree(other_public_hex), f"swarm-secagg/share/{task}/{round_no}/{sender}/{recipient}")
+
+
+def seal(key: bytes, plaintext: bytes, context: str) -> bytes:
+    """Encrypts and authenticates ``plaintext`` bound to ``context`` (a key is used once: fixed nonce)."""
+    return ChaCha20Poly1305(key).encrypt(_ZERO_NONCE12, plaintext, context.encode())
+
+
+def open_sealed(key: bytes, ciphertext: bytes, context: str) -> bytes:
+    """Decrypts an envelope; raises SecAggError if it was not sealed with this key and context."""
+    from cryptography.exceptions import InvalidTag
+
+    try:
+        return ChaCha20Poly1305(key).decrypt(_ZERO_NONCE12, ciphertext, context.encode())
+    except InvalidTag:
+        raise SecAggError(f"envelope {context} does not open: not sealed for this site, or altered") from None
+
+
+def prg(seed: bytes, count: int) -> np.ndarray:
+    """``count`` pseudo-random uint64 values from a 32-byte seed (ChaCha20 keystream)."""
+    encryptor = Cipher(algorithms.ChaCha20(seed, bytes(16)), mode=None).encryptor()
+    return np.frombuffer(encryptor.update(bytes(8 * count)), dtype="<u8").astype(np.uint64, copy=False)
+
+
+def frac_bits(total_weight: int) -> int:
+    """Fractional bits of the fixed point for a round whose weights sum to ``total_weight``."""
+    if total_weight < 1:
+        raise SecAggError(f"the round's weights sum to {total_weight}: secure aggregation needs a positive sum")
+    bits = 62 - math.ceil(math.log2(total_weight + 1)) - int(math.log2(MAX_ABS))
+    if bits < MIN_FRAC_BITS:
+        raise SecAggError(
+            f"the round's weights sum to {total_weight}: too large for {MIN_FRAC_BITS}-bit precision in Z_2^64; "
+            "use mergeWeighting='node' or a smaller nodeWeightage"
+        )
+    return min(bits, MAX_FRAC_BITS)
+
+
+def quantise(values: np.ndarray, weight: int, bits: int) -> np.ndarray:
+    """``weight * values`` in fixed point, as ring elements (uint64); refuses values that could wrap."""
+    values = np.asarray(values, dtype=np.float64)
+    if not np.isfinite(values).all():
+        raise SecAggError("the model has NaN or infinite weights; they cannot be masked (training diverged?)")
+    biggest = float(np.abs(values).max()) if values.size else 0.0
+    if biggest > MAX_ABS:
+        raise SecAggError(
+            f"a weight of magnitude {biggest:.4g} exceeds the secure aggregation bound {MAX_ABS:.0f}: the masked "
+            "sum could overflow Z_2^64; rescale the model (or train without secureAggregation)"
+        )
+    return np.rint(values * (weight * 2.0**bits)).astype(np.int64).view(np.uint64)
+
+
+def dequantise(total: np.ndarray, bits: int, total_weight: int) -> np.ndarray:
+    """The weighted mean from the unmasked ring sum of ``weight * values``."""
+    return total.view(np.int64).astype(np.float64) / (2.0**bits * total_weight)
