@@ -153,18 +153,53 @@ class PeerClient:
             raise PeerRequestError(endpoint, path, str(exc)) from None
         return status
 
+    def post_json(
+        self,
+        endpoint: str,
+        path: str,
+        payload: Any,
+        expected_identity: str | None = None,
+        timeout_s: float = 10.0,
+        max_bytes: int = 1 << 20,
+    ) -> Any:
+        """POSTs ``payload`` as JSON; returns the peer's JSON answer (200 only). Verified like ``get_json``."""
+        if self._unverifiable(expected_identity):
+            raise PeerRequestError(endpoint, path, "no ledger identity to check the server's certificate against")
+        data = json.dumps(payload).encode()
+        try:
+            status, body = self._request("POST", endpoint, path, expected_identity, timeout_s, max_bytes, data)
+        except (_TransportError, _WrongServer) as exc:
+            raise PeerRequestError(endpoint, path, str(exc)) from None
+        if body is None:
+            raise PeerRequestError(endpoint, path, f"larger than the {max_bytes} bytes allowed")
+        if status != 200:
+            raise PeerRequestError(endpoint, path, f"HTTP {status}: {body[:300].decode(errors='replace')}")
+        try:
+            return json.loads(body)
+        except ValueError as exc:
+            raise PeerRequestError(endpoint, path, f"not JSON: {exc}") from None
+
     # ------------------------------------------------------------------ transport
 
     def _request(
-        self, method: str, endpoint: str, path: str, expected: str | None, timeout_s: float, max_bytes: int
+        self,
+        method: str,
+        endpoint: str,
+        path: str,
+        expected: str | None,
+        timeout_s: float,
+        max_bytes: int,
+        payload: bytes = b"",
     ) -> tuple[int, bytes | None]:
         """(status, body) — body None if it passed ``max_bytes`` (the connection is then dropped)."""
         url = urlsplit(endpoint).path.rstrip("/") + path
-        headers = {"Content-Length": "0"} if method == "POST" else {}
+        headers = {"Content-Length": str(len(payload))} if method == "POST" else {}
+        if payload:
+            headers["Content-Type"] = "application/json"
 
         def send(conn: http.client.HTTPConnection) -> http.client.HTTPResponse:
             conn.sock.settimeout(timeout_s)  # type: ignore[union-attr]
-            conn.request(method, url, headers=headers)
+            conn.request(method, url, body=payload or None, headers=headers)
             return conn.getresponse()
 
         conn, reused = self._connection(endpoint, timeout_s)

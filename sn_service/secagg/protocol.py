@@ -81,7 +81,9 @@ def decode_masked(data: bytes) -> tuple[dict, np.ndarray]:
         raise SecAggError(f"masked contribution header is not JSON: {exc}") from None
     payload = data[end + 1 :]
     if not isinstance(header, dict) or len(payload) != 8 * header.get("count", -1):
-        raise SecAggError(f"masked contribution holds {len(payload)} bytes, its header says {header.get('count')} values")
+        raise SecAggError(
+            f"masked contribution holds {len(payload)} bytes, its header says {header.get('count')} values"
+        )
     return header, np.frombuffer(payload, dtype="<u8").astype(np.uint64)
 
 
@@ -193,7 +195,9 @@ class SiteRound:
                 out["refused"][u] = f"{self.site} revealed a pairwise seed of {u} as dropped in this round"
                 continue
             k = envelope_key(self.key, keys[u], self.task, self.round_no, u, self.site)
-            share = open_sealed(k, bytes.fromhex(envelopes[u]), _envelope_context(self.task, self.round_no, u, self.site))
+            share = open_sealed(
+                k, bytes.fromhex(envelopes[u]), _envelope_context(self.task, self.round_no, u, self.site)
+            )
             shamir.decode(share)
             out["b_shares"][u] = share.hex()
             self._record(u, "b", recipient)

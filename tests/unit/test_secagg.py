@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -93,7 +95,7 @@ def _round(n: int, count: int = 257, seed: int = 0, task: str = "t", round_no: i
 def _leader_view(sites, keys, weights, survivors, alive, leader):
     blobs = {u: sites[u].mask(keys, weights) for u in survivors}
     masked = {u: blobs[u][0] for u in survivors}
-    envelopes = {u: __import__("json").loads(blobs[u][1])["envelopes"] for u in survivors}
+    envelopes = {u: json.loads(blobs[u][1])["envelopes"] for u in survivors}
     answers = {w: sites[w].reveal(keys, survivors, {u: envelopes[u][w] for u in survivors}, leader) for w in alive}
     return masked, answers
 
@@ -127,17 +129,17 @@ def test_a_site_dropped_before_masking_is_left_out_by_the_pairwise_seeds_of_the_
 
 
 def test_too_few_answers_fail_with_a_clear_error():
-    names, models, weights, sites, keys = _round(5, seed=3)
+    names, _models, weights, sites, keys = _round(5, seed=3)
     masked, answers = _leader_view(sites, keys, weights, names, names[:2], names[0])
-    with pytest.raises(SecAggError, match="only 2 shares of .* 3 are needed"):
+    with pytest.raises(SecAggError, match=r"only 2 shares of .* 3 are needed"):
         unmask("t", 3, keys, weights, names, masked, answers)
 
 
 def test_the_bonawitz_rule_never_reveals_both_kinds_for_one_site():
-    names, models, weights, sites, keys = _round(3, seed=4)
+    names, _models, weights, sites, keys = _round(3, seed=4)
     a, b, c = names
     blobs = {u: sites[u].mask(keys, weights) for u in names}
-    env = {u: __import__("json").loads(blobs[u][1])["envelopes"] for u in names}
+    env = {u: json.loads(blobs[u][1])["envelopes"] for u in names}
     # A first leader seals everyone: a reveals its share of c's self mask.
     first = sites[a].reveal(keys, names, {u: env[u][a] for u in names}, recipient=b)
     assert c in first["b_shares"] and not first["seeds"]
@@ -154,20 +156,20 @@ def test_the_bonawitz_rule_never_reveals_both_kinds_for_one_site():
 
 def test_a_share_given_back_to_its_own_site_does_not_block_dropping_that_site():
     """A leader that dies after sealing itself a survivor: the next leader drops it; that is allowed."""
-    names, models, weights, sites, keys = _round(3, seed=5)
+    names, _models, weights, sites, keys = _round(3, seed=5)
     a, b, c = names
     blobs = {u: sites[u].mask(keys, weights) for u in names}
-    env = {u: __import__("json").loads(blobs[u][1])["envelopes"] for u in names}
+    env = {u: json.loads(blobs[u][1])["envelopes"] for u in names}
     sites[b].reveal(keys, names, {u: env[u][b] for u in names}, recipient=a)  # to leader a
     after = sites[b].reveal(keys, [b, c], {u: env[u][b] for u in (b, c)}, recipient=c)  # c leads, a dropped
     assert a in after["seeds"] and not after["refused"]
 
 
 def test_an_envelope_opens_only_for_its_recipient():
-    names, models, weights, sites, keys = _round(3, seed=6)
+    names, _models, weights, sites, keys = _round(3, seed=6)
     a, b, c = names
     blobs = {u: sites[u].mask(keys, weights) for u in names}
-    env = {u: __import__("json").loads(blobs[u][1])["envelopes"] for u in names}
+    env = {u: json.loads(blobs[u][1])["envelopes"] for u in names}
     with pytest.raises(SecAggError, match="does not open"):
         sites[b].reveal(keys, names, {a: env[a][c]}, recipient=c)
 
