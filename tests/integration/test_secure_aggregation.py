@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import time
@@ -18,7 +19,7 @@ from sn_service.ledger import EmbeddedLedger
 from sn_service.secagg.protocol import decode_masked
 from swarm_keras import serialization
 
-from .conftest import small_spec, wait_sync
+from .conftest import launch_synthetic, small_spec, wait_sync
 
 pytestmark = pytest.mark.slow
 SITES = ("site-a", "site-b", "site-c")
@@ -169,3 +170,41 @@ def test_sites_of_a_task_must_agree_on_secure_aggregation(services):
     r = httpx.post(f"{urls['site-b']}/v1/local/join", json={"task": "sm", "spec": plain})
     assert r.status_code == 409, r.text
     assert "secure_aggregation" in r.text
+
+
+def test_three_sites_train_a_keras_model_by_secure_aggregation_over_mutual_tls(tmp_path):
+    """Real training through the launcher: every merge after round 0 is sealed with all three, none stored plain."""
+    workdir = tmp_path / "run"
+    launch_synthetic(
+        workdir,
+        "sec",
+        "--epochs",
+        "2",
+        "--samples",
+        "320",
+        "--sync-frequency",
+        "4",
+        "--secure-aggregation",
+        launcher_args=("--mtls", "--keep-rounds", "0"),
+    )
+    ledger = EmbeddedLedger(workdir / "ledger.sqlite", identity="observer")
+    task = ledger.get_task("sec")
+    assert task["spec"]["secure_aggregation"] is True and task["status"] == "done"
+    history = ledger.get_history("sec")["rounds"]
+    merges = [r for r in history if r["previous_merged_sha256"] is not None]
+    assert len(merges) >= 3
+    for rnd in merges:
+        assert rnd["sealed"]["survivors"] == sorted(SITES), rnd["sealed"]
+        assert rnd["sealed"]["by"] == rnd["published_by"]
+        assert sorted(rnd["masked"]) == sorted(SITES)
+    finals = [(workdir / s / "final.safetensors").read_bytes() for s in SITES]
+    assert all(f == finals[0] for f in finals), "sites ended with different weights"
+    assert serialization.sha256_hex(finals[0]) == history[-1]["merged_sha256"]
+    # The leader of each merge stored the masked models, never a contribution in the clear.
+    for rnd in merges:
+        store = BlobStore(workdir / rnd["published_by"] / "blobs")
+        for site in SITES:
+            data = store.get(rnd["masked"][site]["sha256"])
+            assert decode_masked(data)[0]["node"] == site
+    results = [json.loads((workdir / s / "result.json").read_text()) for s in SITES]
+    assert results[0]["test_accuracy"] > 0.8, results
