@@ -8,10 +8,12 @@ the other. The private key itself is never revealed: a dropped site's masks
 are removed with the pairwise seeds its survivors reveal, so a revealed seed
 opens nothing but that one pair's mask of that round.
 
-Masks live in Z_2^64 (numpy uint64 arithmetic wraps exactly there). Weights
-are quantised to fixed point with ``frac_bits`` fractional bits, chosen from
-the round's total weight so that the sum of every weighted value cannot
-wrap: |w x| <= w * MAX_ABS and sum(w) * MAX_ABS * 2^frac_bits < 2^63.
+Masks live in Z_2^56: numpy uint64 arithmetic wraps at 2^64, a multiple of
+2^56, so sums are reduced once at the end, and a masked value travels in 7
+bytes (a float32 model masked is 1.75 times its size, not 2). Weights are
+quantised to fixed point with ``frac_bits`` fractional bits, chosen from the
+round's total weight so that the sum of every weighted value cannot wrap:
+|w x| <= w * MAX_ABS and sum(w) * MAX_ABS * 2^frac_bits < 2^55.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
+RING_BITS = 56
+RING_MASK = np.uint64((1 << RING_BITS) - 1)
+RING_BYTES = RING_BITS // 8
 MAX_ABS = 2.0**16  # the largest |weight value| secure aggregation accepts
 MAX_FRAC_BITS = 40
 MIN_FRAC_BITS = 16
@@ -101,11 +106,11 @@ def frac_bits(total_weight: int) -> int:
     """Fractional bits of the fixed point for a round whose weights sum to ``total_weight``."""
     if total_weight < 1:
         raise SecAggError(f"the round's weights sum to {total_weight}: secure aggregation needs a positive sum")
-    bits = 62 - math.ceil(math.log2(total_weight + 1)) - int(math.log2(MAX_ABS))
+    bits = RING_BITS - 2 - math.ceil(math.log2(total_weight + 1)) - int(math.log2(MAX_ABS))
     if bits < MIN_FRAC_BITS:
         raise SecAggError(
-            f"the round's weights sum to {total_weight}: too large for {MIN_FRAC_BITS}-bit precision in Z_2^64; "
-            "use mergeWeighting='node' or a smaller nodeWeightage"
+            f"the round's weights sum to {total_weight}: too large for {MIN_FRAC_BITS}-bit precision in "
+            f"Z_2^{RING_BITS}; use mergeWeighting='node' or a smaller nodeWeightage"
         )
     return min(bits, MAX_FRAC_BITS)
 
@@ -121,9 +126,24 @@ def quantise(values: np.ndarray, weight: int, bits: int) -> np.ndarray:
             f"a weight of magnitude {biggest:.4g} exceeds the secure aggregation bound {MAX_ABS:.0f}: the masked "
             "sum could overflow Z_2^64; rescale the model (or train without secureAggregation)"
         )
-    return np.rint(values * (weight * 2.0**bits)).astype(np.int64).view(np.uint64)
+    return np.rint(values * (weight * 2.0**bits)).astype(np.int64).view(np.uint64) & RING_MASK
 
 
 def dequantise(total: np.ndarray, bits: int, total_weight: int) -> np.ndarray:
-    """The weighted mean from the unmasked ring sum of ``weight * values``."""
-    return total.view(np.int64).astype(np.float64) / (2.0**bits * total_weight)
+    """The weighted mean from the unmasked ring sum of ``weight * values`` (any uint64 representative)."""
+    # Sign-extend the 56-bit value: shift it to the top of an int64 and back.
+    signed = ((total & RING_MASK) << np.uint64(64 - RING_BITS)).view(np.int64) >> (64 - RING_BITS)
+    return signed.astype(np.float64) / (2.0**bits * total_weight)
+
+
+def pack(values: np.ndarray) -> bytes:
+    """Ring values (reduced mod 2^56) in RING_BYTES little-endian bytes each."""
+    raw = (values & RING_MASK).astype("<u8").view(np.uint8).reshape(-1, 8)
+    return raw[:, :RING_BYTES].tobytes()
+
+
+def unpack(data: bytes) -> np.ndarray:
+    """The inverse of ``pack``."""
+    raw = np.zeros((len(data) // RING_BYTES, 8), dtype=np.uint8)
+    raw[:, :RING_BYTES] = np.frombuffer(data, dtype=np.uint8).reshape(-1, RING_BYTES)
+    return raw.view("<u8").ravel().astype(np.uint64)

@@ -6,7 +6,7 @@ X25519 public key with its submission (the submission's 64 hex digits). Site
 
 1. draws a self-mask seed ``b_u`` and splits it into ``n`` Shamir shares,
    sealing share ``v`` into an envelope only ``v`` (and ``u``) can open;
-2. uploads ``y_u = q_u + PRG(b_u) + sum_v +-PRG(s_uv)`` in Z_2^64, where
+2. uploads ``y_u = q_u + PRG(b_u) + sum_v +-PRG(s_uv)`` in Z_2^56, where
    ``q_u`` is its weight times its model in fixed point and ``s_uv`` the
    pairwise seed it shares with ``v`` (``+`` if ``u < v``, else ``-``).
 
@@ -34,19 +34,22 @@ import numpy as np
 
 from sn_service.secagg import shamir
 from sn_service.secagg.crypto import (
+    RING_BYTES,
     RoundKey,
     SecAggError,
     dequantise,
     envelope_key,
     frac_bits,
     open_sealed,
+    pack,
     pairwise_seed,
     prg,
     quantise,
     seal,
+    unpack,
 )
 
-MASKED_MAGIC = b"SWARM-SECAGG-MASKED-1\n"
+MASKED_MAGIC = b"SWARM-SECAGG-MASKED-1\n"  # then a JSON header line, then RING_BYTES per value
 
 
 def threshold(n: int) -> int:
@@ -64,8 +67,8 @@ def _envelope_context(task: str, round_no: int, sender: str, recipient: str) -> 
 
 
 def encode_masked(header: dict, values: np.ndarray) -> bytes:
-    """A masked contribution: magic, one JSON header line, then the ring values (uint64, little-endian)."""
-    return MASKED_MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n" + values.astype("<u8").tobytes()
+    """A masked contribution: magic, one JSON header line, then the ring values (RING_BYTES each, little-endian)."""
+    return MASKED_MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n" + pack(values)
 
 
 def decode_masked(data: bytes) -> tuple[dict, np.ndarray]:
@@ -80,11 +83,11 @@ def decode_masked(data: bytes) -> tuple[dict, np.ndarray]:
     except ValueError as exc:
         raise SecAggError(f"masked contribution header is not JSON: {exc}") from None
     payload = data[end + 1 :]
-    if not isinstance(header, dict) or len(payload) != 8 * header.get("count", -1):
+    if not isinstance(header, dict) or len(payload) != RING_BYTES * header.get("count", -1):
         raise SecAggError(
             f"masked contribution holds {len(payload)} bytes, its header says {header.get('count')} values"
         )
-    return header, np.frombuffer(payload, dtype="<u8").astype(np.uint64)
+    return header, unpack(payload)
 
 
 @dataclass

@@ -30,7 +30,7 @@ import numpy as np
 
 from sn_service.ledger.base import ContractError
 from sn_service.peer_client import BlobFetchError, PeerRequestError
-from sn_service.secagg.crypto import SecAggError
+from sn_service.secagg.crypto import RING_BYTES, SecAggError
 from sn_service.secagg.protocol import SiteRound, threshold, unmask
 from swarm_keras import serialization
 
@@ -206,7 +206,9 @@ class SecureRounds:
             return data
 
         def both(node: str, entry: dict) -> tuple[bytes, dict]:
-            return get(node, entry["sha256"], 8 * count + 4096), json.loads(get(node, entry["shares_sha256"], 1 << 20))
+            return get(node, entry["sha256"], RING_BYTES * count + 4096), json.loads(
+                get(node, entry["shares_sha256"], 1 << 20)
+            )
 
         wakeup = d._wakeup(task)
         jobs: dict = {}

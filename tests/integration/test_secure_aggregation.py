@@ -16,6 +16,7 @@ from scipy import stats
 from sn_service import contract
 from sn_service.blob_store import BlobStore
 from sn_service.ledger import EmbeddedLedger
+from sn_service.secagg.crypto import RING_BITS, quantise
 from sn_service.secagg.protocol import decode_masked
 from swarm_keras import serialization
 
@@ -111,11 +112,12 @@ def test_secure_mean_equals_the_plain_weighted_mean_and_the_leader_sees_noise(se
     masked = BlobStore(services.root / leader / "blobs").get(rnd["masked"][other]["sha256"])
     header, y = decode_masked(masked)
     assert header["node"] == other and y.size == sum(a.size for a in ARRAYS)
-    assert stats.kstest(y.astype(np.float64) / 2.0**64, "uniform").pvalue > 1e-4
-    assert stats.chisquare(np.bincount((y >> np.uint64(60)).astype(np.int64), minlength=16)).pvalue > 1e-4
+    assert stats.kstest(y.astype(np.float64) / 2.0**RING_BITS, "uniform").pvalue > 1e-4
+    top = (y >> np.uint64(RING_BITS - 4)).astype(np.int64)
+    assert stats.chisquare(np.bincount(top, minlength=16)).pvalue > 1e-4
     # The same test tells the plain model apart: the statistic has the power to see a model.
-    q = np.rint(np.concatenate([a.ravel() for a in swarm.models[other]]).astype(np.float64) * 2.0**30)
-    assert stats.kstest(q.astype(np.int64).view(np.uint64).astype(np.float64) / 2.0**64, "uniform").pvalue < 1e-10
+    q = quantise(np.concatenate([a.ravel() for a in swarm.models[other]]), 1, header["frac_bits"])
+    assert stats.kstest(q.astype(np.float64) / 2.0**RING_BITS, "uniform").pvalue < 1e-10
 
 
 def test_a_site_that_dies_after_masking_is_still_merged(services):

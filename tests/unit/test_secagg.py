@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from sn_service.secagg import shamir
-from sn_service.secagg.crypto import MAX_ABS, SecAggError, frac_bits, prg, quantise
+from sn_service.secagg.crypto import MAX_ABS, RING_BITS, SecAggError, dequantise, frac_bits, pack, prg, quantise, unpack
 from sn_service.secagg.protocol import SiteRound, decode_masked, threshold, unmask
 
 # ---------------------------------------------------------------- Shamir
@@ -65,7 +65,7 @@ def test_quantised_weighted_sum_does_not_wrap_even_at_the_bound(weights, seed):
     for m in models:
         m[0] = MAX_ABS
     total = sum(quantise(m, w, bits) for m, w in zip(models, weights, strict=True))
-    mean = total.view(np.int64).astype(np.float64) / (2.0**bits * sum(weights))
+    mean = dequantise(total, bits, sum(weights))
     expected = sum(w * m for m, w in zip(models, weights, strict=True)) / sum(weights)
     np.testing.assert_allclose(mean, expected, rtol=0, atol=len(weights) * 2.0**-bits)
 
@@ -180,13 +180,21 @@ def test_a_masked_contribution_is_indistinguishable_from_uniform_noise():
     models[names[1]][:] = 0.0  # even an all-zero model
     sites[names[1]].values = np.zeros(20_000)
     _, y = decode_masked(sites[names[1]].mask(keys, weights)[0])
-    unit = y.astype(np.float64) / 2.0**64
+    assert int(y.max()) < 2**RING_BITS
+    unit = y.astype(np.float64) / 2.0**RING_BITS
     assert stats.kstest(unit, "uniform").pvalue > 1e-4
-    counts = np.bincount((y >> np.uint64(56)).astype(np.int64), minlength=256)
+    counts = np.bincount((y >> np.uint64(RING_BITS - 8)).astype(np.int64), minlength=256)
     assert stats.chisquare(counts).pvalue > 1e-4
     # The plain quantised model is far from uniform: the test can tell.
     plain = quantise(np.random.default_rng(0).standard_normal(20_000) * 0.1, 3, 30)
-    assert stats.kstest(plain.astype(np.float64) / 2.0**64, "uniform").pvalue < 1e-10
+    assert stats.kstest(plain.astype(np.float64) / 2.0**RING_BITS, "uniform").pvalue < 1e-10
+
+
+def test_ring_values_pack_into_seven_bytes_and_negative_sums_come_back():
+    values = quantise(np.array([-1.5, 0.0, 2.25, -MAX_ABS]), 2, 20)
+    assert len(pack(values)) == 4 * RING_BITS // 8
+    assert np.array_equal(unpack(pack(values)), values)
+    np.testing.assert_array_equal(dequantise(values + values, 20, 4), [-1.5, 0.0, 2.25, -MAX_ABS])
 
 
 def test_the_prg_is_deterministic_and_seed_dependent():
