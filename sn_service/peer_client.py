@@ -128,20 +128,7 @@ class PeerClient:
         Verified like ``fetch``: over mutual TLS the server's certificate
         must be that of ``expected_identity``, the node the ledger names.
         """
-        if self._unverifiable(expected_identity):
-            raise PeerRequestError(endpoint, path, "no ledger identity to check the server's certificate against")
-        try:
-            status, body = self._request("GET", endpoint, path, expected_identity, timeout_s, max_bytes)
-        except (_TransportError, _WrongServer) as exc:
-            raise PeerRequestError(endpoint, path, str(exc)) from None
-        if body is None:
-            raise PeerRequestError(endpoint, path, f"larger than the {max_bytes} bytes allowed")
-        if status != 200:
-            raise PeerRequestError(endpoint, path, f"HTTP {status}: {body[:200].decode(errors='replace')}")
-        try:
-            return json.loads(body)
-        except ValueError as exc:
-            raise PeerRequestError(endpoint, path, f"the answer is not JSON: {exc}") from exc
+        return self._json_request("GET", endpoint, path, expected_identity, timeout_s, max_bytes)
 
     def post(self, endpoint: str, path: str, expected_identity: str | None = None, timeout_s: float = 2.0) -> int:
         """POSTs an empty body (a wake-up call); returns the status. Raises PeerRequestError."""
@@ -163,21 +150,34 @@ class PeerClient:
         max_bytes: int = 1 << 20,
     ) -> Any:
         """POSTs ``payload`` as JSON; returns the peer's JSON answer (200 only). Verified like ``get_json``."""
+        data = json.dumps(payload).encode()
+        return self._json_request("POST", endpoint, path, expected_identity, timeout_s, max_bytes, data)
+
+    def _json_request(
+        self,
+        method: str,
+        endpoint: str,
+        path: str,
+        expected_identity: str | None,
+        timeout_s: float,
+        max_bytes: int,
+        payload: bytes = b"",
+    ) -> Any:
+        """The JSON answer of a 200; anything else raises PeerRequestError."""
         if self._unverifiable(expected_identity):
             raise PeerRequestError(endpoint, path, "no ledger identity to check the server's certificate against")
-        data = json.dumps(payload).encode()
         try:
-            status, body = self._request("POST", endpoint, path, expected_identity, timeout_s, max_bytes, data)
+            status, body = self._request(method, endpoint, path, expected_identity, timeout_s, max_bytes, payload)
         except (_TransportError, _WrongServer) as exc:
             raise PeerRequestError(endpoint, path, str(exc)) from None
         if body is None:
             raise PeerRequestError(endpoint, path, f"larger than the {max_bytes} bytes allowed")
         if status != 200:
-            raise PeerRequestError(endpoint, path, f"HTTP {status}: {body[:300].decode(errors='replace')}")
+            raise PeerRequestError(endpoint, path, f"HTTP {status}: {body[:200].decode(errors='replace')}")
         try:
             return json.loads(body)
         except ValueError as exc:
-            raise PeerRequestError(endpoint, path, f"not JSON: {exc}") from None
+            raise PeerRequestError(endpoint, path, f"the answer is not JSON: {exc}") from exc
 
     # ------------------------------------------------------------------ transport
 
