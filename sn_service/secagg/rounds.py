@@ -88,6 +88,10 @@ class SecureRounds:
         with wait.timed("secagg: mask"):
             masked, shares = entry.site_round.mask(keys, weights)
             masked_sha, shares_sha = d.store.put(masked), d.store.put(shares)
+        # Only the float tensors' shapes are needed from here on (the integer ones are kept): no plain copy.
+        entry.arrays = [
+            np.broadcast_to(np.zeros((), a.dtype), a.shape) if a.dtype.kind == "f" else a for a in entry.arrays
+        ]
         with wait.timed("secagg: submit masked"):
             try:
                 d._ledger(d.ledger.submit_masked, deadline, task, round_no, node, masked_sha, shares_sha)
@@ -102,7 +106,18 @@ class SecureRounds:
     def answer(self, task: str, round_no: int, requester: str | None, envelopes: dict[str, str]) -> dict:
         """This site's reveals for the round's sealed survivors, to the current leader only."""
         d = self.driver
-        rnd = d.ledger.get_round(task, round_no)
+        # The leader asks right after its Seal committed; on Fabric our organisation's peer may see the
+        # block a moment later: read again for a little while before refusing.
+        give_up = time.monotonic() + 3.0
+        while True:
+            rnd = d.ledger.get_round(task, round_no)
+            sealed_by_leader = (
+                rnd["status"] == "closed"
+                and rnd.get("sealed", {}).get("by") == (rnd["contributors"][rnd["leader_index"]])
+            )
+            if sealed_by_leader or time.monotonic() > give_up:
+                break
+            time.sleep(0.1)
         rec = d.ledger.get_task(task)
         if rnd["status"] != "closed" or "sealed" not in rnd:
             raise SecAggError(f"round {round_no} of {task} is {rnd['status']} and not sealed: nothing to reveal")
