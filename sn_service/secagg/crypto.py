@@ -19,11 +19,12 @@ round's total weight so that the sum of every weighted value cannot wrap:
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
@@ -96,10 +97,25 @@ def open_sealed(key: bytes, ciphertext: bytes, context: str) -> bytes:
         raise SecAggError(f"envelope {context} does not open: not sealed for this site, or altered") from None
 
 
+_zeros = bytes(0)
+_zeros_lock = threading.Lock()
+
+
+def _zero_bytes(n: int) -> bytes:
+    """``n`` zero bytes to encrypt into a keystream (one buffer, grown as needed, shared read-only)."""
+    global _zeros
+    with _zeros_lock:
+        if len(_zeros) < n:
+            _zeros = bytes(n)
+        return _zeros
+
+
 def prg(seed: bytes, count: int) -> np.ndarray:
-    """``count`` pseudo-random uint64 values from a 32-byte seed (ChaCha20 keystream)."""
-    encryptor = Cipher(algorithms.ChaCha20(seed, bytes(16)), mode=None).encryptor()
-    return np.frombuffer(encryptor.update(bytes(8 * count)), dtype="<u8").astype(np.uint64, copy=False)
+    """``count`` pseudo-random uint64 values from a 32-byte seed: the AES-256-CTR keystream (AES-NI: ~7 GB/s)."""
+    out = np.empty(count + 2, dtype="<u8")  # update_into wants a block of room beyond the data
+    encryptor = Cipher(algorithms.AES(seed), modes.CTR(bytes(16))).encryptor()
+    encryptor.update_into(memoryview(_zero_bytes(8 * count))[: 8 * count], memoryview(out).cast("B"))
+    return out[:count].view(np.uint64)
 
 
 def frac_bits(total_weight: int) -> int:
