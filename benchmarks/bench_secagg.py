@@ -7,7 +7,10 @@ out): the median time from Close to Publish on the ledger (plain: fetch and merg
 masks and uploads, the leader fetches, seals, gathers reveals and unmasks), the median sync seen by a
 site, and the bytes the services received from peers (the workers' local uploads subtracted).
 
-Run: .venv/bin/python benchmarks/bench_secagg.py --sites 3 16 [--rounds 6]
+On a shared, loaded machine one run says little: ``--repeat`` alternates plain and secure runs and
+reports the median of each figure over the repeats.
+
+Run: .venv/bin/python benchmarks/bench_secagg.py --sites 3 16 [--rounds 6] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from sn_service.ledger import EmbeddedLedger
 from swarm_keras import serialization
 
 HERE = Path(__file__).resolve().parent
+FIGURES = ("close_to_publish_ms", "sync_ms", "peer_mb_per_round")
 
 
 def run(n_sites: int, rounds: int, secure: bool, timeout_s: float) -> dict:
@@ -76,21 +80,24 @@ def main() -> None:
     p.add_argument("--sites", type=int, nargs="+", default=[3, 16])
     p.add_argument("--rounds", type=int, default=6)
     p.add_argument("--timeout", type=float, default=1800)
+    p.add_argument("--repeat", type=int, default=1, help="alternating plain/secure runs per site count")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args()
     print(f"{time.strftime('%Y-%m-%d %H:%M')} on {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
     results = []
     for n in args.sites:
-        pair = {secure: run(n, args.rounds, secure, args.timeout) for secure in (False, True)}
-        results += pair.values()
-        plain, sec = pair[False], pair[True]
+        runs = [run(n, args.rounds, secure, args.timeout) for _ in range(args.repeat) for secure in (False, True)]
+        results += runs
+        plain, sec = (
+            {k: statistics.median(r[k] for r in runs if r["secure"] is s) for k in FIGURES} for s in (False, True)
+        )
         print(
-            f"{n:3d} sites ({plain['model_mb']:.1f} MB model, {sec['merge_rounds']} merges each): "
+            f"{n:3d} sites ({runs[0]['model_mb']:.1f} MB model, {args.repeat} x {args.rounds} syncs each arm): "
             f"close->publish {plain['close_to_publish_ms']:.0f} -> {sec['close_to_publish_ms']:.0f} ms "
             f"({sec['close_to_publish_ms'] / plain['close_to_publish_ms']:.2f}x); "
             f"sync {plain['sync_ms']:.0f} -> {sec['sync_ms']:.0f} ms ({sec['sync_ms'] / plain['sync_ms']:.2f}x); "
             f"peer bytes/round {plain['peer_mb_per_round']:.1f} -> {sec['peer_mb_per_round']:.1f} MB "
-            f"({sec['peer_mb_per_round'] / plain['peer_mb_per_round']:.2f}x)",
+            f"({sec['peer_mb_per_round'] / plain['peer_mb_per_round']:.2f}x); load now {os.getloadavg()[0]:.1f}",
             flush=True,
         )
     print(f"load after: {os.getloadavg()[0]:.1f}")
