@@ -378,9 +378,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     if tls is None:
         app = create_app(service)
-        uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False)).run(
-            sockets=[local_sock]
-        )  # uvicorn stops gracefully on SIGINT and SIGTERM
+        uvicorn.Server(
+            uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+        ).run(sockets=[local_sock])  # uvicorn stops gracefully on SIGINT and SIGTERM
     else:
         # The callback's API stays on loopback; blobs go out only over mutual TLS.
         local = uvicorn.Server(
