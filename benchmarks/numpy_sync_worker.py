@@ -5,7 +5,8 @@ fetch, merge, fetch back) does not depend on Keras, so this worker syncs numpy a
 exact layout through the same ``ServiceClient`` the callback uses. Each sync's weights are nudged first, so
 every blob is new and travels. Writes SWARM_OUTPUT_DIR/sync_times.json.
 
-Run by bench_sites.py through the launcher: ``numpy_sync_worker.py ROUNDS``.
+Run by bench_sites.py and bench_secagg.py through the launcher: ``numpy_sync_worker.py ROUNDS [secure]``
+(``secure``: the task merges by secure aggregation).
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ def main() -> None:
         "leader_timeout_ms": 120_000,
         "max_rounds": 0,
     }
+    if sys.argv[2:3] == ["secure"]:
+        spec["secure_aggregation"] = True
     client.join(os.environ["SWARM_TASK"], spec)
     times, rounds_seen = [], []
     for _ in range(rounds):

@@ -35,7 +35,20 @@ SPEC_FIELDS = (
     "leader_timeout_ms",
     "max_rounds",
 )
-TRANSACTIONS = ("InitTask", "Register", "Submit", "Close", "Publish", "Failover", "Finish", "Leave")
+# Optional spec fields: absent means off, and the normalised spec holds them only when on.
+OPTIONAL_SPEC_FIELDS = ("secure_aggregation",)
+TRANSACTIONS = (
+    "InitTask",
+    "Register",
+    "Submit",
+    "Close",
+    "Publish",
+    "Failover",
+    "Finish",
+    "Leave",
+    "SubmitMasked",
+    "Seal",
+)
 QUERIES = ("GetTask", "GetRound", "GetHistory")
 
 _MAX_LAYOUT_CHARS = 1 << 20
@@ -139,7 +152,7 @@ def validate_spec(spec: Any) -> dict:
     """Checks a task spec and returns it normalised (exactly SPEC_FIELDS)."""
     if not isinstance(spec, Mapping):
         raise ContractError("INVALID_ARGUMENT", f"spec must be an object, got {type(spec).__name__}")
-    unknown = sorted(set(spec) - set(SPEC_FIELDS))
+    unknown = sorted(set(spec) - set(SPEC_FIELDS) - set(OPTIONAL_SPEC_FIELDS))
     missing = [f for f in SPEC_FIELDS if f not in spec]
     if unknown or missing:
         raise ContractError(
@@ -158,7 +171,16 @@ def validate_spec(spec: Any) -> dict:
             "INVALID_ARGUMENT",
             f"spec.merge_method {method!r} is not one of {list(MERGE_METHODS)}",
         )
-    return {
+    secure = spec.get("secure_aggregation", False)
+    if not isinstance(secure, bool):
+        raise ContractError("INVALID_ARGUMENT", f"spec.secure_aggregation must be true or false, got {secure!r}")
+    if secure and method != "mean":
+        raise ContractError(
+            "INVALID_ARGUMENT",
+            f"spec.secure_aggregation works with merge_method 'mean' only, not {method!r}: a median or Krum "
+            "must see every model, which secure aggregation hides",
+        )
+    normalised = {
         "fingerprint": fingerprint,
         "layout": layout,
         "min_peers": _int(spec["min_peers"], "spec.min_peers", 1),
@@ -167,6 +189,19 @@ def validate_spec(spec: Any) -> dict:
         "leader_timeout_ms": _int(spec["leader_timeout_ms"], "spec.leader_timeout_ms", 1),
         "max_rounds": _int(spec["max_rounds"], "spec.max_rounds", 0),
     }
+    if secure:
+        normalised["secure_aggregation"] = True
+    return normalised
+
+
+def is_secure(task_rec: dict) -> bool:
+    """Whether a task merges by secure aggregation."""
+    return bool(task_rec["spec"].get("secure_aggregation", False))
+
+
+def secagg_threshold(contributors: int) -> int:
+    """How many of a secure round's contributors must survive: a majority."""
+    return contributors // 2 + 1
 
 
 # --------------------------------------------------------------------------
@@ -282,11 +317,12 @@ def init_task(view: StateView, caller: str, ts: int, task: str, spec: Any) -> di
     spec = validate_spec(spec)
     existing = view.get(task_key(task))
     if existing is not None:
-        differ = [f for f in SPEC_FIELDS if existing["spec"][f] != spec[f]]
+        fields = SPEC_FIELDS + OPTIONAL_SPEC_FIELDS
+        have = {f: existing["spec"].get(f, False) for f in fields}
+        given = {f: spec.get(f, False) for f in fields}
+        differ = [f for f in fields if have[f] != given[f]]
         if differ:
-            detail = "; ".join(
-                f"{f}: task has {existing['spec'][f]!r}, given {spec[f]!r}" for f in differ if f != "layout"
-            )
+            detail = "; ".join(f"{f}: task has {have[f]!r}, given {given[f]!r}" for f in differ if f != "layout")
             raise ContractError(
                 "SPEC_MISMATCH", f"task {task!r} exists with another spec ({', '.join(differ)}): {detail}"
             )
@@ -414,6 +450,10 @@ def publish(view: StateView, caller: str, ts: int, task: str, round_no: Any, nod
     leader = rnd["contributors"][rnd["leader_index"]]
     if node != leader:
         raise ContractError("NOT_LEADER", f"node {node!r} does not lead round {round_no}; {leader!r} does")
+    if is_secure(rec) and rnd["previous_merged_sha256"] is not None and rnd.get("sealed", {}).get("by") != node:
+        raise ContractError(
+            "NOT_SEALED", f"round {round_no} is a secure aggregation: {node!r} must Seal the survivors it unmasks first"
+        )
     rnd["status"] = "done"
     rnd["merged_sha256"] = merged_sha256
     rnd["published_ms"] = ts
@@ -447,6 +487,78 @@ def failover(view: StateView, caller: str, ts: int, task: str, round_no: Any) ->
     rnd["leader_index"] = (rnd["leader_index"] + 1) % len(rnd["contributors"])
     rnd["leader_deadline_ms"] = ts + rec["spec"]["leader_timeout_ms"]
     rnd["failovers"] += 1
+    _touch(rec, node, ts)
+    view.put(round_key(task, round_no), rnd)
+    view.put(task_key(task), rec)
+    return rnd
+
+
+def _secure_closed_round(view: StateView, rec: dict, caller: str, round_no: int, node: str) -> dict:
+    """The closed round of a secure task that ``node`` (the caller) acts in; checks in contract order."""
+    _check_node_caller(rec, node, caller)
+    if not is_secure(rec):
+        raise ContractError("NOT_SECURE", f"task {rec['task']!r} does not use secure aggregation")
+    rnd = _load_round(view, rec["task"], round_no)
+    if rnd["status"] != "closed":
+        raise ContractError("ROUND_NOT_CLOSED", f"round {round_no} is {rnd['status']}, not closed")
+    return rnd
+
+
+def submit_masked(
+    view: StateView, caller: str, ts: int, task: str, round_no: Any, node: str, masked_sha256: Any, shares_sha256: Any
+) -> dict:
+    """A contributor of a closed secure round records the hashes of its masked model and its sealed shares."""
+    rec = _load_task(view, task)
+    round_no = _int(round_no, "round")
+    masked_sha256 = _sha(masked_sha256, "masked_sha256")
+    shares_sha256 = _sha(shares_sha256, "shares_sha256")
+    rnd = _secure_closed_round(view, rec, caller, round_no, node)
+    if node not in rnd["contributors"]:
+        raise ContractError("NOT_CONTRIBUTOR", f"node {node!r} is not a contributor of round {round_no}")
+    previous = rnd.get("masked", {}).get(node)
+    if previous is not None:
+        if previous["sha256"] == masked_sha256 and previous["shares_sha256"] == shares_sha256:
+            return rnd  # a replay: idempotent, nothing changes
+        raise ContractError(
+            "DUPLICATE_SUBMISSION", f"node {node!r} already submitted its masked model to round {round_no}"
+        )
+    rnd.setdefault("masked", {})[node] = {"sha256": masked_sha256, "shares_sha256": shares_sha256, "ts_ms": ts}
+    _touch(rec, node, ts)
+    view.put(round_key(task, round_no), rnd)
+    view.put(task_key(task), rec)
+    return rnd
+
+
+def seal(view: StateView, caller: str, ts: int, task: str, round_no: Any, node: str, survivors: Any) -> dict:
+    """The leader of a closed secure round names the masked models it unmasks; the others are dropped.
+
+    A leader after a failover may seal again (the one before may have died holding what it fetched).
+    """
+    rec = _load_task(view, task)
+    round_no = _int(round_no, "round")
+    if not isinstance(survivors, str):
+        raise ContractError("INVALID_ARGUMENT", f"survivors must be node names joined by ',', got {survivors!r}")
+    names = survivors.split(",")
+    for name in names:
+        _name(name, "survivor")
+    if names != sorted(set(names)):
+        raise ContractError("INVALID_ARGUMENT", f"survivors must be sorted and distinct, got {survivors!r}")
+    rnd = _secure_closed_round(view, rec, caller, round_no, node)
+    leader = rnd["contributors"][rnd["leader_index"]]
+    if node != leader:
+        raise ContractError("NOT_LEADER", f"node {node!r} does not lead round {round_no}; {leader!r} does")
+    masked = rnd.get("masked", {})
+    missing = [n for n in names if n not in masked]
+    if missing:
+        raise ContractError("NOT_MASKED", f"{', '.join(missing)} submitted no masked model to round {round_no}")
+    need = secagg_threshold(len(rnd["contributors"]))
+    if len(names) < need:
+        raise ContractError(
+            "TOO_FEW_SURVIVORS",
+            f"{len(names)} survivors of {len(rnd['contributors'])} contributors; unmasking needs at least {need}",
+        )
+    dropped = [n for n in sorted(rnd["contributors"]) if n not in names]
+    rnd["sealed"] = {"survivors": names, "dropped": dropped, "by": node, "ts_ms": ts}
     _touch(rec, node, ts)
     view.put(round_key(task, round_no), rnd)
     view.put(task_key(task), rec)
@@ -510,6 +622,8 @@ _TX_FUNCS: dict[str, Callable[..., dict]] = {
     "Failover": failover,
     "Finish": finish,
     "Leave": leave,
+    "SubmitMasked": submit_masked,
+    "Seal": seal,
 }
 _QUERY_FUNCS: dict[str, Callable[..., dict]] = {
     "GetTask": get_task,

@@ -128,20 +128,7 @@ class PeerClient:
         Verified like ``fetch``: over mutual TLS the server's certificate
         must be that of ``expected_identity``, the node the ledger names.
         """
-        if self._unverifiable(expected_identity):
-            raise PeerRequestError(endpoint, path, "no ledger identity to check the server's certificate against")
-        try:
-            status, body = self._request("GET", endpoint, path, expected_identity, timeout_s, max_bytes)
-        except (_TransportError, _WrongServer) as exc:
-            raise PeerRequestError(endpoint, path, str(exc)) from None
-        if body is None:
-            raise PeerRequestError(endpoint, path, f"larger than the {max_bytes} bytes allowed")
-        if status != 200:
-            raise PeerRequestError(endpoint, path, f"HTTP {status}: {body[:200].decode(errors='replace')}")
-        try:
-            return json.loads(body)
-        except ValueError as exc:
-            raise PeerRequestError(endpoint, path, f"the answer is not JSON: {exc}") from exc
+        return self._json_request("GET", endpoint, path, expected_identity, timeout_s, max_bytes)
 
     def post(
         self,
@@ -164,6 +151,47 @@ class PeerClient:
             raise PeerRequestError(endpoint, path, str(exc)) from None
         return status
 
+    def post_json(
+        self,
+        endpoint: str,
+        path: str,
+        payload: Any,
+        expected_identity: str | None = None,
+        timeout_s: float = 10.0,
+        max_bytes: int = 1 << 20,
+    ) -> Any:
+        """POSTs ``payload`` as JSON; returns the peer's JSON answer (200 only). Verified like ``get_json``."""
+        data = json.dumps(payload).encode()
+        return self._json_request("POST", endpoint, path, expected_identity, timeout_s, max_bytes, data)
+
+    def _json_request(
+        self,
+        method: str,
+        endpoint: str,
+        path: str,
+        expected_identity: str | None,
+        timeout_s: float,
+        max_bytes: int,
+        payload: bytes = b"",
+    ) -> Any:
+        """The JSON answer of a 200; anything else raises PeerRequestError."""
+        if self._unverifiable(expected_identity):
+            raise PeerRequestError(endpoint, path, "no ledger identity to check the server's certificate against")
+        try:
+            status, body = self._request(
+                method, endpoint, path, expected_identity, timeout_s, max_bytes, payload, "application/json"
+            )
+        except (_TransportError, _WrongServer) as exc:
+            raise PeerRequestError(endpoint, path, str(exc)) from None
+        if body is None:
+            raise PeerRequestError(endpoint, path, f"larger than the {max_bytes} bytes allowed")
+        if status != 200:
+            raise PeerRequestError(endpoint, path, f"HTTP {status}: {body[:200].decode(errors='replace')}")
+        try:
+            return json.loads(body)
+        except ValueError as exc:
+            raise PeerRequestError(endpoint, path, f"the answer is not JSON: {exc}") from exc
+
     # ------------------------------------------------------------------ transport
 
     def _request(
@@ -175,17 +203,20 @@ class PeerClient:
         timeout_s: float,
         max_bytes: int,
         payload: bytes | None = None,
+        content_type: str | None = None,
     ) -> tuple[int, bytes | None]:
         """(status, body) — body None if it passed ``max_bytes`` (the connection is then dropped)."""
         url = urlsplit(endpoint).path.rstrip("/") + path
         headers = {"Content-Length": str(len(payload or b""))} if method == "POST" else {}
+        if payload and content_type:
+            headers["Content-Type"] = content_type
 
         def send(conn: http.client.HTTPConnection) -> http.client.HTTPResponse:
             conn.sock.settimeout(timeout_s)  # type: ignore[union-attr]
             wrong = self._wrong_server(conn, expected)
             if wrong:  # before any byte of the body leaves
                 raise _WrongServer(wrong)
-            conn.request(method, url, body=payload, headers=headers)
+            conn.request(method, url, body=payload or None, headers=headers)
             return conn.getresponse()
 
         conn, reused = self._connection(endpoint, timeout_s)

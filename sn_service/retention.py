@@ -31,8 +31,10 @@ log = logging.getLogger("sn_service.retention")
 
 
 def round_blobs(rnd: dict) -> set[str]:
-    """The blobs a round refers to: its contributions and its merged model."""
+    """The blobs a round refers to: its contributions (masked ones and their shares too) and its merged model."""
     shas = {sub["sha256"] for sub in rnd.get("submissions", {}).values()}
+    for entry in rnd.get("masked", {}).values():
+        shas |= {entry["sha256"], entry["shares_sha256"]}
     if rnd.get("merged_sha256"):
         shas.add(rnd["merged_sha256"])
     return shas

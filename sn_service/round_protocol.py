@@ -30,6 +30,7 @@ from sn_service.ledger.base import ContractError, Ledger, LedgerUnavailable
 from sn_service.merge import merge
 from sn_service.metrics import ServiceMetrics
 from sn_service.peer_client import BlobFetchError, PeerClient, PeerRequestError
+from sn_service.secagg.rounds import SecureRounds
 from swarm_wire import serialization
 
 log = logging.getLogger("sn_service.rounds")
@@ -168,6 +169,7 @@ class RoundDriver:
         self._handovers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="handover")
         self.on_handover: Callable[[str, int, str], None] | None = None  # (task, round, sha256) taken over
         self.handover_settle_s = 3.0
+        self.secure = SecureRounds(self)  # the rounds of tasks with spec.secure_aggregation
 
     # ------------------------------------------------------------------ wake-ups
 
@@ -338,13 +340,17 @@ class RoundDriver:
         """
         wait = wait or WaitState()
         deadline = time.monotonic() + timeout_s
-        with wait.timed("store"):
-            sha256 = self.store.put(blob)
-        if arrays is not None:  # already parsed and checked against the layout by the caller
-            self.models.put(sha256, arrays)
+        sha256 = None
         while True:
             with wait.timed("ledger reads"):
                 rec = self._ledger(self.ledger.get_task, deadline, task, wait=wait)
+            if contract.is_secure(rec):  # the plain model stays in memory; the ledger gets a round key
+                sha256 = self.secure.key_for(task, rec["current_round"], rec["spec"]["layout"], blob, arrays, weight)
+            elif sha256 is None:
+                with wait.timed("store"):
+                    sha256 = self.store.put(blob)
+                if arrays is not None:  # already parsed and checked against the layout by the caller
+                    self.models.put(sha256, arrays)
             registered = rec["nodes"].get(self.site, {}).get("endpoint")
             if self.endpoint is not None and registered not in (None, self.endpoint):
                 raise SyncFailed(
@@ -438,6 +444,8 @@ class RoundDriver:
                 what = self._describe_wait(rec, rnd, why)
                 self._set_wait(wait, "waiting for submissions", what)
             else:  # closed
+                if contract.is_secure(rec) and rnd["previous_merged_sha256"] is not None and contributed:
+                    self.secure.contribute(rec, rnd, deadline, wait)
                 leader = rnd["contributors"][rnd["leader_index"]]
                 key = (round_no, rnd["leader_index"])
                 if leader == self.site and led_at != key:
@@ -608,6 +616,9 @@ class RoundDriver:
 
     def _lead(self, rec: dict, rnd: dict, deadline: float, wait: WaitState) -> None:
         """As leader: fetch and verify every contribution, merge, store, publish."""
+        if contract.is_secure(rec):
+            self.secure.lead(rec, rnd, deadline, wait)
+            return
         task, round_no = rec["task"], rnd["round"]
         t0 = time.perf_counter()
         self._set_wait(wait, "merging", f"fetching {len(rnd['contributors'])} contributions")

@@ -105,6 +105,12 @@ class SwarmCallback(keras.callbacks.Callback):
         mergeMethod: ``"mean"`` (weighted, see ``mergeWeighting``),
             ``"coordmedian"``, ``"geomedian"``, ``"trimmedmean"``,
             ``"krum"`` or ``"multikrum"``.
+        secureAggregation: merge by secure aggregation (``"mean"`` only,
+            default False): each site uploads its weighted model masked
+            with pairwise and self masks agreed with the round's other
+            sites, so the leader, and anyone else, sees masked blobs and
+            the weighted mean only (docs/secure-aggregation.md). Every site
+            of a task must pass the same value.
         nodeWeightage: this site's weight in ``"mean"`` merges, 1 to 100.
         mergeWeighting: what a site's weight in a ``"mean"`` merge is:
             ``"steps"`` (default): batches trained since its last sync x
@@ -224,6 +230,7 @@ class SwarmCallback(keras.callbacks.Callback):
         dpMaxEpsilon: float | None = None,
         dpPlannedSyncs: int | None = None,
         dpShareTrainingMetrics: bool = False,
+        secureAggregation: bool = False,
     ) -> None:
         super().__init__()
         self.syncFrequency = _positive_int("syncFrequency", syncFrequency)
@@ -248,6 +255,15 @@ class SwarmCallback(keras.callbacks.Callback):
         if mergeMethod not in MERGE_METHODS:
             raise ValueError(f"mergeMethod={mergeMethod!r} is not allowed: use one of {list(MERGE_METHODS)}")
         self.mergeMethod = mergeMethod
+        if not isinstance(secureAggregation, bool):
+            raise ValueError(f"secureAggregation={secureAggregation!r} is not allowed: pass True or False")
+        if secureAggregation and mergeMethod != "mean":
+            raise ValueError(
+                f"secureAggregation=True cannot be combined with mergeMethod={mergeMethod!r}: a median, trimmed "
+                "mean or Krum must see every site's model, which secure aggregation hides. Use mergeMethod='mean' "
+                f"with secureAggregation=True, or keep mergeMethod={mergeMethod!r} with secureAggregation=False"
+            )
+        self.secureAggregation = secureAggregation
         self.nodeWeightage = _positive_int("nodeWeightage", nodeWeightage, "an integer from 1 to 100")
         if self.nodeWeightage > 100:
             raise ValueError(f"nodeWeightage={nodeWeightage!r} is not allowed: use an integer from 1 to 100")
@@ -348,7 +364,7 @@ class SwarmCallback(keras.callbacks.Callback):
             "quorum_wait_ms": int(self.quorumWaitSeconds * 1000),
             "leader_timeout_ms": int(self.leaderTimeoutSeconds * 1000),
             "max_rounds": self.maxRounds,
-        }
+        } | ({"secure_aggregation": True} if self.secureAggregation else {})
 
     def _load(self, arrays: list[np.ndarray]) -> None:
         self.model.set_weights(arrays)

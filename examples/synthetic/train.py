@@ -65,6 +65,7 @@ def main() -> None:
     p.add_argument("--quorum-wait", type=float, default=30.0, help="seconds a round waits for a missing site")
     p.add_argument("--leader-timeout", type=float, default=20.0, help="seconds a leader has to merge")
     p.add_argument("--adaptive-sync", action="store_true", help="adapt the sync interval to a validation loss")
+    p.add_argument("--secure-aggregation", action="store_true", help="merge by secure aggregation (mean only)")
     p.add_argument(
         "--attacker",
         type=int,
@@ -114,6 +115,7 @@ def main() -> None:
         dpNoiseMultiplier=args.dp_noise_multiplier,
         dpTargetEpsilon=args.dp_target_epsilon,
         dpMaxEpsilon=max_epsilon,
+        secureAggregation=args.secure_aggregation,
     )
     swarm.logger.setLevel(logging.INFO)
     callbacks = [swarm]

@@ -9,6 +9,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sn_service.http.request_limits import RequestLimits
 from sn_service.http.routers import dashboard, local, peer, status
+from sn_service.secagg import router as secagg_router
 from sn_service.service import SwarmNetworkService
 
 # What an error may quote of a caller's input: enough to recognise it, never a megabyte of it.
@@ -45,6 +46,7 @@ def create_app(service: SwarmNetworkService, parts: tuple[str, ...] = ("local", 
         app.include_router(local.router)
     if "peer" in parts:
         app.include_router(peer.router)
+        app.include_router(secagg_router.router)
     if "status" in parts:
         app.include_router(status.router)
         app.include_router(dashboard.router)

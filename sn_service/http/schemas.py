@@ -26,6 +26,9 @@ class TaskSpec(Strict):
     quorum_wait_ms: int = Field(ge=0, le=86_400_000)
     leader_timeout_ms: int = Field(ge=1, le=86_400_000)
     max_rounds: int = Field(ge=0, le=1_000_000_000)
+    secure_aggregation: bool = Field(
+        default=False, description="merge by secure aggregation: the leader sees masked models and the mean only"
+    )
 
 
 class JoinRequest(Strict):

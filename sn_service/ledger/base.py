@@ -68,6 +68,14 @@ class Ledger(abc.ABC):
         """Leave: this node leaves the task."""
         return self.invoke("Leave", task, node)
 
+    def submit_masked(self, task: str, round_no: int, node: str, masked_sha256: str, shares_sha256: str) -> dict:
+        """SubmitMasked: records this node's masked model and sealed shares in a closed secure round."""
+        return self.invoke("SubmitMasked", task, round_no, node, masked_sha256, shares_sha256)
+
+    def seal(self, task: str, round_no: int, node: str, survivors: list[str]) -> dict:
+        """Seal: as the leader of a secure round, names the contributions it unmasks."""
+        return self.invoke("Seal", task, round_no, node, ",".join(survivors))
+
     def get_task(self, task: str) -> dict:
         """The task record."""
         return self.query("GetTask", task)

@@ -408,6 +408,37 @@ def test_three_sites_train_one_model_on_fabric(profile, tmp_path):
     check_swarm_run(workdir, history, record, SITES, min_merges=3)
 
 
+def test_three_sites_train_by_secure_aggregation_on_fabric(profile, tmp_path):
+    """Secure aggregation through the chaincode's SubmitMasked and Seal: every merge sealed with all three sites."""
+    from sn_service.ledger.fabric import FabricLedger
+
+    from .conftest import launch_synthetic
+
+    task = _task()
+    workdir = tmp_path / "run"
+    launch_synthetic(
+        workdir,
+        task,
+        *("--epochs", "1", "--samples", "320", "--sync-frequency", "4", "--secure-aggregation"),
+        launcher_args=("--ledger", "fabric", "--fabric-profile", str(profile), "--mtls", "--keep-rounds", "0"),
+        timeout_s=900,
+    )
+    ledger = FabricLedger.from_profile(profile, "site-a")
+    try:
+        history = ledger.get_history(task)["rounds"]
+        record = ledger.get_task(task)
+    finally:
+        ledger.close()
+    assert record["spec"]["secure_aggregation"] is True
+    merges = [r for r in history if r["previous_merged_sha256"] is not None]
+    assert len(merges) >= 2
+    for rnd in merges:
+        assert rnd["sealed"]["survivors"] == sorted(SITES) and rnd["sealed"]["by"] == rnd["published_by"]
+        assert sorted(rnd["masked"]) == sorted(SITES)
+    finals = {(workdir / s / "final.safetensors").read_bytes() for s in SITES}
+    assert len(finals) == 1 and hashlib.sha256(finals.pop()).hexdigest() == history[-1]["merged_sha256"]
+
+
 def test_blobs_travel_over_mtls_with_the_organisations_msp_certificates(profile, tmp_path):
     """On Fabric the MSP certificates are the sites' TLS identities: only registered sites get blobs."""
     import ssl

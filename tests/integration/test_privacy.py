@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 
 from sn_service.ledger import EmbeddedLedger
-from swarm_keras import serialization
 from swarm_keras.privacy import epsilon_after
+from swarm_wire import serialization
 
 from .conftest import REPO, SMALL_LAYOUT_ARRAYS, small_spec, wait_sync
 
@@ -140,7 +140,7 @@ def test_epsilon_is_reported_everywhere_grows_per_sync_and_a_spent_budget_stops_
 
     # swarm-status names every site's epsilon.
     out = subprocess.run(
-        [sys.executable, "-m", "sn_service.status_cli", "--url", urls["site-a"], "--task", TASK],
+        [sys.executable, "-m", "sn_service.cli.swarm_status", "--url", urls["site-a"], "--task", TASK],
         capture_output=True,
         text=True,
         timeout=60,

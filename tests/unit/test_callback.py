@@ -23,6 +23,12 @@ from swarm_keras.service_client import ServiceClient, SwarmServiceError  # noqa:
         ({"syncFrequency": True}, ["syncFrequency=True"]),
         ({"minPeers": -1}, ["minPeers=-1"]),
         ({"mergeMethod": "median"}, ["mergeMethod='median'", "coordmedian"]),
+        (
+            {"mergeMethod": "krum", "secureAggregation": True},
+            ["secureAggregation=True", "mergeMethod='krum'", "mergeMethod='mean'", "secureAggregation=False"],
+        ),
+        ({"mergeMethod": "coordmedian", "secureAggregation": True}, ["mergeMethod='coordmedian'"]),
+        ({"secureAggregation": "yes"}, ["secureAggregation='yes'", "True or False"]),
         ({"nodeWeightage": 101}, ["nodeWeightage=101", "1 to 100"]),
         ({"nodeWeightage": 0}, ["nodeWeightage=0"]),
         ({"checkinModelOnTrainEnd": "never"}, ["checkinModelOnTrainEnd='never'", "snapshot"]),

@@ -156,7 +156,7 @@ async def _validated_blob(
 async def join(body: JoinRequest, request: Request) -> JoinResponse:
     """Joins a task (creating it on the ledger if new) with this model's spec."""
     service = _service(request)
-    spec = body.spec.model_dump()
+    spec = body.spec.model_dump(exclude_unset=True)  # optional fields only when given
     if serialization.fingerprint(spec["layout"]) != spec["fingerprint"]:
         raise api_error(400, "INVALID_ARGUMENT", "spec.fingerprint is not the sha256 of spec.layout")
     try:

@@ -26,6 +26,9 @@ var SpecFields = []string{
 	"max_rounds",
 }
 
+// OptionalSpecFields may be absent (off); the normalised spec holds them only when on.
+var OptionalSpecFields = []string{"secure_aggregation"}
+
 const (
 	maxLayoutChars   = 1 << 20
 	maxEndpointChars = 512
@@ -104,7 +107,7 @@ func parseSpec(specJSON string) (Spec, error) {
 	}
 	var unknown, missing []string
 	for name := range fields {
-		if !slices.Contains(SpecFields, name) {
+		if !slices.Contains(SpecFields, name) && !slices.Contains(OptionalSpecFields, name) {
 			unknown = append(unknown, name)
 		}
 	}
@@ -140,7 +143,22 @@ func parseSpec(specJSON string) (Spec, error) {
 		return Spec{}, refuse(CodeInvalidArgument, "spec.merge_method %s is not one of %v",
 			fields["merge_method"], MergeMethods)
 	}
-	spec := Spec{Fingerprint: fingerprint, Layout: layout, MergeMethod: method}
+	secure := false
+	if raw, ok := fields["secure_aggregation"]; ok {
+		switch string(bytes.TrimSpace(raw)) {
+		case "true":
+			secure = true
+		case "false":
+		default:
+			return Spec{}, refuse(CodeInvalidArgument, "spec.secure_aggregation must be true or false, got %s", raw)
+		}
+	}
+	if secure && method != "mean" {
+		return Spec{}, refuse(CodeInvalidArgument,
+			"spec.secure_aggregation works with merge_method 'mean' only, not '%s': a median or Krum must see "+
+				"every model, which secure aggregation hides", method)
+	}
+	spec := Spec{Fingerprint: fingerprint, Layout: layout, MergeMethod: method, SecureAggregation: secure}
 	ints := []struct {
 		name    string
 		minimum int64

@@ -24,6 +24,11 @@ const (
 	CodeRoundNotClosed      = "ROUND_NOT_CLOSED"
 	CodeNotLeader           = "NOT_LEADER"
 	CodeDeadlineNotPassed   = "DEADLINE_NOT_PASSED"
+	CodeNotSecure           = "NOT_SECURE"
+	CodeNotContributor      = "NOT_CONTRIBUTOR"
+	CodeNotMasked           = "NOT_MASKED"
+	CodeTooFewSurvivors     = "TOO_FEW_SURVIVORS"
+	CodeNotSealed           = "NOT_SEALED"
 )
 
 // ContractError is a transaction refused by the contract.

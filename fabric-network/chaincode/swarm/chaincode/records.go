@@ -11,7 +11,7 @@ import (
 // in contract/README.md. Field names and JSON types match the Python state
 // exactly: pointers are the fields that may be null, maps are never null.
 
-// Spec is a task's spec: exactly these seven fields.
+// Spec is a task's spec: these seven fields, and secure_aggregation only when true.
 type Spec struct {
 	Fingerprint     string `json:"fingerprint"`
 	Layout          string `json:"layout"`
@@ -20,6 +20,8 @@ type Spec struct {
 	QuorumWaitMs    int64  `json:"quorum_wait_ms"`
 	LeaderTimeoutMs int64  `json:"leader_timeout_ms"`
 	MaxRounds       int64  `json:"max_rounds"`
+	// SecureAggregation: sites upload masked models; the leader learns only their weighted mean.
+	SecureAggregation bool `json:"secure_aggregation,omitempty"`
 }
 
 // Node statuses.
@@ -89,6 +91,24 @@ type Round struct {
 	MergedSha256         *string                `json:"merged_sha256"`
 	PublishedMs          *int64                 `json:"published_ms"`
 	PublishedBy          *string                `json:"published_by"`
+	// Secure aggregation only: each contributor's masked model and sealed shares, and the leader's seal.
+	Masked map[string]*MaskedEntry `json:"masked,omitempty"`
+	Sealed *Seal                   `json:"sealed,omitempty"`
+}
+
+// MaskedEntry is one contributor's masked model hash and sealed-shares hash in a secure round.
+type MaskedEntry struct {
+	Sha256       string `json:"sha256"`
+	SharesSha256 string `json:"shares_sha256"`
+	TsMs         int64  `json:"ts_ms"`
+}
+
+// Seal names the masked models a secure round's leader unmasks (survivors) and the dropped ones.
+type Seal struct {
+	Survivors []string `json:"survivors"`
+	Dropped   []string `json:"dropped"`
+	By        string   `json:"by"`
+	TsMs      int64    `json:"ts_ms"`
 }
 
 // History is what GetHistory returns: every round below current_round, oldest first.

@@ -29,13 +29,13 @@ type SmartContract struct {
 // functionNames are the contract's functions, transactions then queries.
 var functionNames = []string{
 	"InitTask", "Register", "Submit", "Close", "Publish", "Failover", "Finish", "Leave",
-	"GetTask", "GetRound", "GetHistory",
+	"SubmitMasked", "Seal", "GetTask", "GetRound", "GetHistory",
 }
 
 // functionArity is how many arguments each function takes.
 var functionArity = map[string]int{
 	"InitTask": 2, "Register": 4, "Submit": 5, "Close": 2, "Publish": 4, "Failover": 2,
-	"Finish": 2, "Leave": 2, "GetTask": 1, "GetRound": 2, "GetHistory": 1,
+	"Finish": 2, "Leave": 2, "SubmitMasked": 5, "Seal": 4, "GetTask": 1, "GetRound": 2, "GetHistory": 1,
 }
 
 // NewSmartContract returns the contract, reading caller and time from Fabric.
@@ -104,6 +104,20 @@ func (s *SmartContract) Finish(ctx contractapi.TransactionContextInterface, task
 func (s *SmartContract) Leave(ctx contractapi.TransactionContextInterface, task string, node string) (string, error) {
 	return s.transact(ctx, func(v *stateView, caller string, ts int64) (any, error) {
 		return leave(v, caller, ts, task, node)
+	})
+}
+
+// SubmitMasked records a contributor's masked model and sealed-shares hashes in a closed secure round.
+func (s *SmartContract) SubmitMasked(ctx contractapi.TransactionContextInterface, task string, round string, node string, maskedSha256 string, sharesSha256 string) (string, error) {
+	return s.transact(ctx, func(v *stateView, caller string, ts int64) (any, error) {
+		return submitMasked(v, caller, ts, task, round, node, maskedSha256, sharesSha256)
+	})
+}
+
+// Seal lets the leader of a closed secure round name the masked models it unmasks.
+func (s *SmartContract) Seal(ctx contractapi.TransactionContextInterface, task string, round string, node string, survivors string) (string, error) {
+	return s.transact(ctx, func(v *stateView, caller string, ts int64) (any, error) {
+		return seal(v, caller, ts, task, round, node, survivors)
 	})
 }
 

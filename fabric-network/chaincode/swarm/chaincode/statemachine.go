@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -219,6 +220,7 @@ func specDifferences(have, given Spec) []string {
 	field("quorum_wait_ms", have.QuorumWaitMs, given.QuorumWaitMs)
 	field("leader_timeout_ms", have.LeaderTimeoutMs, given.LeaderTimeoutMs)
 	field("max_rounds", have.MaxRounds, given.MaxRounds)
+	field("secure_aggregation", have.SecureAggregation, given.SecureAggregation)
 	return differ
 }
 
@@ -412,6 +414,10 @@ func publish(v *stateView, caller string, ts int64, task, roundArg, node, merged
 	if node != leader {
 		return nil, refuse(CodeNotLeader, "node '%s' does not lead round %d; '%s' does", node, round, leader)
 	}
+	if rec.Spec.SecureAggregation && rnd.PreviousMergedSha256 != nil && (rnd.Sealed == nil || rnd.Sealed.By != node) {
+		return nil, refuse(CodeNotSealed,
+			"round %d is a secure aggregation: '%s' must Seal the survivors it unmasks first", round, node)
+	}
 	rnd.Status = StatusDone
 	rnd.MergedSha256 = &mergedSha
 	rnd.PublishedMs = &ts
@@ -461,6 +467,125 @@ func failover(v *stateView, caller string, ts int64, task, roundArg string) (any
 	rnd.LeaderIndex = (rnd.LeaderIndex + 1) % int64(len(rnd.Contributors))
 	rnd.LeaderDeadlineMs = &deadline
 	rnd.Failovers++
+	touch(rec, node, ts)
+	v.putRound(rnd)
+	v.putTask(rec)
+	return rnd, nil
+}
+
+// secureClosedRound is the closed round of a secure task that node (the caller) acts in.
+func secureClosedRound(v *stateView, rec *Task, caller string, round int64, node string) (*Round, error) {
+	if _, err := checkNodeCaller(rec, node, caller); err != nil {
+		return nil, err
+	}
+	if !rec.Spec.SecureAggregation {
+		return nil, refuse(CodeNotSecure, "task '%s' does not use secure aggregation", rec.Task)
+	}
+	rnd, err := loadRound(v, rec.Task, round)
+	if err != nil {
+		return nil, err
+	}
+	if rnd.Status != StatusClosed {
+		return nil, refuse(CodeRoundNotClosed, "round %d is %s, not closed", round, rnd.Status)
+	}
+	return rnd, nil
+}
+
+// submitMasked records a contributor's masked model and sealed shares in a closed secure round.
+func submitMasked(v *stateView, caller string, ts int64, task, roundArg, node, maskedSha, sharesSha string) (any, error) {
+	rec, err := loadTask(v, task)
+	if err != nil {
+		return nil, err
+	}
+	round, err := parseInt(roundArg, "round", 0)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkSha256(maskedSha, "masked_sha256"); err != nil {
+		return nil, err
+	}
+	if err := checkSha256(sharesSha, "shares_sha256"); err != nil {
+		return nil, err
+	}
+	rnd, err := secureClosedRound(v, rec, caller, round, node)
+	if err != nil {
+		return nil, err
+	}
+	if !slices.Contains(rnd.Contributors, node) {
+		return nil, refuse(CodeNotContributor, "node '%s' is not a contributor of round %d", node, round)
+	}
+	if previous, ok := rnd.Masked[node]; ok {
+		if previous.Sha256 == maskedSha && previous.SharesSha256 == sharesSha {
+			return rnd, nil // a replay: idempotent, nothing changes
+		}
+		return nil, refuse(CodeDuplicateSubmission, "node '%s' already submitted its masked model to round %d", node, round)
+	}
+	if rnd.Masked == nil {
+		rnd.Masked = map[string]*MaskedEntry{}
+	}
+	rnd.Masked[node] = &MaskedEntry{Sha256: maskedSha, SharesSha256: sharesSha, TsMs: ts}
+	touch(rec, node, ts)
+	v.putRound(rnd)
+	v.putTask(rec)
+	return rnd, nil
+}
+
+// seal lets the leader of a closed secure round name the masked models it unmasks; the rest are dropped.
+// A leader after a failover may seal again.
+func seal(v *stateView, caller string, ts int64, task, roundArg, node, survivorsArg string) (any, error) {
+	rec, err := loadTask(v, task)
+	if err != nil {
+		return nil, err
+	}
+	round, err := parseInt(roundArg, "round", 0)
+	if err != nil {
+		return nil, err
+	}
+	names := strings.Split(survivorsArg, ",")
+	for _, name := range names {
+		if err := checkName(name, "survivor"); err != nil {
+			return nil, err
+		}
+	}
+	for i := 1; i < len(names); i++ {
+		if names[i-1] >= names[i] {
+			return nil, refuse(CodeInvalidArgument, "survivors must be sorted and distinct, got %q", survivorsArg)
+		}
+	}
+	rnd, err := secureClosedRound(v, rec, caller, round, node)
+	if err != nil {
+		return nil, err
+	}
+	leader, err := currentLeader(rnd)
+	if err != nil {
+		return nil, err
+	}
+	if node != leader {
+		return nil, refuse(CodeNotLeader, "node '%s' does not lead round %d; '%s' does", node, round, leader)
+	}
+	var missing []string
+	for _, name := range names {
+		if _, ok := rnd.Masked[name]; !ok {
+			missing = append(missing, name)
+		}
+	}
+	if len(missing) > 0 {
+		return nil, refuse(CodeNotMasked, "%s submitted no masked model to round %d", strings.Join(missing, ", "), round)
+	}
+	need := len(rnd.Contributors)/2 + 1
+	if len(names) < need {
+		return nil, refuse(CodeTooFewSurvivors, "%d survivors of %d contributors; unmasking needs at least %d",
+			len(names), len(rnd.Contributors), need)
+	}
+	dropped := []string{}
+	sorted := append([]string{}, rnd.Contributors...)
+	sort.Strings(sorted)
+	for _, name := range sorted {
+		if !slices.Contains(names, name) {
+			dropped = append(dropped, name)
+		}
+	}
+	rnd.Sealed = &Seal{Survivors: names, Dropped: dropped, By: node, TsMs: ts}
 	touch(rec, node, ts)
 	v.putRound(rnd)
 	v.putTask(rec)

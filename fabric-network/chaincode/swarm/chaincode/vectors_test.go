@@ -31,12 +31,14 @@ const vectorsEnv = "SWARM_CONTRACT_VECTORS"
 
 // jsonParams marks, per function, the parameters carried as JSON text.
 var jsonParams = map[string][]bool{
-	"InitTask": {false, true},
-	"Submit":   {false, true, false, false, true},
-	"Close":    {false, true},
-	"Publish":  {false, true, false, false},
-	"Failover": {false, true},
-	"GetRound": {false, true},
+	"InitTask":     {false, true},
+	"Submit":       {false, true, false, false, true},
+	"Close":        {false, true},
+	"Publish":      {false, true, false, false},
+	"Failover":     {false, true},
+	"GetRound":     {false, true},
+	"SubmitMasked": {false, true, false, false, false},
+	"Seal":         {false, true, false, false},
 }
 
 type vectorFile struct {

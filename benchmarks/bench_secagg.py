@@ -1,0 +1,109 @@
+"""Secure aggregation against the plain mean: merge time and bytes moved, 3 and 16 sites.
+
+Same set-up as bench_sites.py (real services through the launcher, embedded ledger, numpy workers of
+the paper classifier's layout, 6.9 MB float32), once with ``merge_method="mean"`` and once with
+``secure_aggregation`` on top. Reports per merge round (round 0, the leader's initial weights, left
+out): the median time from Close to Publish on the ledger (plain: fetch and merge; secure: every site
+masks and uploads, the leader fetches, seals, gathers reveals and unmasks), the median sync seen by a
+site, and the bytes the services received from peers (the workers' local uploads subtracted).
+
+On a shared, loaded machine one run says little: ``--repeat`` alternates plain and secure runs and
+reports the median of each figure over the repeats.
+
+Run: .venv/bin/python benchmarks/bench_secagg.py --sites 3 16 [--rounds 6] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.numpy_sync_worker import paper_weights
+from sn_service.cli.launcher import SwarmLauncher
+from sn_service.ledger import EmbeddedLedger
+from swarm_wire import serialization
+
+HERE = Path(__file__).resolve().parent
+FIGURES = ("close_to_publish_ms", "sync_ms", "peer_mb_per_round")
+
+
+def run(n_sites: int, rounds: int, secure: bool, timeout_s: float) -> dict:
+    """One swarm of ``n_sites`` for ``rounds`` syncs; its medians and bytes per merge round."""
+    sites = [f"site-{i:02d}" for i in range(n_sites)]
+    task = f"{'sec' if secure else 'plain'}-{n_sites}-{int(time.time())}"
+    blob_bytes = len(serialization.to_bytes(paper_weights(np.random.default_rng(0))))
+    with tempfile.TemporaryDirectory() as tmp:
+        launcher = SwarmLauncher(sites, Path(tmp), echo=None, service_args=["--keep-rounds", "3"])
+        try:
+            launcher.start_services(timeout_s=300)
+            args = [str(rounds)] + (["secure"] if secure else [])
+            launcher.start_training(str(HERE / "numpy_sync_worker.py"), args, task)
+            code = launcher.wait(timeout_s=timeout_s)
+            received = sum(
+                httpx.get(launcher.service_url(s) + "/v1/status", timeout=30).json()["counters"]["bytes_received"]
+                for s in sites
+            )
+        finally:
+            launcher.stop()
+        if code != 0:
+            for s in sites[:3]:
+                print((Path(tmp) / s / "train.log").read_text()[-2000:])
+            raise SystemExit("benchmark run failed")
+        history = EmbeddedLedger(Path(tmp) / "ledger.sqlite", identity="bench", create=False).get_history(task)
+        syncs = [t for s in sites for t in json.loads((Path(tmp) / s / "sync_times.json").read_text())["sync_s"][1:]]
+    merges = [r for r in history["rounds"] if r["previous_merged_sha256"] is not None]
+    peer_bytes = received - n_sites * rounds * blob_bytes  # minus what each worker uploaded to its own service
+    return {
+        "sites": n_sites,
+        "secure": secure,
+        "merge_rounds": len(merges),
+        "close_to_publish_ms": statistics.median(r["published_ms"] - r["closed_ms"] for r in merges),
+        "sync_ms": statistics.median(syncs) * 1000,
+        "peer_mb_per_round": peer_bytes / len(history["rounds"]) / 2**20,
+        "model_mb": blob_bytes / 2**20,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sites", type=int, nargs="+", default=[3, 16])
+    p.add_argument("--rounds", type=int, default=6)
+    p.add_argument("--timeout", type=float, default=1800)
+    p.add_argument("--repeat", type=int, default=1, help="alternating plain/secure runs per site count")
+    p.add_argument("--json", type=Path, help="also write the results here")
+    args = p.parse_args()
+    print(f"{time.strftime('%Y-%m-%d %H:%M')} on {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
+    results = []
+    for n in args.sites:
+        runs = [run(n, args.rounds, secure, args.timeout) for _ in range(args.repeat) for secure in (False, True)]
+        results += runs
+        plain, sec = (
+            {k: statistics.median(r[k] for r in runs if r["secure"] is s) for k in FIGURES} for s in (False, True)
+        )
+        print(
+            f"{n:3d} sites ({runs[0]['model_mb']:.1f} MB model, {args.repeat} x {args.rounds} syncs each arm): "
+            f"close->publish {plain['close_to_publish_ms']:.0f} -> {sec['close_to_publish_ms']:.0f} ms "
+            f"({sec['close_to_publish_ms'] / plain['close_to_publish_ms']:.2f}x); "
+            f"sync {plain['sync_ms']:.0f} -> {sec['sync_ms']:.0f} ms ({sec['sync_ms'] / plain['sync_ms']:.2f}x); "
+            f"peer bytes/round {plain['peer_mb_per_round']:.1f} -> {sec['peer_mb_per_round']:.1f} MB "
+            f"({sec['peer_mb_per_round'] / plain['peer_mb_per_round']:.2f}x); load now {os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
+    print(f"load after: {os.getloadavg()[0]:.1f}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,335 @@
+"""Secure rounds on the ledger and between the sites: the I/O around ``protocol``.
+
+The round driver calls in at three points of a secure task's round:
+
+* ``key_for`` when it submits: the site's round key, submitted instead of a
+  blob hash (the plain model stays in this process's memory, never in the
+  blob store where peers could fetch it);
+* ``contribute`` once the round closed: mask, store the masked blob and the
+  sealed shares, ``SubmitMasked`` their hashes;
+* ``lead`` when this site leads: wait for the masked models (all, or until
+  half the leader's time is gone), fetch and verify them, ``Seal`` the
+  survivors, ask every contributor for its reveals, unmask, publish.
+
+``answer`` serves the leader's reveal request (``POST /v1/secagg/reveal``):
+it believes nothing of the request but the envelopes (authenticated by their
+AEAD), checks the survivors and the requester against the ledger, and keeps
+to the Bonawitz rule across leaders.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from sn_service.ledger.base import ContractError
+from sn_service.peer_client import BlobFetchError, PeerRequestError
+from sn_service.secagg.crypto import RING_BYTES, SecAggError
+from sn_service.secagg.protocol import SiteRound, threshold, unmask
+from swarm_wire import serialization
+
+if TYPE_CHECKING:
+    from sn_service.round_protocol import RoundDriver, WaitState
+
+REVEAL_PATH = "/v1/secagg/reveal"
+
+
+@dataclass
+class _Entry:
+    site_round: SiteRound
+    arrays: list[np.ndarray]  # this site's plain model: the initial round publishes it; its int tensors
+
+
+class SecureRounds:
+    """This site's secure rounds, keyed by (task, round); the few latest are kept."""
+
+    KEEP = 8
+
+    def __init__(self, driver: RoundDriver) -> None:
+        self.driver = driver
+        self._rounds: dict[tuple[str, int], _Entry] = {}
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ site side
+
+    def key_for(self, task: str, round_no: int, layout: str, blob: bytes, arrays: list | None, weight: int) -> str:
+        """This site's public key for ``round_no`` (made on first call), holding on to the plain model."""
+        with self._lock:
+            entry = self._rounds.get((task, round_no))
+            if entry is None:
+                if arrays is None:
+                    arrays = serialization.from_bytes(blob, layout)
+                floats = [a.ravel() for a in arrays if a.dtype.kind == "f"]
+                values = np.concatenate(floats).astype(np.float64) if floats else np.zeros(0)
+                site_round = SiteRound(task, round_no, self.driver.site, values, weight)
+                entry = _Entry(site_round, list(arrays))
+                self._rounds[(task, round_no)] = entry
+                for old in sorted(self._rounds)[: max(0, len(self._rounds) - self.KEEP)]:
+                    del self._rounds[old]
+            return entry.site_round.public_hex
+
+    def contribute(self, rec: dict, rnd: dict, deadline: float, wait: WaitState) -> None:
+        """Masks this site's model for the closed round and submits the hashes (once)."""
+        task, round_no, d = rec["task"], rnd["round"], self.driver
+        node = d.site
+        if node not in rnd["contributors"] or node in rnd.get("masked", {}):
+            return
+        entry = self._rounds.get((task, round_no))
+        if entry is None:
+            d.log.warning("round %d: this service holds no key of its submission (restarted?); not masking", round_no)
+            return
+        keys, weights = _keys_and_weights(rnd)
+        with wait.timed("secagg: mask"):
+            masked, shares = entry.site_round.mask(keys, weights)
+            masked_sha, shares_sha = d.store.put(masked), d.store.put(shares)
+        # Only the float tensors' shapes are needed from here on (the integer ones are kept): no plain copy.
+        entry.arrays = [
+            np.broadcast_to(np.zeros((), a.dtype), a.shape) if a.dtype.kind == "f" else a for a in entry.arrays
+        ]
+        with wait.timed("secagg: submit masked"):
+            try:
+                d._ledger(d.ledger.submit_masked, deadline, task, round_no, node, masked_sha, shares_sha)
+            except ContractError as exc:
+                if exc.code != "ROUND_NOT_CLOSED":
+                    raise
+                return
+        leader = rnd["contributors"][rnd["leader_index"]]
+        d._notify(rec, [leader], round_no)
+        d.log.info("round %d: submitted masked model %s... (%d bytes)", round_no, masked_sha[:12], len(masked))
+
+    def answer(self, task: str, round_no: int, requester: str | None, envelopes: dict[str, str]) -> dict:
+        """This site's reveals for the round's sealed survivors, to the current leader only."""
+        d = self.driver
+        # The leader asks right after its Seal committed; on Fabric our organisation's peer may see the
+        # block a moment later: read again for a little while before refusing.
+        give_up = time.monotonic() + 3.0
+        while True:
+            rnd = d.ledger.get_round(task, round_no)
+            sealed_by_leader = (
+                rnd["status"] == "closed"
+                and rnd.get("sealed", {}).get("by") == (rnd["contributors"][rnd["leader_index"]])
+            )
+            if sealed_by_leader or time.monotonic() > give_up:
+                break
+            time.sleep(0.1)
+        rec = d.ledger.get_task(task)
+        if rnd["status"] != "closed" or "sealed" not in rnd:
+            raise SecAggError(f"round {round_no} of {task} is {rnd['status']} and not sealed: nothing to reveal")
+        leader = rnd["contributors"][rnd["leader_index"]]
+        if requester is not None and rec["nodes"][leader]["identity"] != requester:
+            raise SecAggError(f"only the round's leader {leader} may ask for reveals")
+        if rnd["sealed"]["by"] != leader:
+            raise SecAggError(f"round {round_no} was sealed by {rnd['sealed']['by']}, not by its leader {leader}")
+        entry = self._rounds.get((task, round_no))
+        if entry is None:
+            raise SecAggError(f"this service holds no key for round {round_no} of {task} (restarted?)")
+        keys, _ = _keys_and_weights(rnd)
+        with self._lock:  # one reveal at a time: the Bonawitz rule reads and writes what was revealed
+            out = entry.site_round.reveal(keys, rnd["sealed"]["survivors"], envelopes, recipient=leader)
+        d.log.info(
+            "round %d: revealed %d self-mask shares and %d pairwise seeds to %s%s",
+            round_no,
+            len(out["b_shares"]),
+            len(out["seeds"]),
+            leader,
+            f"; refused {sorted(out['refused'])}" if out["refused"] else "",
+        )
+        return out
+
+    # ------------------------------------------------------------------ leader side
+
+    def lead(self, rec: dict, rnd: dict, deadline: float, wait: WaitState) -> None:
+        """As leader of a secure round: publishes the weighted mean (or, in round 0, our own weights)."""
+        d, task, round_no = self.driver, rec["task"], rnd["round"]
+        entry = self._rounds.get((task, round_no))
+        if rnd["previous_merged_sha256"] is None:
+            # The first round aligns the starting point (untrained weights): everyone takes the leader's.
+            if entry is None:
+                d.log.error("round %d: this service holds no model of its submission; waiting for failover", round_no)
+                return
+            self._publish(rec, rnd, entry.arrays, deadline, wait, "leader's initial weights", len(rnd["contributors"]))
+            return
+        t0 = time.perf_counter()
+        contributors = rnd["contributors"]
+        need = max(threshold(len(contributors)), min(rec["spec"]["min_peers"], len(contributors)))
+        masked, shares = self._collect_masked(rec, rnd, deadline, wait)
+        survivors = sorted(masked)
+        if len(survivors) < need:
+            d.log.error(
+                "round %d: %d masked models verified of %d contributors (%s); unmasking needs %d; "
+                "a site that reaches more takes over after our deadline",
+                round_no,
+                len(survivors),
+                len(contributors),
+                ", ".join(survivors) or "none",
+                need,
+            )
+            return
+        try:
+            with wait.timed("lead: seal"):
+                d._ledger(d.ledger.seal, deadline, task, round_no, d.site, survivors)
+        except ContractError as exc:
+            d.log.warning("round %d: could not seal: %s", round_no, exc)
+            return
+        dropped = [n for n in contributors if n not in masked]
+        d._set_wait(wait, "merging", f"asking {len(contributors)} sites for their reveals")
+        with wait.timed("lead: reveals"):
+            answers = self._collect_reveals(rec, rnd, survivors, shares)
+        keys, weights = _keys_and_weights(rnd)
+        try:
+            with wait.timed("lead: unmask"):
+                mean = unmask(task, round_no, keys, weights, survivors, masked, answers)
+        except SecAggError as exc:
+            d.log.error("round %d: cannot unmask: %s", round_no, exc)
+            return
+        if entry is None:
+            d.log.error("round %d: this service holds no model of its own (restarted?); cannot lead", round_no)
+            return
+        merged = _unflatten(mean, entry.arrays)
+        how = f"secure mean of {len(survivors)}" + (f", dropped {', '.join(sorted(dropped))}" if dropped else "")
+        if self._publish(rec, rnd, merged, deadline, wait, how, len(survivors)):
+            d.metrics.merge_seconds.observe(time.perf_counter() - t0)
+
+    def _collect_masked(
+        self, rec: dict, rnd: dict, deadline: float, wait: WaitState
+    ) -> tuple[dict[str, bytes], dict[str, dict]]:
+        """The masked blobs and share envelopes we could get and verify, by node.
+
+        Fetches each as soon as the ledger shows it, until every contributor's is in or half
+        our time is gone (a site that died before masking does not hold the round longer).
+        """
+        d, task, round_no = self.driver, rec["task"], rnd["round"]
+        count = sum(
+            int(np.prod(shape)) for dt, shape in serialization.parse_layout(rec["spec"]["layout"]) if dt.kind == "f"
+        )
+        until_ms = rnd["leader_deadline_ms"] - rec["spec"]["leader_timeout_ms"] // 2
+        timeout_s = min(d.peers.timeout_s, max(1.0, (rnd["leader_deadline_ms"] - _now_ms()) / 2000))
+
+        def get(node: str, sha: str, max_bytes: int) -> bytes:
+            if d.store.has(sha):
+                return d.store.get(sha)
+            info = rec["nodes"][node]
+            data = d.peers.fetch(info["endpoint"], sha, max_bytes, info["identity"], timeout_s)
+            d.metrics.bytes_received.inc(len(data))
+            d.store.put(data, sha)  # the survivors and a next leader may fetch it from us too
+            return data
+
+        def both(node: str, entry: dict) -> tuple[bytes, dict]:
+            return get(node, entry["sha256"], RING_BYTES * count + 4096), json.loads(
+                get(node, entry["shares_sha256"], 1 << 20)
+            )
+
+        wakeup = d._wakeup(task)
+        jobs: dict = {}
+        with ThreadPoolExecutor(max_workers=max(1, min(8, len(rnd["contributors"])))) as pool:
+            while True:
+                wakeup.clear()
+                with wait.timed("ledger reads"):
+                    rnd = d._ledger(d.ledger.get_round, deadline, task, round_no)
+                for node, entry in rnd.get("masked", {}).items():
+                    if node not in jobs:
+                        jobs[node] = pool.submit(both, node, entry)
+                missing = [n for n in rnd["contributors"] if n not in jobs]
+                if not missing or _now_ms() >= until_ms or time.monotonic() > deadline or rnd["status"] != "closed":
+                    break
+                d._set_wait(wait, "merging", f"waiting for the masked models of {', '.join(missing)}")
+                with wait.timed("lead: wait for masked"):
+                    wakeup.wait(max(d.poll_s, 0.05))
+            masked: dict[str, bytes] = {}
+            shares: dict[str, dict] = {}
+            with wait.timed("lead: fetch"):
+                for node, job in jobs.items():
+                    try:
+                        masked[node], shares[node] = job.result()
+                    except (BlobFetchError, ValueError) as exc:
+                        d.rejected_blobs.append({"round": round_no, "node": node, "reason": str(exc)})
+                        d.log.error("round %d: masked contribution of %s not had: %s", round_no, node, exc)
+        return masked, shares
+
+    def _collect_reveals(self, rec: dict, rnd: dict, survivors: list[str], shares: dict[str, dict]) -> dict[str, dict]:
+        """Every reachable contributor's reveals (ours locally), in parallel."""
+        d, task, round_no = self.driver, rec["task"], rnd["round"]
+        left_s = (rnd["leader_deadline_ms"] - _now_ms()) / 1000
+        timeout_s = min(d.peers.timeout_s, max(1.0, 0.5 * left_s))
+
+        def ask(node: str) -> dict:
+            envelopes = {u: shares[u]["envelopes"][node] for u in survivors if node in shares[u]["envelopes"]}
+            if node == d.site:
+                return self.answer(task, round_no, None, envelopes)
+            info = rec["nodes"][node]
+            body = {"task": task, "round": round_no, "envelopes": envelopes}
+            return d.peers.post_json(info["endpoint"], REVEAL_PATH, body, info["identity"], timeout_s)
+
+        answers: dict[str, dict] = {}
+        with ThreadPoolExecutor(max_workers=max(1, min(8, len(rnd["contributors"])))) as pool:
+            jobs = {node: pool.submit(ask, node) for node in rnd["contributors"]}
+            for node, job in jobs.items():
+                try:
+                    answer = job.result()
+                    if not isinstance(answer, dict):
+                        raise SecAggError(f"answer is a {type(answer).__name__}, not an object")
+                    answers[node] = answer
+                except (PeerRequestError, SecAggError, ContractError) as exc:
+                    d.log.warning("round %d: no reveals from %s: %s", round_no, node, exc)
+        return answers
+
+    def _publish(
+        self, rec: dict, rnd: dict, merged: list[np.ndarray], deadline: float, wait: WaitState, how: str, n: int
+    ) -> bool:
+        d, task, round_no = self.driver, rec["task"], rnd["round"]
+        with wait.timed("lead: serialise and store"):
+            blob = serialization.to_bytes(merged)
+            merged_sha = d.store.put(blob)
+        others = [node for node in rnd["contributors"] if node != d.site]
+        with wait.timed("lead: hand over"):  # published only once another site holds it (see _hand_over)
+            if others and d._hand_over(rec, rnd, others, blob, merged_sha) is None:
+                d.log.error("round %d: no other site took the merged model; not publishing", round_no)
+                return False
+        try:
+            with wait.timed("lead: publish"):
+                d._ledger(d.ledger.publish, deadline, task, round_no, d.site, merged_sha)
+        except ContractError as exc:
+            if exc.code in ("NOT_LEADER", "ROUND_NOT_CLOSED", "NOT_SEALED"):
+                d.log.warning("round %d: could not publish: %s", round_no, exc)
+                return False
+            raise
+        d._notify(rec, list(rec["nodes"]), round_no)
+        d.log.info("round %d: led the merge of %d models (%s) -> %s...", round_no, n, how, merged_sha[:12])
+        d.metrics.rounds_led.inc()
+        return True
+
+
+def _now_ms() -> int:
+    """Wall-clock milliseconds, the time base of the ledger's deadlines."""
+    return int(time.time() * 1000)
+
+
+def _keys_and_weights(rnd: dict) -> tuple[dict[str, str], dict[str, int]]:
+    """The contributors' round keys and weights, as the ledger froze them at Close."""
+    subs = rnd["submissions"]
+    return (
+        {n: subs[n]["sha256"] for n in rnd["contributors"]},
+        {n: int(subs[n]["weight"]) for n in rnd["contributors"]},
+    )
+
+
+def _unflatten(mean: np.ndarray, like: list[np.ndarray]) -> list[np.ndarray]:
+    """The mean's float tensors in ``like``'s shapes and dtypes; other tensors from ``like`` itself."""
+    out, offset = [], 0
+    for a in like:
+        if a.dtype.kind == "f":
+            out.append(mean[offset : offset + a.size].reshape(a.shape).astype(a.dtype))
+            offset += a.size
+        else:
+            out.append(a.copy())
+    if offset != mean.size:
+        raise SecAggError(f"the unmasked mean has {mean.size} values, the model {offset}")
+    if not all(np.isfinite(a).all() for a in out if a.dtype.kind == "f"):
+        raise SecAggError("the unmasked mean is not finite")
+    return out
