@@ -17,7 +17,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
@@ -240,7 +240,7 @@ class RoundDriver:
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
             else:
-                if wait is not None and before is not None and wait.phase == "waiting for the ledger":
+                if before is not None and wait is not None and wait.phase == "waiting for the ledger":
                     self._set_wait(wait, *before)
                 if last_log > -math.inf:
                     self.log.info("ledger reachable again after %.0f s (%s)", time.monotonic() - t0, what)
@@ -484,20 +484,47 @@ class RoundDriver:
             with wait.timed(f"wait: {wait.phase}"):
                 wakeup.wait(self.poll_s)
 
-    def _hand_over(self, rec: dict, rnd: dict, nodes: list[str], blob: bytes, sha256: str) -> str | None:
-        """Sends the merged model to ``nodes`` in parallel; returns the first that took it (None: none did).
+    def leader_wait_s(self, rnd: dict) -> float:
+        """How long a leader may wait on one peer: half its time left (at least 1 s, at most the peer timeout).
+
+        A site that stalls (paused, or its link cut: packets dropped, no refusal) must not hold the merge
+        past the leader's deadline, and the other half is there to merge, store and publish (a ledger
+        transaction, seconds on a loaded host). With 3/4, a short leader timeout left too little: every
+        leader in turn timed out on the same unreachable site and then published too late, and the round
+        passed from leader to leader for 40 s+.
+        """
+        return min(self.peers.timeout_s, max(1.0, 0.5 * (rnd["leader_deadline_ms"] - now_ms()) / 1000))
+
+    def held_elsewhere(
+        self, rec: dict, rnd: dict, blob: bytes, sha256: str, wait: WaitState, skip: Collection[str] = ()
+    ) -> bool:
+        """Hands the merged model to the round's other contributors; whether one took it (or there are none).
 
         A merged model on the ledger must be had from someone: published while only its leader held it,
         a leader cut off or gone just after publishing would leave every site waiting for it (seen with a
         site host cut off the network). So the leader publishes only once another contributor holds it.
         The other hand-overs go on in the background; a site that gets the model this way need not fetch
-        it after the publish either.
+        it after the publish either. ``skip``: contributors not to try (their blob could not be had).
         """
-        if not nodes:
-            return None
+        others = [n for n in rnd["contributors"] if n != self.site and n not in skip]
+        if not others:
+            return True
+        with wait.timed("lead: hand over"):
+            if self._hand_over(rec, rnd, others, blob, sha256):
+                return True
+        self.log.error(
+            "round %d: no other site took the merged model %s... (%s); not publishing a model only this "
+            "site holds, a site that reaches more takes over after our deadline",
+            rnd["round"],
+            sha256[:12],
+            ", ".join(others),
+        )
+        return False
+
+    def _hand_over(self, rec: dict, rnd: dict, nodes: list[str], blob: bytes, sha256: str) -> bool:
+        """Sends the merged model to ``nodes`` in parallel; whether one of them took it."""
         task, round_no = rec["task"], rnd["round"]
-        left_s = (rnd["leader_deadline_ms"] - now_ms()) / 1000
-        timeout_s = min(self.peers.timeout_s, max(1.0, 0.5 * left_s))
+        timeout_s = self.leader_wait_s(rnd)
         path = f"/v1/merged/{sha256}?task={task}&round={round_no}"
         pending: dict[Future, str] = {
             self._handovers.submit(
@@ -516,9 +543,9 @@ class RoundDriver:
                     self.log.warning("round %d: could not hand the merged model to %s: %s", round_no, node, exc)
                     continue
                 if status == 204:
-                    return node
+                    return True
                 self.log.warning("round %d: %s did not take the merged model: HTTP %d", round_no, node, status)
-        return None
+        return False
 
     def accept_handover(
         self, task: str, round_no: int, sha256: str, data: bytes, layout: str, sender: str | None
@@ -636,13 +663,7 @@ class RoundDriver:
             if self.models.get(rnd["submissions"][n]["sha256"]) is None
             and not self.store.has(rnd["submissions"][n]["sha256"])
         ]
-        # A site that stalls (paused, or its link cut: packets dropped, no refusal) must not hold the
-        # merge past our deadline: each fetch may wait for data at most half the time left, so that the
-        # other half is there to merge, store and publish (a ledger transaction, seconds on a loaded host).
-        # With 3/4, a short leader timeout left too little: every leader in turn timed out on the same
-        # unreachable site and then published too late, and the round passed from leader to leader for 40 s+.
-        left_s = (rnd["leader_deadline_ms"] - now_ms()) / 1000
-        fetch_timeout_s = min(self.peers.timeout_s, max(1.0, 0.5 * left_s))
+        fetch_timeout_s = self.leader_wait_s(rnd)
         with wait.timed("lead: fetch"), ThreadPoolExecutor(max_workers=max(1, min(8, len(remote)))) as pool:
             fetches = {
                 n: pool.submit(
@@ -709,17 +730,7 @@ class RoundDriver:
         with wait.timed("lead: serialise and store"):
             blob = serialization.to_bytes(merged)
             merged_sha = self.store.put(blob)
-        others = [n for n in rnd["contributors"] if n != self.site and n not in failed]
-        with wait.timed("lead: hand over"):
-            held_by = self._hand_over(rec, rnd, others, blob, merged_sha)
-        if others and held_by is None:
-            self.log.error(
-                "round %d: no other site took the merged model %s... (%s); not publishing a model only this "
-                "site holds, a site that reaches more takes over after our deadline",
-                round_no,
-                merged_sha[:12],
-                ", ".join(others),
-            )
+        if not self.held_elsewhere(rec, rnd, blob, merged_sha, wait, skip=failed):
             return
         try:
             with wait.timed("lead: publish"):

@@ -100,7 +100,7 @@ def process_start(pid: int) -> str | None:
     except ProcessLookupError:
         return None
     except PermissionError:
-        return ""
+        pass  # it runs, as another user
     return ""
 
 

@@ -41,8 +41,13 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 # Routes whose body is a model's weights: their router caps it by the task's model size.
 BLOB_UPLOADS = frozenset({("POST", "/v1/local/syncs"), ("POST", "/v1/local/checkin")})
-# And those under this prefix: a leader handing its merged model over (``/v1/merged/<sha256>``).
-BLOB_UPLOAD_PREFIX = ("POST", "/v1/merged/")
+# And POSTs under this prefix: a leader handing its merged model over (``/v1/merged/<sha256>``).
+BLOB_UPLOAD_PREFIX = "/v1/merged/"
+
+
+def is_blob_upload(method: str, path: str) -> bool:
+    """Whether the route's body is a model's weights (capped by its router, counted among the uploads)."""
+    return (method, path) in BLOB_UPLOADS or (method == "POST" and path.startswith(BLOB_UPLOAD_PREFIX))
 
 
 def body_error(status: int, code: str, message: str, close: bool = True) -> HTTPException:
@@ -82,10 +87,7 @@ class RequestLimits:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        route = (scope["method"], scope["path"])
-        is_upload = route in BLOB_UPLOADS or (
-            scope["method"] == BLOB_UPLOAD_PREFIX[0] and scope["path"].startswith(BLOB_UPLOAD_PREFIX[1])
-        )
+        is_upload = is_blob_upload(scope["method"], scope["path"])
         limit = None if is_upload else self.max_json_bytes
         declared = _content_length(scope)
         if limit is not None and declared is not None and declared > limit:

@@ -209,7 +209,7 @@ class SecureRounds:
             int(np.prod(shape)) for dt, shape in serialization.parse_layout(rec["spec"]["layout"]) if dt.kind == "f"
         )
         until_ms = rnd["leader_deadline_ms"] - rec["spec"]["leader_timeout_ms"] // 2
-        timeout_s = min(d.peers.timeout_s, max(1.0, (rnd["leader_deadline_ms"] - _now_ms()) / 2000))
+        timeout_s = d.leader_wait_s(rnd)
 
         def get(node: str, sha: str, max_bytes: int) -> bytes:
             if d.store.has(sha):
@@ -255,8 +255,7 @@ class SecureRounds:
     def _collect_reveals(self, rec: dict, rnd: dict, survivors: list[str], shares: dict[str, dict]) -> dict[str, dict]:
         """Every reachable contributor's reveals (ours locally), in parallel."""
         d, task, round_no = self.driver, rec["task"], rnd["round"]
-        left_s = (rnd["leader_deadline_ms"] - _now_ms()) / 1000
-        timeout_s = min(d.peers.timeout_s, max(1.0, 0.5 * left_s))
+        timeout_s = d.leader_wait_s(rnd)
 
         def ask(node: str) -> dict:
             envelopes = {u: shares[u]["envelopes"][node] for u in survivors if node in shares[u]["envelopes"]}
@@ -286,11 +285,8 @@ class SecureRounds:
         with wait.timed("lead: serialise and store"):
             blob = serialization.to_bytes(merged)
             merged_sha = d.store.put(blob)
-        others = [node for node in rnd["contributors"] if node != d.site]
-        with wait.timed("lead: hand over"):  # published only once another site holds it (see _hand_over)
-            if others and d._hand_over(rec, rnd, others, blob, merged_sha) is None:
-                d.log.error("round %d: no other site took the merged model; not publishing", round_no)
-                return False
+        if not d.held_elsewhere(rec, rnd, blob, merged_sha, wait):  # published only once another site holds it
+            return False
         try:
             with wait.timed("lead: publish"):
                 d._ledger(d.ledger.publish, deadline, task, round_no, d.site, merged_sha)

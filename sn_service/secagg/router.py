@@ -12,7 +12,6 @@ from sn_service.http.routers.peer import registered_peer
 from sn_service.http.schemas import ErrorBody, Strict
 from sn_service.ledger.base import ContractError
 from sn_service.secagg.crypto import SecAggError
-from sn_service.tls.peer_tls import peer_certificate
 from swarm_wire.names import NAME_PATTERN
 
 
@@ -40,13 +39,9 @@ async def reveal(body: RevealRequest, request: Request) -> dict:
     leader (over mutual TLS); never both kinds for one site (the Bonawitz rule).
     """
     service = request.app.state.service
-    requester = None
-    if service.tls is not None:
-        cert = peer_certificate(request)
-        requester = service.tls.identity_of(cert) if cert is not None else None
     try:
         return await asyncio.to_thread(
-            service.driver.secure.answer, body.task, body.round, requester, dict(body.envelopes)
+            service.driver.secure.answer, body.task, body.round, request.state.peer_identity, dict(body.envelopes)
         )
     except (SecAggError, ContractError) as exc:
         raise api_error(400, "NO_REVEAL", str(exc)) from None

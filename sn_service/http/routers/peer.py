@@ -16,8 +16,12 @@ from swarm_wire.names import NAME_PATTERN, NAME_RE
 
 
 async def registered_peer(request: Request) -> None:
-    """Over mutual TLS, refuses callers whose certificate is not a site registered in one of our tasks."""
+    """Over mutual TLS, refuses callers whose certificate is not a site registered in one of our tasks.
+
+    The caller's identity is left in ``request.state.peer_identity`` for the route (None without TLS).
+    """
     service = request.app.state.service
+    request.state.peer_identity = None
     if service.tls is None:
         return
     cert = peer_certificate(request)
@@ -26,6 +30,7 @@ async def registered_peer(request: Request) -> None:
     identity = service.tls.identity_of(cert)
     if not await asyncio.to_thread(service.is_registered_identity, identity):
         raise api_error(403, "UNKNOWN_SITE", f"{identity} is not a site registered in any task this site takes part in")
+    request.state.peer_identity = identity
 
 
 router = APIRouter(
@@ -72,11 +77,9 @@ async def hand_over_merged(
     if service.store.has(sha256):
         return Response(status_code=204)
     data = await read_body(request, service.max_blob_bytes(task))
-    cert = peer_certificate(request) if service.tls is not None else None
-    sender = service.tls.identity_of(cert) if cert is not None else None
     try:
         taken = await asyncio.to_thread(
-            service.driver.accept_handover, task, round_no, sha256, data, spec["layout"], sender
+            service.driver.accept_handover, task, round_no, sha256, data, spec["layout"], request.state.peer_identity
         )
     except HandoverRefused as exc:
         service.metrics.rejected_blobs.labels(reason=exc.code.lower()).inc()
