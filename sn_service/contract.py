@@ -302,8 +302,10 @@ def closable(task_rec: dict, round_rec: dict, ts: int) -> tuple[bool, str]:
     first = round_rec["first_submit_ms"]
     if ts >= first + spec["quorum_wait_ms"]:
         return True, f"quorum wait passed without {', '.join(missing)}"
-    return False, (
-        f"waiting for {', '.join(missing)} until the quorum wait ends at {first + spec['quorum_wait_ms']} ms"
+    end = first + spec["quorum_wait_ms"]
+    return (
+        False,
+        f"waiting for {', '.join(missing)} until the quorum wait ends in {(end - ts) / 1000:.1f} s (at {end} ms)",
     )
 
 
@@ -417,6 +419,7 @@ def close(view: StateView, caller: str, ts: int, task: str, round_no: Any) -> di
     """Freezes a round's contributors and elects its leader."""
     rec = _load_task(view, task)
     round_no = _int(round_no, "round")
+    _require_open_task(rec)  # a task over has its final model: no round closes any more
     node = _node_of_caller(rec, caller)
     rnd = _load_round(view, task, round_no)
     if rnd["status"] != "open":
@@ -443,6 +446,7 @@ def publish(view: StateView, caller: str, ts: int, task: str, round_no: Any, nod
     rec = _load_task(view, task)
     round_no = _int(round_no, "round")
     merged_sha256 = _sha(merged_sha256, "merged_sha256")
+    _require_open_task(rec)  # the final model of a task over does not change
     _check_node_caller(rec, node, caller)
     rnd = _load_round(view, task, round_no)
     if rnd["status"] != "closed":
@@ -474,6 +478,7 @@ def failover(view: StateView, caller: str, ts: int, task: str, round_no: Any) ->
     """After the leader's deadline, hands the round to the next contributor."""
     rec = _load_task(view, task)
     round_no = _int(round_no, "round")
+    _require_open_task(rec)
     node = _node_of_caller(rec, caller)
     rnd = _load_round(view, task, round_no)
     if rnd["status"] != "closed":
@@ -512,6 +517,7 @@ def submit_masked(
     round_no = _int(round_no, "round")
     masked_sha256 = _sha(masked_sha256, "masked_sha256")
     shares_sha256 = _sha(shares_sha256, "shares_sha256")
+    _require_open_task(rec)
     rnd = _secure_closed_round(view, rec, caller, round_no, node)
     if node not in rnd["contributors"]:
         raise ContractError("NOT_CONTRIBUTOR", f"node {node!r} is not a contributor of round {round_no}")
@@ -543,6 +549,7 @@ def seal(view: StateView, caller: str, ts: int, task: str, round_no: Any, node: 
         _name(name, "survivor")
     if names != sorted(set(names)):
         raise ContractError("INVALID_ARGUMENT", f"survivors must be sorted and distinct, got {survivors!r}")
+    _require_open_task(rec)
     rnd = _secure_closed_round(view, rec, caller, round_no, node)
     leader = rnd["contributors"][rnd["leader_index"]]
     if node != leader:

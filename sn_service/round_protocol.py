@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import logging
 import math
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -92,6 +93,15 @@ class WaitState:
             "waiting_s": round(time.time() - self.since, 1),
             "timings_ms": {k: round(v * 1000, 2) for k, v in self.timings.items()},
         }
+
+
+# Durations and times in a wait's text ("last seen 3 s ago", "failover in 2.5 s", "at 1796121638749 ms").
+_CLOCK_RE = re.compile(r"\d+(?:\.\d+)? m?s\b")
+
+
+def _without_clock(text: str) -> str:
+    """``text`` with its durations and times blanked: what is waited for, not for how long."""
+    return _CLOCK_RE.sub("…", text)
 
 
 def now_ms() -> int:
@@ -421,9 +431,10 @@ class RoundDriver:
                 self.metrics.rounds_completed.inc()
                 self.log.info("round %d: merged %s... by %s loaded", round_no, merged[:12], publisher)
                 return SyncResult(round_no, merged, rec["status"], contributed)
-            if status == "open" and rec["status"] == "done":
+            if status != "done" and rec["status"] == "done":
                 # Every site finished while this round waited (e.g. a stand-in's round): nobody else will
-                # submit and the task's final model must not change any more, so do not close it.
+                # submit and the task's final model must not change any more: the contract refuses to close
+                # or publish a round of a task over (TASK_DONE), so the task's latest merged model is final.
                 latest = rec["latest_merged"]
                 if latest is None:
                     raise SyncFailed(f"task {task} is over and has no merged model")
@@ -438,7 +449,7 @@ class RoundDriver:
                         self._notify(rec, [closed["contributors"][closed["leader_index"]]], round_no)
                         self.log.info("round %d: closed (%s)", round_no, why)
                     except ContractError as exc:
-                        if exc.code not in ("ROUND_NOT_OPEN", "NOT_CLOSABLE"):
+                        if exc.code not in ("ROUND_NOT_OPEN", "NOT_CLOSABLE", "TASK_DONE"):
                             raise
                     continue
                 what = self._describe_wait(rec, rnd, why)
@@ -465,7 +476,7 @@ class RoundDriver:
                             after["contributors"][after["leader_index"]],
                         )
                     except ContractError as exc:
-                        if exc.code not in ("DEADLINE_NOT_PASSED", "ROUND_NOT_CLOSED"):
+                        if exc.code not in ("DEADLINE_NOT_PASSED", "ROUND_NOT_CLOSED", "TASK_DONE"):
                             raise
                     continue
                 left_s = (rnd["leader_deadline_ms"] - now_ms()) / 1000
@@ -474,13 +485,16 @@ class RoundDriver:
                     "waiting for the merge",
                     f"leader {leader} to merge {len(rnd['contributors'])} models (failover in {left_s:.1f} s)",
                 )
-            changed = wait.waiting_for != last_what or time.monotonic() - last_log > self.log_every_s
+            # A new wait is logged at once, the same wait every log_every_s: a clock in the text (how long
+            # ago a site was seen, when a deadline ends) changing is not a new wait.
+            what_now = _without_clock(wait.waiting_for)
+            changed = what_now != last_what or time.monotonic() - last_log > self.log_every_s
             if changed and time.monotonic() - t0 > 1.0:  # quiet for waits shorter than a second
                 self.log.info(
                     "round %d: %s: %s (%.1f s)", round_no, wait.phase, wait.waiting_for, time.time() - wait.since
                 )
                 last_log = time.monotonic()
-                last_what = wait.waiting_for
+                last_what = what_now
             with wait.timed(f"wait: {wait.phase}"):
                 wakeup.wait(self.poll_s)
 
@@ -737,7 +751,7 @@ class RoundDriver:
                 self._ledger(self.ledger.publish, deadline, task, round_no, self.site, merged_sha, wait=wait)
             self._notify(rec, list(rec["nodes"]), round_no)
         except ContractError as exc:
-            if exc.code in ("NOT_LEADER", "ROUND_NOT_CLOSED"):
+            if exc.code in ("NOT_LEADER", "ROUND_NOT_CLOSED", "TASK_DONE"):
                 self.log.warning("round %d: could not publish: %s", round_no, exc)
                 return
             raise

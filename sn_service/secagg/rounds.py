@@ -96,7 +96,7 @@ class SecureRounds:
             try:
                 d._ledger(d.ledger.submit_masked, deadline, task, round_no, node, masked_sha, shares_sha)
             except ContractError as exc:
-                if exc.code != "ROUND_NOT_CLOSED":
+                if exc.code not in ("ROUND_NOT_CLOSED", "TASK_DONE"):
                     raise
                 return
         leader = rnd["contributors"][rnd["leader_index"]]
@@ -291,7 +291,7 @@ class SecureRounds:
             with wait.timed("lead: publish"):
                 d._ledger(d.ledger.publish, deadline, task, round_no, d.site, merged_sha)
         except ContractError as exc:
-            if exc.code in ("NOT_LEADER", "ROUND_NOT_CLOSED", "NOT_SEALED"):
+            if exc.code in ("NOT_LEADER", "ROUND_NOT_CLOSED", "NOT_SEALED", "TASK_DONE"):
                 d.log.warning("round %d: could not publish: %s", round_no, exc)
                 return False
             raise

@@ -98,6 +98,27 @@ class Services:
             self.stop(site)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failing test's report gets what its fixtures can tell of the processes they ran.
+
+    A fixture value with a ``failure_report()`` method (the multi-host test's hosts) adds a section:
+    the logs it would otherwise delete with its folders, so a failure on a clean CI machine can be
+    diagnosed from CI's output alone.
+    """
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.failed:
+        return
+    for name, value in getattr(item, "funcargs", {}).items():
+        if callable(getattr(value, "failure_report", None)):
+            try:
+                text = value.failure_report()
+            except Exception as exc:  # a diagnosis must not hide the failure it explains
+                text = f"(could not collect: {exc!r})"
+            report.sections.append((f"what {name} logged", text))
+
+
 @pytest.fixture
 def services(tmp_path):
     s = Services(tmp_path)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -177,6 +178,30 @@ class Hosts:
         )
         self.procs.append(proc)
         return proc
+
+    def failure_report(self) -> str:
+        """The tails of every host's logs (its folder is deleted after the test unless SWARM_KEEP_HOSTS=1)."""
+
+        def tail(path: Path, lines: int, only: str | None = None) -> str:
+            try:
+                text = path.read_text(errors="replace").splitlines()
+            except OSError as exc:
+                return f"({exc.strerror})"
+            if only:
+                text = [line for line in text if re.search(only, line)]
+            return "\n".join(text[-lines:])
+
+        out = []
+        for host in self.gid:
+            home = self.home(host)
+            for role, lines in (("sn", 200), ("train", 30)):
+                if (home / f"{role}.log").exists():
+                    out.append(f"----- {host} {role}.log (last {lines} lines)\n{tail(home / f'{role}.log', lines)}")
+            for log in sorted((home / "logs").glob("*.log")) if (home / "logs").is_dir() else []:
+                picked = tail(log, 40, only=r"WARN|ERRO|PANI|FATA")
+                if picked:
+                    out.append(f"----- {host} logs/{log.name} (last 40 warnings and errors)\n{picked}")
+        return "\n".join(out)
 
     def stop_all(self) -> None:
         for proc in self.procs:
@@ -494,6 +519,7 @@ def test_a_swarm_across_hosts_each_organisation_keeping_its_own_keys(hosts):
 
     net.cut(CUT)
     cut_at, t_cut = current_round(), time.monotonic()
+    print(f"{time.strftime('%H:%M:%S', time.gmtime())} UTC: {CUT} cut off at round {cut_at}")
     # Longer than a minute: a site cut off that long must carry on when back (its sync waits for the
     # ledger until its own deadline), not fail its training.
     wait_until(
@@ -504,9 +530,15 @@ def test_a_swarm_across_hosts_each_organisation_keeping_its_own_keys(hosts):
     during = [contributors(r) for r in range(cut_at + 1, current_round())]
     assert all(c and CUT not in c for c in during), during
     net.restore(CUT)
+    print(f"{time.strftime('%H:%M:%S', time.gmtime())} UTC: {CUT} restored at round {current_round()}")
     restored_at = current_round()
     wait_until(f"{CUT} takes part again", lambda: with_everyone(restored_at) is not None, 300)
-    assert "ledger unreachable during" in logs(CUT, "sn"), logs(CUT, "sn")[-3000:]
+    # Its training carried on (alive() checks every process) and no sync of its failed: cut off from the
+    # orderer and the others, it waited (on its own peer's stale ledger, or on an unreachable one, as
+    # the moment of the cut decides) until it was back.
+    cut_log = logs(CUT, "sn")
+    assert not re.search(r"sync \w+ (failed|crashed)", cut_log), cut_log[-3000:]
+    assert re.search(r"round \d+: (waiting for|ledger unreachable during)", cut_log), cut_log[-3000:]
     print(f"cut at round {cut_at}, restored at {restored_at}, all four again by round {current_round()};")
     print(f"rounds while cut: {during}; {time.monotonic() - t_start:.1f} s so far")
 

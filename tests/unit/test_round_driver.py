@@ -71,3 +71,101 @@ def test_a_reachable_ledger_is_called_once_and_logs_nothing(caplog):
         assert driver()._ledger(call, time.monotonic() + 5.0, "task", 7) == {"round": 7}
     assert call.calls == 1
     assert "ledger" not in caplog.text
+
+
+def test_a_round_closed_when_the_task_ended_is_not_merged_and_the_final_model_stays(tmp_path):
+    # Both sites leave while round 1 is closed: the contract refuses its publish (TASK_DONE), and a site
+    # following that round takes the task's final model (round 0's), instead of failing or waiting.
+    import numpy as np
+
+    from sn_service.blob_store import BlobStore
+    from sn_service.ledger.base import ContractError
+    from sn_service.ledger.embedded import EmbeddedLedger
+    from swarm_wire import serialization
+
+    model = [np.ones((4, 2), np.float32), np.zeros(2, np.float32)]
+    layout = serialization.layout_of(model)
+    spec = {
+        "fingerprint": serialization.fingerprint(layout),
+        "layout": layout,
+        "min_peers": 2,
+        "merge_method": "mean",
+        "quorum_wait_ms": 5000,
+        "leader_timeout_ms": 10000,
+        "max_rounds": 0,
+    }
+    ledgers = {s: EmbeddedLedger(tmp_path / "ledger.sqlite", f"Org1MSP::CN={s}") for s in ("site-a", "site-b")}
+    store = BlobStore(tmp_path / "blobs")
+    merged0 = store.put(serialization.to_bytes(model))
+    a, b = ledgers["site-a"], ledgers["site-b"]
+    a.init_task("t", spec)
+    for site, ledger in ledgers.items():
+        ledger.register("t", site, f"https://127.0.0.1:1/{site}", spec["fingerprint"])
+        ledger.submit("t", 0, site, "a" * 64 if site == "site-a" else "b" * 64, 1)
+    closed = a.close_round("t", 0)
+    leader = closed["contributors"][0]
+    ledgers[leader].publish("t", 0, leader, merged0)
+    for site, ledger in ledgers.items():
+        ledger.submit("t", 1, site, "c" * 64 if site == "site-a" else "d" * 64, 1)
+    leader = a.close_round("t", 1)["contributors"][0]
+    a.leave("t", "site-a")
+    assert b.leave("t", "site-b")["status"] == "done"
+    with pytest.raises(ContractError) as refused:
+        ledgers[leader].publish("t", 1, leader, "e" * 64)
+    assert refused.value.code == "TASK_DONE"
+
+    follower = "site-b" if leader == "site-a" else "site-a"
+    d = RoundDriver(follower, ledger=ledgers[follower], store=store, peers=None)  # type: ignore[arg-type]
+    try:
+        result = d.follow("t", 1, time.monotonic() + 10, WaitState())
+    finally:
+        d.close()
+    assert (result.round, result.merged_sha256, result.task_status) == (0, merged0, "done")
+    assert b.get_round("t", 1)["status"] == "closed"
+    assert b.get_task("t")["latest_merged"]["sha256"] == merged0
+
+
+def test_a_wait_whose_text_only_changes_its_clock_is_the_same_wait():
+    from sn_service.round_protocol import _without_clock
+
+    a = "1 of min_peers 2 submitted; waiting for site-a (site-a last seen 3 s ago; failover in 2.5 s) (at 17961 ms)"
+    b = "1 of min_peers 2 submitted; waiting for site-a (site-a last seen 14 s ago; failover in 0.4 s) (at 17999 ms)"
+    assert _without_clock(a) == _without_clock(b)
+    assert _without_clock(a) != _without_clock(a.replace("site-a (", "site-b ("))
+    assert _without_clock(a) != _without_clock(a.replace("1 of min_peers 2", "2 of min_peers 3"))
+
+
+def test_a_long_wait_is_logged_when_it_changes_and_every_log_every_s_not_every_poll(tmp_path, caplog):
+    # Three sites not seen for a while: their "last seen N s ago" ticks every second, which once logged
+    # the same wait three times a second for as long as a host was cut off.
+    import numpy as np
+
+    from sn_service.blob_store import BlobStore
+    from sn_service.ledger.embedded import EmbeddedLedger
+    from swarm_wire import serialization
+
+    layout = serialization.layout_of([np.zeros(2, np.float32)])
+    spec = {
+        "fingerprint": serialization.fingerprint(layout),
+        "layout": layout,
+        "min_peers": 3,
+        "merge_method": "mean",
+        "quorum_wait_ms": 5000,
+        "leader_timeout_ms": 10000,
+        "max_rounds": 0,
+    }
+    ledger = EmbeddedLedger(tmp_path / "ledger.sqlite", "Org1MSP::CN=site-a")
+    ledger.init_task("t", spec)
+    for site in ("site-a", "site-b", "site-c"):
+        EmbeddedLedger(tmp_path / "ledger.sqlite", f"Org1MSP::CN={site}").register(
+            "t", site, f"https://127.0.0.1:1/{site}", spec["fingerprint"]
+        )
+    ledger.submit("t", 0, "site-a", "a" * 64, 1)
+    d = RoundDriver("site-a", ledger=ledger, store=BlobStore(tmp_path / "b"), peers=None, log_every_s=60)  # type: ignore[arg-type]
+    try:
+        with caplog.at_level(logging.INFO, logger="sn_service.rounds"), pytest.raises(SyncFailed):
+            d.follow("t", 0, time.monotonic() + 3.5, WaitState())
+    finally:
+        d.close()
+    waits = [r for r in caplog.records if "waiting for submissions" in r.getMessage()]
+    assert len(waits) == 1, [r.getMessage() for r in waits]

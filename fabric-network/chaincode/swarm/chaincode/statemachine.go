@@ -162,8 +162,9 @@ func closable(rec *Task, rnd *Round, ts int64) (bool, string) {
 	if ts >= first+spec.QuorumWaitMs {
 		return true, "quorum wait passed without " + strings.Join(missing, ", ")
 	}
-	return false, fmt.Sprintf("waiting for %s until the quorum wait ends at %d ms",
-		strings.Join(missing, ", "), first+spec.QuorumWaitMs)
+	end := first + spec.QuorumWaitMs
+	return false, fmt.Sprintf("waiting for %s until the quorum wait ends in %.1f s (at %d ms)",
+		strings.Join(missing, ", "), float64(end-ts)/1000, end)
 }
 
 // initTask creates a task with its spec; the same spec again is a no-op.
@@ -337,6 +338,9 @@ func closeRound(v *stateView, caller string, ts int64, task, roundArg string) (a
 	if err != nil {
 		return nil, err
 	}
+	if err := requireOpenTask(rec); err != nil { // a task over has its final model: no round closes any more
+		return nil, err
+	}
 	node, err := nodeOfCaller(rec, caller)
 	if err != nil {
 		return nil, err
@@ -397,6 +401,9 @@ func publish(v *stateView, caller string, ts int64, task, roundArg, node, merged
 	if err := checkSha256(mergedSha, "merged_sha256"); err != nil {
 		return nil, err
 	}
+	if err := requireOpenTask(rec); err != nil { // the final model of a task over does not change
+		return nil, err
+	}
 	if _, err := checkNodeCaller(rec, node, caller); err != nil {
 		return nil, err
 	}
@@ -442,6 +449,9 @@ func failover(v *stateView, caller string, ts int64, task, roundArg string) (any
 	}
 	round, err := parseInt(roundArg, "round", 0)
 	if err != nil {
+		return nil, err
+	}
+	if err := requireOpenTask(rec); err != nil {
 		return nil, err
 	}
 	node, err := nodeOfCaller(rec, caller)
@@ -507,6 +517,9 @@ func submitMasked(v *stateView, caller string, ts int64, task, roundArg, node, m
 	if err := checkSha256(sharesSha, "shares_sha256"); err != nil {
 		return nil, err
 	}
+	if err := requireOpenTask(rec); err != nil {
+		return nil, err
+	}
 	rnd, err := secureClosedRound(v, rec, caller, round, node)
 	if err != nil {
 		return nil, err
@@ -551,6 +564,9 @@ func seal(v *stateView, caller string, ts int64, task, roundArg, node, survivors
 		if names[i-1] >= names[i] {
 			return nil, refuse(CodeInvalidArgument, "survivors must be sorted and distinct, got %q", survivorsArg)
 		}
+	}
+	if err := requireOpenTask(rec); err != nil {
+		return nil, err
 	}
 	rnd, err := secureClosedRound(v, rec, caller, round, node)
 	if err != nil {
