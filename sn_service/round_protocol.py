@@ -17,7 +17,7 @@ import math
 import re
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
@@ -168,7 +168,7 @@ class RoundDriver:
         self.log_every_s = log_every_s
         self.log = logging.LoggerAdapter(log, {"site": site})
         self.metrics = metrics or ServiceMetrics(site)
-        self.rejected_blobs: list[dict] = []
+        self.rejected_blobs: deque[dict] = deque(maxlen=100)  # the latest refusals, for /v1/status
         self.models = ModelCache()
         # Push instead of poll: who changes a round wakes those who wait on the change (the closer the
         # leader, the leader everyone); polling every poll_s stays as the fallback.

@@ -605,6 +605,6 @@ class SwarmNetworkService:
             "uptime_s": round(time.time() - self.started, 1),
             "problems": self.problems(),
             "counters": self.metrics.snapshot(),
-            "rejected_blobs": self.driver.rejected_blobs[-20:],
+            "rejected_blobs": list(self.driver.rejected_blobs)[-20:],
             "tasks": tasks,
         }
