@@ -174,6 +174,13 @@ async def _serve_both(
         await peer_task
 
 
+def host_url(scheme: str, host: str, port: int) -> str:
+    """``scheme://host:port``, an IPv6 literal in brackets (``--host ::1`` -> ``https://[::1]:8443``)."""
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port}"
+
+
 def advertised_endpoint_problem(endpoint: str, advertise_given: bool, tls: bool) -> str | None:
     """Why other sites could not reach ``endpoint`` (the address written on the ledger), or None.
 
@@ -280,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # Checked before the ledger and the sockets are opened; a port of 0 (picked when bound) changes nothing here.
     requested = args.advertise or (
-        f"https://{args.host}:{args.peer_port}" if tls is not None else f"http://{args.host}:{args.port}"
+        host_url("https", args.host, args.peer_port) if tls is not None else host_url("http", args.host, args.port)
     )
     problem = advertised_endpoint_problem(requested, args.advertise is not None, tls is not None)
     if problem is not None:
@@ -340,10 +347,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     store = BlobStore(args.data_dir / "blobs")
     if tls is not None:
-        endpoint = args.advertise or f"https://{args.host}:{args.peer_port}"
+        endpoint = args.advertise or host_url("https", args.host, args.peer_port)
         peers = PeerClient(tls)
     else:
-        endpoint = args.advertise or f"http://{args.host}:{args.port}"
+        endpoint = args.advertise or host_url("http", args.host, args.port)
         peers = PeerClient()
     service = SwarmNetworkService(
         args.site,
@@ -363,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         site=args.site,
         port=args.port,
         peer_port=args.peer_port,
-        url=f"http://{'127.0.0.1' if local_host in ('0.0.0.0', '::') else local_host}:{args.port}",
+        url=host_url("http", "127.0.0.1" if local_host in ("0.0.0.0", "::") else local_host, args.port),
         endpoint=endpoint,
     )
     service.recover()
@@ -378,9 +385,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     if tls is None:
         app = create_app(service)
-        uvicorn.Server(
-            uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False)
-        ).run(sockets=[local_sock])  # uvicorn stops gracefully on SIGINT and SIGTERM
+        uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False)).run(
+            sockets=[local_sock]
+        )  # uvicorn stops gracefully on SIGINT and SIGTERM
     else:
         # The callback's API stays on loopback; blobs go out only over mutual TLS.
         local = uvicorn.Server(

@@ -69,7 +69,7 @@ class Services:
         while True:
             assert proc.poll() is None, f"{key} service died: {(self.root / f'{key}.log').read_text()[-2000:]}"
             bound = service_file(data_dir, proc.pid)
-            url = f"http://127.0.0.1:{bound['port']}" if bound else ""
+            url = (bound.get("url") or f"http://127.0.0.1:{bound['port']}") if bound else ""
             with contextlib.suppress(httpx.HTTPError):
                 if bound and httpx.get(url + "/v1/health", timeout=1).status_code == 200:
                     break

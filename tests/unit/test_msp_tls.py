@@ -164,3 +164,18 @@ def test_an_advertised_endpoint_nobody_can_dial_is_refused(endpoint, given, tls,
         assert found is None
     else:
         assert found is not None and problem in found, found
+
+
+@pytest.mark.parametrize(
+    ("host", "url"),
+    [
+        ("10.0.0.5", "https://10.0.0.5:8443"),
+        ("site-a.example", "https://site-a.example:8443"),
+        ("::1", "https://[::1]:8443"),
+        ("[::1]", "https://[::1]:8443"),
+        ("fd00::5", "https://[fd00::5]:8443"),
+    ],
+)
+def test_a_host_becomes_a_url_an_ipv6_literal_in_brackets(host, url):
+    assert swarm_sn.host_url("https", host, 8443) == url
+    assert swarm_sn.advertised_endpoint_problem(url, False, True) is None
