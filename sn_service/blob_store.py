@@ -68,6 +68,7 @@ class IncomingBlob:
         self.max_bytes = max_bytes
         self.expected_sha256 = sha256
         self.size = 0
+        self.committed = False
         self._hash = hashlib.sha256()
         if size_hint and store.on_full is not None and store.free_bytes() < size_hint:
             store.on_full()
@@ -132,11 +133,14 @@ class IncomingBlob:
         except BaseException:
             self.abort()
             raise
+        self.committed = True
         self.store.full = self.store.full_since = None
         return sha256
 
     def abort(self) -> None:
-        """Drops what was written: nothing of it stays on disk."""
+        """Drops what was written: nothing of it stays on disk (a no-op once committed)."""
+        if self.committed:
+            return
         if self._fh is not None:
             with contextlib.suppress(OSError):
                 self._fh.close()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -109,11 +110,7 @@ def merge_files(
             dt, _ = tensors[i]
             size = plan.spans[i].size
             if dt.kind != "f":
-                step = max(1, chunk_bytes // max(1, dt.itemsize))
-                for start in range(0, size, step):
-                    out.write(
-                        memoryview(read_piece(first_fh, first[1][i], start, min(size, start + step)).view(np.uint8))
-                    )
+                _copy_tensor(first_fh, first[1][i], out, chunk_bytes)
                 continue
             piece = np.empty(columns, dt)
             for start in range(0, size, columns):
@@ -124,6 +121,21 @@ def merge_files(
                 flat = merge(method, rows, weights)
                 result = flat.astype(dt).astype(dt.newbyteorder("<"), copy=False)
                 out.write(memoryview(np.ascontiguousarray(result).view(np.uint8)))
+
+
+def copy_model(layout: str, source: tuple[Path, list[TensorSpan]], out: IncomingBlob) -> None:
+    """Writes a checked blob file's model to ``out`` as ``to_bytes`` writes it (``to_bytes(from_bytes(...))``)."""
+    plan = file_plan(parse_layout(layout))
+    out.write(plan.header)
+    with open(source[0], "rb") as fh:
+        for i in plan.order:
+            _copy_tensor(fh, source[1][i], out, CHUNK_BYTES)
+
+
+def _copy_tensor(fh: BinaryIO, span: TensorSpan, out: IncomingBlob, chunk_bytes: int) -> None:
+    step = max(1, chunk_bytes // span.dtype.itemsize)
+    for start in range(0, span.size, step):
+        out.write(memoryview(read_piece(fh, span, start, min(span.size, start + step)).view(np.uint8)))
 
 
 def _merge_in_memory(
