@@ -31,6 +31,12 @@ _ERRORS = {
 }
 
 
+class BlobFileResponse(FileResponse):
+    """A stored blob sent from its file, 4 MiB per read (Starlette's 64 KiB makes 33,000 reads of a 2 GB model)."""
+
+    chunk_size = 4 << 20
+
+
 METRICS_HEADER = "X-Swarm-Metrics"
 MAX_METRICS_CHARS = 8192
 
@@ -311,7 +317,7 @@ async def latest(request: Request, task: str = Query(pattern=NAME_PATTERN)) -> R
     if result is None:
         return Response(status_code=204)
     # Sent from the file as stored (never whole in memory); the callback checks it against the hash.
-    return FileResponse(
+    return BlobFileResponse(
         service.store.path(result.merged_sha256),
         media_type="application/octet-stream",
         headers={"X-Swarm-Round": str(result.round), "X-Swarm-Sha256": result.merged_sha256},
@@ -329,7 +335,7 @@ async def local_blob(sha256: str, request: Request) -> Response:
         raise api_error(404, "NO_SUCH_BLOB", f"this site holds no blob {sha256}")
     _service(request).metrics.bytes_sent.inc(path.stat().st_size)
     # Sent as stored: the callback checks the bytes against the hash it asked for.
-    return FileResponse(path, media_type="application/octet-stream")
+    return BlobFileResponse(path, media_type="application/octet-stream")
 
 
 @router.post("/checkin")
