@@ -25,6 +25,7 @@ from sn_service.metrics import ServiceMetrics
 from sn_service.peer_client import PeerClient, PeerRequestError
 from sn_service.retention import BlobRetention
 from sn_service.round_protocol import RoundDriver, SyncFailed, SyncResult, WaitState
+from sn_service.streamed_merge import in_memory_merge_problem
 from sn_service.tls.identity import PeerTLS
 from swarm_wire import serialization
 
@@ -200,10 +201,20 @@ class SwarmNetworkService:
     def join(self, task: str, spec: dict, trainer_pid: int | None = None) -> dict:
         """Joins (and if need be creates) a task; raises ContractError, or SiteInUse.
 
+        A model too big for memory whose merge method needs every contribution in memory (krum,
+        multikrum, geomedian) is refused here (ValueError naming the method and the sizes), not
+        at its first merge.
+
         ``trainer_pid``: the training process; if it ends without checking in or leaving, this
         service leaves the task for it (``_watch_trainers``).
         """
         self._refuse_if_served_elsewhere(task)
+        if self.driver.streamed(spec):
+            problem = in_memory_merge_problem(
+                spec["merge_method"], serialization.expected_nbytes(spec["layout"]), int(spec["min_peers"])
+            )
+            if problem is not None:
+                raise ValueError(f"task {task!r} cannot be merged on this site: {problem}")
         record = self.driver.join(task, spec, self.endpoint)
         trainer = None
         if trainer_pid is not None:

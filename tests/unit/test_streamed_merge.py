@@ -90,3 +90,37 @@ def test_whole_model_methods_are_refused_when_the_stack_would_not_fit(tmp_path, 
     with pytest.raises(MergeTooLarge, match="'geomedian'"), store.incoming() as out:
         merge_files("geomedian", layout, sources, np.ones(3), out)
     assert not [p for p in (tmp_path / "store").rglob("*") if p.is_file()]
+
+
+def test_a_site_refuses_to_join_a_task_whose_whole_model_merge_would_not_fit(tmp_path, monkeypatch):
+    from sn_service.ledger import EmbeddedLedger
+    from sn_service.ledger.base import ContractError
+    from sn_service.peer_client import PeerClient
+    from sn_service.service import SwarmNetworkService
+
+    layout = serialization.layout_of([np.zeros((1000, 1000), np.float32)])
+    spec = {
+        "fingerprint": serialization.fingerprint(layout),
+        "layout": layout,
+        "min_peers": 3,
+        "merge_method": "krum",
+        "quorum_wait_ms": 0,
+        "leader_timeout_ms": 10_000,
+        "max_rounds": 0,
+    }
+    ledger = EmbeddedLedger(tmp_path / "ledger.sqlite", identity="embedded::site-a")
+    service = SwarmNetworkService(
+        "site-a", ledger, BlobStore(tmp_path / "blobs"), PeerClient(), "http://127.0.0.1:9", stream_above_bytes=0
+    )
+    try:
+        monkeypatch.setattr(streamed_merge, "memory_available", lambda: 8_000_000)  # 8 MB free: 4 x 4 MB won't fit
+        with pytest.raises(ValueError, match="merge method 'krum' compares whole models") as caught:
+            service.join("big", spec)
+        assert "3 x 0.00 GB" in str(caught.value) and "use mean, coordmedian or trimmedmean" in str(caught.value)
+        with pytest.raises(ContractError):
+            ledger.get_task("big")  # refused before it reached the ledger
+        assert service.tasks == {}
+        service.join("big", spec | {"merge_method": "mean"})  # a column-wise method joins
+        assert "big" in service.tasks
+    finally:
+        service.shutdown()
