@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import logging
 import math
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -37,6 +38,7 @@ from swarm_wire import safetensors_files, serialization
 from swarm_wire.safetensors_files import TensorSpan
 
 log = logging.getLogger("sn_service.rounds")
+_COUNTDOWN = re.compile(r"[0-9][0-9.]* s\b")  # "failover in 12.3 s", "last seen 41 s ago"
 
 
 class SyncFailed(Exception):
@@ -570,13 +572,15 @@ class RoundDriver:
                     "waiting for the merge",
                     f"leader {leader} to merge {len(rnd['contributors'])} models (failover in {left_s:.1f} s)",
                 )
-            changed = wait.waiting_for != last_what or time.monotonic() - last_log > self.log_every_s
+            # A clock ticking in the text ("failover in 12.3 s") is not news: another wait or log_every_s is.
+            what_now = _COUNTDOWN.sub("", wait.waiting_for)
+            changed = what_now != last_what or time.monotonic() - last_log > self.log_every_s
             if changed and time.monotonic() - t0 > 1.0:  # quiet for waits shorter than a second
                 self.log.info(
                     "round %d: %s: %s (%.1f s)", round_no, wait.phase, wait.waiting_for, time.time() - wait.since
                 )
                 last_log = time.monotonic()
-                last_what = wait.waiting_for
+                last_what = what_now
             with wait.timed(f"wait: {wait.phase}"):
                 wakeup.wait(self.poll_s)
 
