@@ -100,6 +100,13 @@ def main() -> None:
           f"(min {min(syncs):.1f}, max {max(syncs):.1f}, {len(syncs)} syncs); of which checking and mapping the "
           f"merged model in the worker {statistics.median(checks):.1f} s")  # fmt: skip
     print(f"  median time between merges on the ledger: {statistics.median(gaps):.1f} s")
+    # Where a round's time goes (median over the syncs after each site's first that had the part, in s).
+    seen: dict[str, list[float]] = {}
+    for s in sites:
+        for timings in results[s]["service_ms"][1:]:
+            for part, ms in timings.items():
+                seen.setdefault(part, []).append(ms / 1000)
+    print("  service parts (median s): " + "; ".join(f"{k} {statistics.median(v):.1f}" for k, v in seen.items()))
     for s in sites:
         print(f"  {s} service peak memory (VmHWM): {peaks.get(s, 0) * 1024 / 1e6:.0f} MB; led rounds "
               f"{[i for i, n in enumerate(leaders) if n == s]}")  # fmt: skip

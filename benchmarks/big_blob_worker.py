@@ -50,7 +50,7 @@ def main() -> None:
     }
     task = os.environ["SWARM_TASK"]
     client.join(task, spec)
-    syncs, loads, rounds_seen = [], [], []
+    syncs, loads, rounds_seen, parts = [], [], [], []
     for r in range(rounds):
         weights[-1] = np.full(1024, site + 10 * r, np.float32)
         t0 = time.perf_counter()
@@ -62,11 +62,12 @@ def main() -> None:
         syncs.append(t2 - t0)
         loads.append(t2 - t1)
         rounds_seen.append(status["round"])
+        parts.append(status.get("timings_ms", {}))
         print(f"round {status['round']}: sync {t2 - t0:.1f} s (check and map the merged model {t2 - t1:.1f} s); "
               f"service parts {status.get('timings_ms')}", flush=True)  # fmt: skip
     client.checkin(task, "leave")
     Path(os.environ["SWARM_OUTPUT_DIR"], "sync_times.json").write_text(
-        json.dumps({"sync_s": syncs, "load_s": loads, "rounds": rounds_seen})
+        json.dumps({"sync_s": syncs, "load_s": loads, "rounds": rounds_seen, "service_ms": parts})
     )
 
 

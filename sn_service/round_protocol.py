@@ -706,10 +706,8 @@ class RoundDriver:
         try:
             incoming.commit(check)
         except BlobRefused as exc:
-            code = "HASH_MISMATCH" if exc.code == "HASH_MISMATCH" else exc.code
-            raise HandoverRefused(
-                400, code, f"the body's sha256 is not {sha256}" if code == "HASH_MISMATCH" else str(exc)
-            ) from None
+            message = f"the body's sha256 is not {sha256}" if exc.code == "HASH_MISMATCH" else str(exc)
+            raise HandoverRefused(400, exc.code, message) from None
         except serialization.WeightsFormatError as exc:
             raise HandoverRefused(400, exc.code, str(exc)) from None
         self.checked.put(sha256, found[0])

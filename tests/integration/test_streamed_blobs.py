@@ -9,7 +9,9 @@ of the in-memory path and leaves nothing in the store.
 from __future__ import annotations
 
 import logging
+import socket
 import struct
+import time
 
 import httpx
 import numpy as np
@@ -158,6 +160,19 @@ def test_bad_streamed_uploads_hand_overs_and_inbox_files_are_refused_and_leave_n
         big = (b"\0" * 65536 for _ in range(10))
         r = httpx.post(f"{a}/v1/local/syncs", params={"task": "t", "weight": 1}, content=big, timeout=30)
         assert r.status_code == 413 and r.json()["detail"]["error"] == "TOO_LARGE"
+        # An upload cut off mid-body (the client goes away): logged, nothing kept.
+        host, port = a.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(
+                f"POST /v1/local/syncs?task=t&weight=1 HTTP/1.1\r\nHost: x\r\nContent-Length: {len(good)}\r\n"
+                "Content-Type: application/octet-stream\r\n\r\n".encode()
+                + good[: len(good) // 2]
+            )
+            time.sleep(0.5)
+        deadline = time.monotonic() + 10
+        while "went away before its body was complete" not in services.log("site-a"):
+            assert time.monotonic() < deadline, "the service did not notice the cut-off upload"
+            time.sleep(0.2)
         # A bad inbox file: the same checks, the file deleted.
         inbox = tmp_path / "site-a" / "inbox"
         (inbox / ("1" * 32 + ".safetensors")).write_bytes(serialization.to_bytes(nan))
