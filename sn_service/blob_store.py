@@ -269,6 +269,18 @@ class BlobStore:
                         raise
         raise AssertionError("unreachable")
 
+    def discard_incoming(self) -> int:
+        """Deletes temporary files of writes that never finished (a crash mid-upload); returns how many.
+
+        Only for the store's one owner, at its start: another writer's temporary files would go too.
+        """
+        gone = 0
+        for tmp in (self.root / "incoming").glob(".incoming-*"):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+                gone += 1
+        return gone
+
     def verify(self, sha256: str) -> Path:
         """The path of a stored blob whose bytes, hashed chunk by chunk, match its name.
 

@@ -216,6 +216,7 @@ class SwarmNetworkService:
             if problem is not None:
                 raise ValueError(f"task {task!r} cannot be merged on this site: {problem}")
         record = self.driver.join(task, spec, self.endpoint)
+        self._warn_if_leader_timeout_short(task, spec)
         trainer = None
         if trainer_pid is not None:
             started = process_start(trainer_pid)
@@ -232,6 +233,28 @@ class SwarmNetworkService:
             self.tasks[task] = TaskState(spec=record["spec"], trainer=trainer)
             self._save_tasks()
         return record
+
+    def _warn_if_leader_timeout_short(self, task: str, spec: dict) -> None:
+        """Logs when a big model's leader timeout leaves less than two transfers' time at the minimum rate.
+
+        The leader of a streamed task fetches the contributions and hands the merge over (each
+        transfer may take ``PeerClient.transfer_timeout_s`` of the blob's size); too short a leader
+        timeout fails leaders over one after another before any publishes.
+        """
+        if not self.driver.streamed(spec):
+            return
+        need_s = 2 * self.peers.transfer_timeout_s(serialization.max_blob_bytes(spec["layout"]))
+        if spec["leader_timeout_ms"] / 1000 < need_s:
+            self.log.warning(
+                "task %s: leader timeout %.0f s is short for a model of %.2f GB: one transfer of it may take up "
+                "to %.0f s at --min-transfer-rate, and a leader fetches the contributions and hands the merge "
+                "over; if rounds keep failing over, give leaderTimeoutSeconds >= %.0f",
+                task,
+                spec["leader_timeout_ms"] / 1000,
+                serialization.expected_nbytes(spec["layout"]) / 1e9,
+                need_s / 2,
+                need_s,
+            )
 
     def _watch_trainers(self) -> None:
         """Every 2 s: a task's training process gone without checking in makes this site leave the task.

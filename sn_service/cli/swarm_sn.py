@@ -362,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     store = BlobStore(args.data_dir / "blobs")
+    store.discard_incoming()  # this process holds the data folder's lock: any half-written blob is a crash's
     if tls is not None:
         endpoint = args.advertise or f"https://{args.host}:{args.peer_port}"
         peers = PeerClient(tls, min_rate_bytes_per_s=args.min_transfer_rate * 1e6)

@@ -134,3 +134,14 @@ def test_a_full_disk_mid_stream_frees_space_raises_store_full_and_leaves_nothing
         blob.write(b"second")
     assert freed == [True] and "is full" in caught.value.strerror and store.full is not None
     assert not blob.tmp_path.exists()
+
+
+def test_discard_incoming_deletes_what_a_crash_left_half_written(tmp_path):
+    store = BlobStore(tmp_path)
+    blob = store.incoming()
+    blob.write(b"half")
+    blob._fh.close()  # the process died here
+    blob._fh = None
+    sha = store.put(b"kept")
+    assert store.discard_incoming() == 1
+    assert not blob.tmp_path.exists() and store.get(sha) == b"kept"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 
@@ -92,7 +94,7 @@ def test_whole_model_methods_are_refused_when_the_stack_would_not_fit(tmp_path, 
     assert not [p for p in (tmp_path / "store").rglob("*") if p.is_file()]
 
 
-def test_a_site_refuses_to_join_a_task_whose_whole_model_merge_would_not_fit(tmp_path, monkeypatch):
+def test_a_site_refuses_to_join_a_task_whose_whole_model_merge_would_not_fit(tmp_path, monkeypatch, caplog):
     from sn_service.ledger import EmbeddedLedger
     from sn_service.ledger.base import ContractError
     from sn_service.peer_client import PeerClient
@@ -120,7 +122,10 @@ def test_a_site_refuses_to_join_a_task_whose_whole_model_merge_would_not_fit(tmp
         with pytest.raises(ContractError):
             ledger.get_task("big")  # refused before it reached the ledger
         assert service.tasks == {}
-        service.join("big", spec | {"merge_method": "mean"})  # a column-wise method joins
+        with caplog.at_level(logging.WARNING, logger="sn_service.service"):
+            service.join("big", spec | {"merge_method": "mean"})  # a column-wise method joins
         assert "big" in service.tasks
+        assert "leader timeout 10 s is short for a model of 0.00 GB" in caplog.text
+        assert "give leaderTimeoutSeconds >= 41" in caplog.text  # 2 x (20 s + 4 MB at 10 MB/s)
     finally:
         service.shutdown()
