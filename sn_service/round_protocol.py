@@ -261,6 +261,8 @@ class RoundDriver:
         Raises KeyError (missing), ValueError (corrupt on disk) or WeightsFormatError.
         """
         spans = self.checked.get(sha256)
+        if spans is not None and not self.store.has(sha256):
+            raise KeyError(sha256)  # checked once, pruned since
         if spans is None:
             path = self.store.verify(sha256)
             spans = safetensors_files.check_file(path, layout, serialization.max_blob_bytes(layout))
