@@ -11,14 +11,22 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import os
 import socket
 import ssl
 import threading
-from typing import TYPE_CHECKING, Any
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import urlsplit
+
+from sn_service.blob_store import BlobRefused, BlobStore, StoreFull
 
 if TYPE_CHECKING:
     from sn_service.tls.identity import PeerTLS
+
+STREAM_CHUNK_BYTES = 8 << 20  # one read of a streamed blob: a stalled peer times out on each
 
 
 class BlobFetchError(Exception):
@@ -63,14 +71,24 @@ class PeerClient:
             kept-alive connection is found out only by this timeout.
         connect_timeout_s: the longest wait for a connection, within ``timeout_s``:
             a peer cut off the network drops packets rather than refusing.
+        min_rate_bytes_per_s: a whole transfer of N bytes may take ``timeout_s`` + N / this rate
+            (``transfer_timeout_s``): the time allowed grows with the blob, while each read still
+            gives up after ``timeout_s`` without data.
     """
 
     MAX_IDLE_PER_PEER = 4
 
-    def __init__(self, tls: PeerTLS | None = None, timeout_s: float = 20.0, connect_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        tls: PeerTLS | None = None,
+        timeout_s: float = 20.0,
+        connect_timeout_s: float = 10.0,
+        min_rate_bytes_per_s: float = 10e6,
+    ) -> None:
         self.tls = tls
         self.timeout_s = timeout_s
         self.connect_timeout_s = connect_timeout_s
+        self.min_rate_bytes_per_s = min_rate_bytes_per_s
         self._context: ssl.SSLContext | None = None
         if tls is not None:
             self._context = ssl.create_default_context(cafile=str(tls.ca))
@@ -114,6 +132,118 @@ class PeerClient:
         if hashlib.sha256(body).hexdigest() != sha256:
             raise BlobFetchError(endpoint, sha256, "its bytes do not match the hash on the ledger", tampered=True)
         return body
+
+    def transfer_timeout_s(self, nbytes: int) -> float:
+        """How long a transfer of ``nbytes`` may take in all: ``timeout_s`` plus the bytes at the minimum rate."""
+        return self.timeout_s + nbytes / self.min_rate_bytes_per_s
+
+    def fetch_to_store(
+        self,
+        endpoint: str,
+        sha256: str,
+        max_bytes: int,
+        store: BlobStore,
+        expected_identity: str | None = None,
+        timeout_s: float | None = None,
+        total_s: float | None = None,
+        check: Callable[[Path], object] | None = None,
+    ) -> int:
+        """Streams the blob into ``store`` (hashed as it arrives, never whole in memory); returns its size.
+
+        Refused exactly as ``fetch`` refuses (BlobFetchError): unreachable, missing, larger than
+        ``max_bytes`` (from ``Content-Length`` or while streaming), truncated, or tampered (not the bytes
+        of ``sha256``); ``check(path)`` vets the complete file (e.g. ``check_file`` against the layout)
+        and what it raises passes through. Whatever fails, nothing is left in the store.
+        ``timeout_s`` (default: the client's) bounds connecting and each read; ``total_s`` (default
+        ``transfer_timeout_s(max_bytes)``) the whole transfer, so a peer trickling bytes also gives up.
+        """
+        if self._unverifiable(expected_identity):
+            raise BlobFetchError(endpoint, sha256, "no ledger identity to check the server's certificate against")
+        per_read = timeout_s or self.timeout_s
+        total = total_s or self.transfer_timeout_s(max_bytes)
+        give_up = time.monotonic() + total
+        try:
+            conn, resp = self._open("GET", endpoint, f"/v1/blobs/{sha256}", expected_identity, per_read)
+        except (_TransportError, _WrongServer) as exc:
+            raise BlobFetchError(endpoint, sha256, str(exc)) from None
+        complete = False
+        try:
+            if resp.status != 200:
+                body = resp.read(1 << 16)
+                raise BlobFetchError(endpoint, sha256, f"HTTP {resp.status}: {body[:200].decode(errors='replace')}")
+            length = resp.getheader("content-length")
+            declared = int(length) if length is not None and length.isdigit() else None
+            if declared is not None and declared > max_bytes:
+                raise BlobFetchError(endpoint, sha256, f"larger than the {max_bytes} bytes allowed")
+            with store.incoming(max_bytes, sha256, size_hint=declared) as blob:
+                while True:
+                    if time.monotonic() > give_up:
+                        raise _TransportError(
+                            "ReadTimeout",
+                            f"the transfer took more than {total:.0f} s ({blob.size} bytes by then; at least "
+                            f"{self.min_rate_bytes_per_s / 1e6:g} MB/s are needed)",
+                        )
+                    # One socket read at a time (read1), each bounded by the time left: a peer that trickles
+                    # bytes is stopped at the transfer's bound, one that stalls at the read timeout.
+                    resp.swarm_socket.settimeout(max(0.05, min(per_read, give_up - time.monotonic())))  # type: ignore[attr-defined]
+                    chunk = resp.read1(STREAM_CHUNK_BYTES)
+                    if not chunk:
+                        break
+                    blob.write(chunk)
+                    del chunk
+                blob.commit(check, expected_size=declared)
+            complete = True
+            return blob.size
+        except BlobRefused as exc:
+            if exc.code == "TOO_LARGE":
+                raise BlobFetchError(endpoint, sha256, f"larger than the {max_bytes} bytes allowed") from None
+            if exc.code == "HASH_MISMATCH":
+                raise BlobFetchError(
+                    endpoint, sha256, "its bytes do not match the hash on the ledger", tampered=True
+                ) from None
+            raise BlobFetchError(endpoint, sha256, f"truncated: {exc}") from None
+        except _TransportError as exc:
+            raise BlobFetchError(endpoint, sha256, str(exc)) from None
+        except TimeoutError as exc:
+            raise BlobFetchError(endpoint, sha256, f"ReadTimeout: {exc or 'timed out'}") from None
+        except StoreFull:
+            raise
+        except (OSError, http.client.HTTPException) as exc:
+            raise BlobFetchError(endpoint, sha256, f"ReadError: {type(exc).__name__}: {exc}") from None
+        finally:
+            if complete and not resp.will_close and resp.isclosed():
+                self._release(endpoint, conn)
+            else:
+                conn.close()
+
+    def post_file(
+        self,
+        endpoint: str,
+        path: str,
+        source: str | Path,
+        expected_identity: str | None = None,
+        timeout_s: float = 2.0,
+    ) -> int:
+        """POSTs the file ``source`` as the body, read chunk by chunk; returns the status. Raises PeerRequestError.
+
+        Like ``post``: over mutual TLS the server must be ``expected_identity`` before a byte is sent.
+        ``timeout_s`` bounds connecting, each write and the wait for the answer.
+        """
+        if self._unverifiable(expected_identity):
+            raise PeerRequestError(endpoint, path, "no ledger identity to check the server's certificate against")
+        with open(source, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            try:
+                conn, resp = self._open("POST", endpoint, path, expected_identity, timeout_s, fh, size=size)
+            except (_TransportError, _WrongServer) as exc:
+                raise PeerRequestError(endpoint, path, str(exc)) from None
+        try:
+            resp.read(1 << 16)
+            return resp.status
+        except (OSError, http.client.HTTPException) as exc:
+            raise PeerRequestError(endpoint, path, f"ReadError: {type(exc).__name__}: {exc}") from None
+        finally:
+            conn.close()
 
     def get_json(
         self,
@@ -206,30 +336,8 @@ class PeerClient:
         content_type: str | None = None,
     ) -> tuple[int, bytes | None]:
         """(status, body) — body None if it passed ``max_bytes`` (the connection is then dropped)."""
-        url = urlsplit(endpoint).path.rstrip("/") + path
-        headers = {"Content-Length": str(len(payload or b""))} if method == "POST" else {}
-        if payload and content_type:
-            headers["Content-Type"] = content_type
-
-        def send(conn: http.client.HTTPConnection) -> http.client.HTTPResponse:
-            conn.sock.settimeout(timeout_s)  # type: ignore[union-attr]
-            wrong = self._wrong_server(conn, expected)
-            if wrong:  # before any byte of the body leaves
-                raise _WrongServer(wrong)
-            conn.request(method, url, body=payload or None, headers=headers)
-            return conn.getresponse()
-
-        conn, reused = self._connection(endpoint, timeout_s)
+        conn, resp = self._open(method, endpoint, path, expected, timeout_s, payload, content_type)
         try:
-            try:
-                resp = send(conn)
-            except (ConnectionError, http.client.RemoteDisconnected, BrokenPipeError) as exc:
-                if not reused:
-                    raise _TransportError("ReadError", str(exc) or type(exc).__name__) from None
-                # A kept-alive connection the server closed meanwhile: once more on a new one.
-                conn.close()
-                conn, reused = self._connection(endpoint, timeout_s, fresh=True)
-                resp = send(conn)
             length = resp.getheader("content-length")
             if length is not None and length.isdigit() and int(length) > max_bytes:
                 conn.close()
@@ -243,6 +351,63 @@ class PeerClient:
             else:
                 self._release(endpoint, conn)
             return resp.status, body
+        except TimeoutError as exc:
+            conn.close()
+            raise _TransportError("ReadTimeout", str(exc) or "timed out") from None
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            raise _TransportError("ReadError", f"{type(exc).__name__}: {exc}") from None
+        except BaseException:
+            conn.close()
+            raise
+
+    def _open(
+        self,
+        method: str,
+        endpoint: str,
+        path: str,
+        expected: str | None,
+        timeout_s: float,
+        payload: bytes | BinaryIO | None = None,
+        content_type: str | None = None,
+        size: int | None = None,
+    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        """Sends the request and reads the answer's head; the caller reads the body and closes or releases.
+
+        ``payload``: bytes, or an open file of ``size`` bytes sent a megabyte at a time.
+        """
+        url = urlsplit(endpoint).path.rstrip("/") + path
+        body_size = size if size is not None else len(payload or b"")  # type: ignore[arg-type]
+        headers = {"Content-Length": str(body_size)} if method == "POST" else {}
+        if payload and content_type:
+            headers["Content-Type"] = content_type
+
+        def send(conn: http.client.HTTPConnection) -> http.client.HTTPResponse:
+            conn.sock.settimeout(timeout_s)  # type: ignore[union-attr]
+            wrong = self._wrong_server(conn, expected)
+            if wrong:  # before any byte of the body leaves
+                raise _WrongServer(wrong)
+            if hasattr(payload, "seek"):
+                payload.seek(0)  # type: ignore[union-attr]
+            conn.blocksize = 1 << 20  # a file body goes out a megabyte per write, not 8 KiB
+            conn.request(method, url, body=payload or None, headers=headers)
+            sock = conn.sock  # a response that closes its connection takes the socket away from conn
+            resp = conn.getresponse()
+            resp.swarm_socket = sock  # type: ignore[attr-defined]
+            return resp
+
+        conn, reused = self._connection(endpoint, timeout_s)
+        try:
+            try:
+                resp = send(conn)
+            except (ConnectionError, http.client.RemoteDisconnected, BrokenPipeError) as exc:
+                if not reused:
+                    raise _TransportError("ReadError", str(exc) or type(exc).__name__) from None
+                # A kept-alive connection the server closed meanwhile: once more on a new one.
+                conn.close()
+                conn, reused = self._connection(endpoint, timeout_s, fresh=True)
+                resp = send(conn)
+            return conn, resp
         except TimeoutError as exc:
             conn.close()
             raise _TransportError("ReadTimeout", str(exc) or "timed out") from None

@@ -22,17 +22,20 @@ from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from sn_service import contract
-from sn_service.blob_store import BlobStore
+from sn_service.blob_store import BlobRefused, BlobStore, IncomingBlob
 from sn_service.ledger.base import ContractError, Ledger, LedgerUnavailable
-from sn_service.merge import merge
+from sn_service.merge.stacked_models import StackedModels, merge_models  # noqa: F401 (merge_models: importable from here)
 from sn_service.metrics import ServiceMetrics
 from sn_service.peer_client import BlobFetchError, PeerClient, PeerRequestError
 from sn_service.secagg.rounds import SecureRounds
-from swarm_wire import serialization
+from sn_service.streamed_merge import MergeTooLarge, copy_model, merge_files
+from swarm_wire import safetensors_files, serialization
+from swarm_wire.safetensors_files import TensorSpan
 
 log = logging.getLogger("sn_service.rounds")
 
@@ -134,6 +137,32 @@ class ModelCache:
                 self._items.popitem(last=False)
 
 
+class CheckedBlobs:
+    """Stored blobs whose hash and layout this process has checked, with their tensors' places in the file.
+
+    The streamed path's ``ModelCache``: a blob of gigabytes is not re-hashed and re-checked each time
+    it is read (the leader's own contribution, a merged model it just wrote).
+    """
+
+    def __init__(self, capacity: int = 32) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[str, list[TensorSpan]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, sha256: str) -> list[TensorSpan] | None:
+        """The checked blob's tensor spans, or None."""
+        with self._lock:
+            return self._items.get(sha256)
+
+    def put(self, sha256: str, spans: list[TensorSpan]) -> None:
+        """Remembers a checked blob, forgetting the oldest beyond capacity."""
+        with self._lock:
+            self._items[sha256] = spans
+            self._items.move_to_end(sha256)
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+
+
 class RoundDriver:
     """Drives merge rounds for one site against a ledger.
 
@@ -146,6 +175,11 @@ class RoundDriver:
         log_every_s: how often a continuing wait is logged again.
         endpoint: where this site's service is registered; a sync fails if the ledger names
             another (a second service took the site over).
+        stream_above_bytes: a task whose largest blob (``max_blob_bytes`` of its layout) is above
+            this takes the streamed path: blobs go from socket or file to the store chunk by chunk,
+            are checked from the file, merged a column chunk at a time and handed over from the file,
+            never whole in memory. Smaller models stay in memory (faster). Secure aggregation is
+            always in memory.
     """
 
     def __init__(
@@ -158,9 +192,12 @@ class RoundDriver:
         log_every_s: float = 5.0,
         metrics: ServiceMetrics | None = None,
         endpoint: str | None = None,
+        stream_above_bytes: int = 256 << 20,
     ) -> None:
         self.site = site
         self.endpoint = endpoint
+        self.stream_above_bytes = stream_above_bytes
+        self.checked = CheckedBlobs()
         self.ledger = ledger
         self.store = store
         self.peers = peers
@@ -208,6 +245,55 @@ class RoundDriver:
             self.peers.post(endpoint, f"/v1/notify?task={task}&round={round_no}", identity, timeout_s=1.0)
         except PeerRequestError as exc:  # it polls anyway
             self.log.debug("could not wake %s: %s", endpoint, exc)
+
+    # ------------------------------------------------------------------ streamed blobs
+
+    def streamed(self, spec: dict) -> bool:
+        """Whether a task (its spec) takes the streamed path: a model above ``stream_above_bytes``, not secure."""
+        if spec.get("secure_aggregation"):
+            return False
+        return serialization.max_blob_bytes(spec["layout"]) > self.stream_above_bytes
+
+    def checker(self, layout: str) -> tuple[Callable[[Path], None], list[list[TensorSpan]]]:
+        """A ``check`` for the store (a blob file's header, layout and finite values) and where it leaves the spans."""
+        found: list[list[TensorSpan]] = []
+
+        def check(path: Path) -> None:
+            found.append(safetensors_files.check_file(path, layout, serialization.max_blob_bytes(layout)))
+
+        return check, found
+
+    def check_stored(self, sha256: str, layout: str) -> list[TensorSpan]:
+        """A stored blob's spans after checking its hash (chunk by chunk) and layout, unless checked before.
+
+        Raises KeyError (missing), ValueError (corrupt on disk) or WeightsFormatError.
+        """
+        spans = self.checked.get(sha256)
+        if spans is not None and not self.store.has(sha256):
+            raise KeyError(sha256)  # checked once, pruned since
+        if spans is None:
+            path = self.store.verify(sha256)
+            spans = safetensors_files.check_file(path, layout, serialization.max_blob_bytes(layout))
+            self.checked.put(sha256, spans)
+        return spans
+
+    def _fetch_file(
+        self, node_info: dict, sha256: str, layout: str, per_read_s: float, total_s: float
+    ) -> tuple[int, list[TensorSpan]]:
+        """Streams a peer's blob into the store, checked on the way (hash) and as a file (layout); size, spans."""
+        check, found = self.checker(layout)
+        size = self.peers.fetch_to_store(
+            node_info["endpoint"],
+            sha256,
+            serialization.max_blob_bytes(layout),
+            self.store,
+            node_info["identity"],
+            timeout_s=per_read_s,
+            total_s=total_s,
+            check=check,
+        )
+        self.checked.put(sha256, found[0])
+        return size, found[0]
 
     # ------------------------------------------------------------------ ledger
 
@@ -307,6 +393,11 @@ class RoundDriver:
                     self._set_wait(wait, "fetching the merged model", f"from {node}{last}")
                 try:
                     timeout_s = min(self.peers.timeout_s, max(1.0, deadline - time.monotonic()))
+                    if self.streamed(task_rec["spec"]):
+                        total_s = min(self.peers.transfer_timeout_s(limit), max(1.0, deadline - time.monotonic()))
+                        size, _ = self._fetch_file(nodes[node], sha256, layout, timeout_s, total_s)
+                        self.metrics.bytes_received.inc(size)
+                        return
                     data = self.peers.fetch(nodes[node]["endpoint"], sha256, limit, nodes[node]["identity"], timeout_s)
                     self.metrics.bytes_received.inc(len(data))
                     serialization.from_bytes(data, layout)
@@ -341,8 +432,12 @@ class RoundDriver:
         timeout_s: float,
         wait: WaitState | None = None,
         arrays: list[np.ndarray] | None = None,
+        sha256: str | None = None,
     ) -> SyncResult:
         """Contributes ``blob`` to the open round and returns the round's merged model.
+
+        ``blob`` None: the contribution is already in the store as ``sha256``, checked (the streamed
+        path: a model too big to hold in memory).
 
         If the round closed before our submission arrived, our update is
         dropped and the merged model of that round is returned (logged).
@@ -350,11 +445,14 @@ class RoundDriver:
         """
         wait = wait or WaitState()
         deadline = time.monotonic() + timeout_s
-        sha256 = None
+        if blob is None and sha256 is None:
+            raise ValueError("sync needs the blob or the sha256 of a stored one")
         while True:
             with wait.timed("ledger reads"):
                 rec = self._ledger(self.ledger.get_task, deadline, task, wait=wait)
             if contract.is_secure(rec):  # the plain model stays in memory; the ledger gets a round key
+                if blob is None:
+                    blob = self.store.get(sha256)  # type: ignore[arg-type]
                 sha256 = self.secure.key_for(task, rec["current_round"], rec["spec"]["layout"], blob, arrays, weight)
             elif sha256 is None:
                 with wait.timed("store"):
@@ -498,8 +596,11 @@ class RoundDriver:
             with wait.timed(f"wait: {wait.phase}"):
                 wakeup.wait(self.poll_s)
 
-    def leader_wait_s(self, rnd: dict) -> float:
+    def leader_wait_s(self, rnd: dict, nbytes: int = 0) -> float:
         """How long a leader may wait on one peer: half its time left (at least 1 s, at most the peer timeout).
+
+        ``nbytes``: the size of what goes to or comes from the peer; the peer timeout then grows with it
+        (``PeerClient.transfer_timeout_s``), still within half the leader's time left.
 
         A site that stalls (paused, or its link cut: packets dropped, no refusal) must not hold the merge
         past the leader's deadline, and the other half is there to merge, store and publish (a ledger
@@ -507,10 +608,10 @@ class RoundDriver:
         leader in turn timed out on the same unreachable site and then published too late, and the round
         passed from leader to leader for 40 s+.
         """
-        return min(self.peers.timeout_s, max(1.0, 0.5 * (rnd["leader_deadline_ms"] - now_ms()) / 1000))
+        return min(self.peers.transfer_timeout_s(nbytes), max(1.0, 0.5 * (rnd["leader_deadline_ms"] - now_ms()) / 1000))
 
     def held_elsewhere(
-        self, rec: dict, rnd: dict, blob: bytes, sha256: str, wait: WaitState, skip: Collection[str] = ()
+        self, rec: dict, rnd: dict, blob: bytes | Path, sha256: str, wait: WaitState, skip: Collection[str] = ()
     ) -> bool:
         """Hands the merged model to the round's other contributors; whether one took it (or there are none).
 
@@ -519,6 +620,7 @@ class RoundDriver:
         site host cut off the network). So the leader publishes only once another contributor holds it.
         The other hand-overs go on in the background; a site that gets the model this way need not fetch
         it after the publish either. ``skip``: contributors not to try (their blob could not be had).
+        ``blob``: the bytes, or the stored file (sent from disk, a megabyte at a time).
         """
         others = [n for n in rnd["contributors"] if n != self.site and n not in skip]
         if not others:
@@ -535,17 +637,31 @@ class RoundDriver:
         )
         return False
 
-    def _hand_over(self, rec: dict, rnd: dict, nodes: list[str], blob: bytes, sha256: str) -> bool:
+    def _hand_over(self, rec: dict, rnd: dict, nodes: list[str], blob: bytes | Path, sha256: str) -> bool:
         """Sends the merged model to ``nodes`` in parallel; whether one of them took it."""
         task, round_no = rec["task"], rnd["round"]
-        timeout_s = self.leader_wait_s(rnd)
         path = f"/v1/merged/{sha256}?task={task}&round={round_no}"
-        pending: dict[Future, str] = {
-            self._handovers.submit(
-                self.peers.post, rec["nodes"][n]["endpoint"], path, rec["nodes"][n]["identity"], timeout_s, blob
-            ): n
-            for n in nodes
-        }
+        if isinstance(blob, Path):
+            timeout_s = self.leader_wait_s(rnd, blob.stat().st_size)
+            pending: dict[Future, str] = {
+                self._handovers.submit(
+                    self.peers.post_file,
+                    rec["nodes"][n]["endpoint"],
+                    path,
+                    blob,
+                    rec["nodes"][n]["identity"],
+                    timeout_s,
+                ): n
+                for n in nodes
+            }
+        else:
+            timeout_s = self.leader_wait_s(rnd)
+            pending = {
+                self._handovers.submit(
+                    self.peers.post, rec["nodes"][n]["endpoint"], path, rec["nodes"][n]["identity"], timeout_s, blob
+                ): n
+                for n in nodes
+            }
         give_up = time.monotonic() + timeout_s + 1.0
         while pending and time.monotonic() < give_up:
             done, _ = wait_futures(list(pending), timeout=give_up - time.monotonic(), return_when=FIRST_COMPLETED)
@@ -572,16 +688,7 @@ class RoundDriver:
         """
         if self.store.has(sha256):
             return False
-        # Our ledger may be a block behind the leader's (Fabric peers commit one after another): a round
-        # still open, or led by the previous leader, is read again for a moment before the refusal.
-        settle = time.monotonic() + self.handover_settle_s
-        while True:
-            refusal = self._handover_refusal(task, round_no, sha256, sender)
-            if refusal is None:
-                break
-            if time.monotonic() >= settle:
-                raise refusal
-            time.sleep(0.05)
+        self._check_handover_sender(task, round_no, sha256, sender)
         if hashlib.sha256(data).hexdigest() != sha256:
             raise HandoverRefused(400, "HASH_MISMATCH", f"the body's sha256 is not {sha256}")
         try:
@@ -593,6 +700,47 @@ class RoundDriver:
         if self.on_handover is not None:
             self.on_handover(task, round_no, sha256)
         return True
+
+    def accept_handover_file(
+        self, task: str, round_no: int, sha256: str, incoming: IncomingBlob, layout: str, sender: str | None
+    ) -> bool:
+        """``accept_handover`` for a body streamed to a temporary file (``incoming``, complete): the same
+        checks in the same order, the layout and values checked from the file; nothing is stored on refusal."""
+        if self.store.has(sha256):
+            incoming.abort()
+            return False
+        try:
+            self._check_handover_sender(task, round_no, sha256, sender)
+        except HandoverRefused:
+            incoming.abort()
+            raise
+        check, found = self.checker(layout)
+        try:
+            incoming.commit(check)
+        except BlobRefused as exc:
+            message = f"the body's sha256 is not {sha256}" if exc.code == "HASH_MISMATCH" else str(exc)
+            raise HandoverRefused(400, exc.code, message) from None
+        except serialization.WeightsFormatError as exc:
+            raise HandoverRefused(400, exc.code, str(exc)) from None
+        self.checked.put(sha256, found[0])
+        if self.on_handover is not None:
+            self.on_handover(task, round_no, sha256)
+        return True
+
+    def _check_handover_sender(self, task: str, round_no: int, sha256: str, sender: str | None) -> None:
+        """Raises HandoverRefused unless the ledger lets ``sender`` hand ``sha256`` over as the round's merge.
+
+        Our ledger may be a block behind the leader's (Fabric peers commit one after another): a round
+        still open, or led by the previous leader, is read again for a moment before the refusal.
+        """
+        settle = time.monotonic() + self.handover_settle_s
+        while True:
+            refusal = self._handover_refusal(task, round_no, sha256, sender)
+            if refusal is None:
+                return
+            if time.monotonic() >= settle:
+                raise refusal
+            time.sleep(0.05)
 
     def _handover_refusal(self, task: str, round_no: int, sha256: str, sender: str | None) -> HandoverRefused | None:
         """Why the ledger does not let ``sender`` hand over ``sha256`` as round ``round_no``'s merge (None: it does)."""
@@ -660,7 +808,10 @@ class RoundDriver:
         if contract.is_secure(rec):
             self.secure.lead(rec, rnd, deadline, wait)
             return
-        task, round_no = rec["task"], rnd["round"]
+        if self.streamed(rec["spec"]):
+            self._lead_streamed(rec, rnd, deadline, wait)
+            return
+        round_no = rnd["round"]
         t0 = time.perf_counter()
         self._set_wait(wait, "merging", f"fetching {len(rnd['contributors'])} contributions")
         layout = rec["spec"]["layout"]
@@ -744,6 +895,23 @@ class RoundDriver:
         with wait.timed("lead: serialise and store"):
             blob = serialization.to_bytes(merged)
             merged_sha = self.store.put(blob)
+        self._publish(rec, rnd, deadline, wait, blob, merged_sha, failed, method, len(weights), t0)
+
+    def _publish(
+        self,
+        rec: dict,
+        rnd: dict,
+        deadline: float,
+        wait: WaitState,
+        blob: bytes | Path,
+        merged_sha: str,
+        failed: set[str],
+        method: str,
+        merged_count: int,
+        t0: float,
+    ) -> None:
+        """Hands the merged model over, then publishes it (see ``held_elsewhere``); logs and counts the merge."""
+        task, round_no = rec["task"], rnd["round"]
         if not self.held_elsewhere(rec, rnd, blob, merged_sha, wait, skip=failed):
             return
         try:
@@ -759,7 +927,7 @@ class RoundDriver:
         self.log.info(
             "round %d: led the merge of %d models (%s) in %.3f s -> %s...",
             round_no,
-            len(weights),
+            merged_count,
             method,
             elapsed,
             merged_sha[:12],
@@ -767,68 +935,92 @@ class RoundDriver:
         self.metrics.rounds_led.inc()
         self.metrics.merge_seconds.observe(elapsed)
 
+    def _lead_streamed(self, rec: dict, rnd: dict, deadline: float, wait: WaitState) -> None:
+        """``_lead`` for models too big for memory: contributions streamed to the store, checked from their
+        files, merged a column chunk at a time into a new file, handed over from that file."""
+        round_no = rnd["round"]
+        t0 = time.perf_counter()
+        self._set_wait(wait, "merging", f"fetching {len(rnd['contributors'])} contributions (streamed)")
+        layout = rec["spec"]["layout"]
+        limit = serialization.max_blob_bytes(layout)
+        initial = rnd["previous_merged_sha256"] is None
+        remote = [n for n in rnd["contributors"] if not self.store.has(rnd["submissions"][n]["sha256"])]
+        fetch_s = self.leader_wait_s(rnd, limit)
+        per_read_s = min(self.peers.timeout_s, fetch_s)
+        with wait.timed("lead: fetch"), ThreadPoolExecutor(max_workers=max(1, min(8, len(remote)))) as pool:
+            fetches = {
+                n: pool.submit(
+                    self._fetch_file, rec["nodes"][n], rnd["submissions"][n]["sha256"], layout, per_read_s, fetch_s
+                )
+                for n in remote
+            }
+            wait_futures(list(fetches.values()))
+        t_check = time.perf_counter()
+        sources: list[tuple[Path, list[TensorSpan]]] = []
+        weights: list[int] = []
+        failed: set[str] = set()
+        for node in rnd["contributors"]:
+            sub = rnd["submissions"][node]
+            try:
+                if node in fetches:
+                    size, spans = fetches[node].result()
+                    self.metrics.bytes_received.inc(size)
+                else:
+                    spans = self.check_stored(sub["sha256"], layout)
+            except (BlobFetchError, serialization.WeightsFormatError, ValueError, KeyError) as exc:
+                failed.add(node)
+                if isinstance(exc, KeyError):
+                    exc = ValueError(f"blob {sub['sha256'][:12]}... is no longer in this site's store")
+                self._count_rejection(exc)
+                self.rejected_blobs.append({"round": round_no, "node": node, "reason": str(exc)})
+                self.log.error("round %d: contribution of %s rejected: %s", round_no, node, exc)
+                continue
+            sources.append((self.store.path(sub["sha256"]), spans))
+            weights.append(sub["weight"])
+        wait.add_time("lead: check and stack", time.perf_counter() - t_check)
+        if not weights:
+            self.log.error("round %d: no contribution could be verified; waiting for failover", round_no)
+            return
+        need = rec["spec"]["min_peers"]
+        if not initial and len(weights) < need:
+            self.log.error(
+                "round %d: only %d of %d contributions could be verified (min_peers %d); not publishing, "
+                "a site that reaches more takes over after our deadline",
+                round_no,
+                len(weights),
+                len(rnd["contributors"]),
+                need,
+            )
+            return
+        method = rec["spec"]["merge_method"] if not initial else "leader's initial weights"
+        try:
+            with wait.timed("lead: merge"), self.store.incoming(size_hint=limit) as out:
+                if initial:
+                    # The first round aligns the starting point: everyone takes the leader's weights.
+                    verified = [n for n in rnd["contributors"] if n not in failed]
+                    own = verified.index(self.site) if self.site in verified else 0
+                    copy_model(layout, sources[own], out)
+                else:
+                    merge_files(method, layout, sources, np.asarray(weights, dtype=np.float64), out)
+                merged_sha = out.commit()
+        except MergeTooLarge as exc:
+            self.log.error("round %d: cannot merge: %s", round_no, exc)
+            self.rejected_blobs.append({"round": round_no, "node": self.site, "reason": str(exc)})
+            return
+        self.checked.put(merged_sha, self.check_stored(merged_sha, layout) if initial else self._spans_of(layout))
+        self._publish(
+            rec, rnd, deadline, wait, self.store.path(merged_sha), merged_sha, failed, method, len(weights), t0
+        )
+
+    @staticmethod
+    def _spans_of(layout: str) -> list[TensorSpan]:
+        """The spans of a blob this site wrote for ``layout`` (its canonical file, as ``to_bytes`` writes it)."""
+        plan = safetensors_files.file_plan(serialization.parse_layout(layout))
+        return safetensors_files.check_layout(plan.spans, layout)
+
     def _count_rejection(self, exc: Exception) -> None:
         if isinstance(exc, BlobFetchError):
             reason = "tampered" if exc.tampered else "unreachable"
         else:
             reason = getattr(exc, "code", "invalid").lower()
         self.metrics.rejected_blobs.labels(reason=reason).inc()
-
-
-class StackedModels:
-    """Models of one layout, flattened into the rows of one (n, P) matrix as they arrive.
-
-    Each contribution is copied into its row and dropped, so merging n
-    models holds about n + 2 models in memory, not 2n. Float tensors are
-    merged; other tensors (integer counters) are taken from the first model.
-    """
-
-    def __init__(self, tensors: list[tuple[np.dtype, tuple[int, ...]]], capacity: int) -> None:
-        self.tensors = tensors
-        self.float_idx = [i for i, (dt, _) in enumerate(tensors) if dt.kind == "f"]
-        self.sizes = [int(np.prod(tensors[i][1])) for i in self.float_idx]
-        dtype = np.result_type(*[tensors[i][0] for i in self.float_idx]) if self.float_idx else np.float32
-        self.rows = np.empty((capacity, sum(self.sizes)), dtype=dtype)
-        self.count = 0
-        self.others: list[np.ndarray] | None = None
-
-    def add(self, model: list[np.ndarray]) -> None:
-        """Copies a model into the next row."""
-        offset = 0
-        for i, size in zip(self.float_idx, self.sizes, strict=True):
-            self.rows[self.count, offset : offset + size] = model[i].ravel()
-            offset += size
-        if self.others is None:
-            self.others = [a.copy() if a.dtype.kind != "f" else None for a in model]  # type: ignore[misc]
-        self.count += 1
-
-    def merge(self, method: str, weights: np.ndarray) -> list[np.ndarray]:
-        """Merges the rows added so far with ``method``; returns the model's tensors."""
-        if self.count == 0:
-            raise ValueError("no models to merge")
-        rows = self.rows[: self.count]
-        weights = np.asarray(weights, dtype=np.float64)
-        if (weights > 0).any() and not (weights > 0).all():
-            # A weight of 0 is a site that takes part without contributing (checkinModelOnTrainEnd
-            # "inactive"): it counts towards min_peers but no merge method, median or mean, sees it.
-            rows, weights = rows[weights > 0], weights[weights > 0]
-        flat = merge(method, rows, weights) if self.float_idx else None
-        out: list[np.ndarray] = []
-        offset, k = 0, 0
-        for i, (dt, shape) in enumerate(self.tensors):
-            if dt.kind == "f":
-                size = self.sizes[k]
-                out.append(flat[offset : offset + size].reshape(shape).astype(dt))  # type: ignore[index]
-                offset += size
-                k += 1
-            else:
-                out.append(self.others[i])  # type: ignore[index]
-        return out
-
-
-def merge_models(method: str, models: list[list[np.ndarray]], weights: np.ndarray) -> list[np.ndarray]:
-    """Merges whole models (lists of tensors) with a merge method."""
-    stack = StackedModels([(a.dtype, a.shape) for a in models[0]], len(models))
-    for model in models:
-        stack.add(model)
-    return stack.merge(method, weights)

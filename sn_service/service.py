@@ -19,12 +19,13 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sn_service.blob_store import BlobStore, StoreFull
+from sn_service.blob_store import BlobStore, StoreFull, file_chunks
 from sn_service.ledger.base import ContractError, Ledger
 from sn_service.metrics import ServiceMetrics
 from sn_service.peer_client import PeerClient, PeerRequestError
 from sn_service.retention import BlobRetention
 from sn_service.round_protocol import RoundDriver, SyncFailed, SyncResult, WaitState
+from sn_service.streamed_merge import in_memory_merge_problem
 from sn_service.tls.identity import PeerTLS
 from swarm_wire import serialization
 
@@ -118,6 +119,8 @@ class SwarmNetworkService:
             round are deleted after each sync (``BlobRetention``); 0 keeps all.
         prune_grace_s: a blob stored this recently is never deleted.
         body_timeout_s: a request body that stalls this long is answered with 408 (``RequestLimits``).
+        stream_above_bytes: tasks whose model's blobs may be larger than this take the streamed path
+            (``RoundDriver``): never a whole blob in memory.
     """
 
     MAX_JOBS = 256
@@ -137,6 +140,7 @@ class SwarmNetworkService:
         keep_rounds: int = 20,
         prune_grace_s: float = 10.0,
         body_timeout_s: float = 30.0,
+        stream_above_bytes: int = 256 << 20,
     ) -> None:
         self.site = site
         self.ledger = ledger
@@ -154,7 +158,16 @@ class SwarmNetworkService:
         self.inbox.mkdir(mode=0o700, exist_ok=True)
         self._identities: tuple[float, set[str]] = (0.0, set())
         self.metrics = ServiceMetrics(site)
-        self.driver = RoundDriver(site, ledger, store, peers, poll_s=poll_s, metrics=self.metrics, endpoint=endpoint)
+        self.driver = RoundDriver(
+            site,
+            ledger,
+            store,
+            peers,
+            poll_s=poll_s,
+            metrics=self.metrics,
+            endpoint=endpoint,
+            stream_above_bytes=stream_above_bytes,
+        )
         self.tasks: dict[str, TaskState] = {}
         self.jobs: dict[str, SyncJob] = {}
         # task -> round -> {"metrics": {...}, "ts_ms": ...}: what this site's callback sent with each sync.
@@ -188,11 +201,22 @@ class SwarmNetworkService:
     def join(self, task: str, spec: dict, trainer_pid: int | None = None) -> dict:
         """Joins (and if need be creates) a task; raises ContractError, or SiteInUse.
 
+        A model too big for memory whose merge method needs every contribution in memory (krum,
+        multikrum, geomedian) is refused here (ValueError naming the method and the sizes), not
+        at its first merge.
+
         ``trainer_pid``: the training process; if it ends without checking in or leaving, this
         service leaves the task for it (``_watch_trainers``).
         """
         self._refuse_if_served_elsewhere(task)
+        if self.driver.streamed(spec):
+            problem = in_memory_merge_problem(
+                spec["merge_method"], serialization.expected_nbytes(spec["layout"]), int(spec["min_peers"])
+            )
+            if problem is not None:
+                raise ValueError(f"task {task!r} cannot be merged on this site: {problem}")
         record = self.driver.join(task, spec, self.endpoint)
+        self._warn_if_leader_timeout_short(task, spec)
         trainer = None
         if trainer_pid is not None:
             started = process_start(trainer_pid)
@@ -209,6 +233,28 @@ class SwarmNetworkService:
             self.tasks[task] = TaskState(spec=record["spec"], trainer=trainer)
             self._save_tasks()
         return record
+
+    def _warn_if_leader_timeout_short(self, task: str, spec: dict) -> None:
+        """Logs when a big model's leader timeout leaves less than two transfers' time at the minimum rate.
+
+        The leader of a streamed task fetches the contributions and hands the merge over (each
+        transfer may take ``PeerClient.transfer_timeout_s`` of the blob's size); too short a leader
+        timeout fails leaders over one after another before any publishes.
+        """
+        if not self.driver.streamed(spec):
+            return
+        need_s = 2 * self.peers.transfer_timeout_s(serialization.max_blob_bytes(spec["layout"]))
+        if spec["leader_timeout_ms"] / 1000 < need_s:
+            self.log.warning(
+                "task %s: leader timeout %.0f s is short for a model of %.2f GB: one transfer of it may take up "
+                "to %.0f s at --min-transfer-rate, and a leader fetches the contributions and hands the merge "
+                "over; if rounds keep failing over, give leaderTimeoutSeconds >= %.0f",
+                task,
+                spec["leader_timeout_ms"] / 1000,
+                serialization.expected_nbytes(spec["layout"]) / 1e9,
+                need_s / 2,
+                need_s,
+            )
 
     def _watch_trainers(self) -> None:
         """Every 2 s: a task's training process gone without checking in makes this site leave the task.
@@ -328,12 +374,12 @@ class SwarmNetworkService:
         state = self.tasks.get(task)
         return state.spec if state else None
 
-    def take_from_inbox(self, name: str, limit: int) -> bytes:
-        """The bytes of a weights file the callback left in the inbox (deleted once read).
+    def streams(self, task: str) -> bool:
+        """Whether a joined task's blobs take the streamed path (see ``RoundDriver.streamed``)."""
+        return self.driver.streamed(self.tasks[task].spec)
 
-        Raises ValueError naming what is wrong: only plain files directly in the inbox, named
-        ``<32 hex>.safetensors``, of at most ``limit`` bytes. The bytes are then checked like an upload.
-        """
+    def _open_inbox_file(self, name: str, limit: int) -> tuple[int, Path]:
+        """An open descriptor of a weights file in the inbox, and its path, after the checks of ``take_from_inbox``."""
         if not INBOX_NAME.fullmatch(name):
             raise ValueError(f"blob_file {name[:80]!r} is not a name like <32 hex digits>.safetensors in the inbox")
         path = self.inbox / name
@@ -351,6 +397,48 @@ class SwarmNetworkService:
                 raise ValueError(f"{path} is not a plain file")
             if info.st_size > limit:
                 raise ValueError(f"{path} has {info.st_size} bytes; this task's model allows {limit}")
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                path.unlink()
+            raise
+        return fd, path
+
+    def store_from_inbox(self, name: str, task: str) -> tuple[str, int]:
+        """Copies a weights file the callback left in the inbox into the store, chunk by chunk (deleted once read).
+
+        The streamed ``take_from_inbox``: hashed while copied, its header, layout and values checked on
+        the store's own copy (so the writer cannot change it after the check), nothing stored if a check
+        fails. Returns (sha256, size). Raises ValueError (the file) or WeightsFormatError (the weights).
+        """
+        layout = self.tasks[task].spec["layout"]
+        limit = serialization.max_blob_bytes(layout)
+        fd, path = self._open_inbox_file(name, limit)
+        check, found = self.driver.checker(layout)
+        try:
+            with os.fdopen(fd, "rb", closefd=False) as fh, self.store.incoming(max_bytes=limit) as blob:
+                for chunk in file_chunks(fh):
+                    blob.write(chunk)
+                sha = blob.commit(check)
+        except Exception as exc:
+            if getattr(exc, "code", None) == "TOO_LARGE" and not isinstance(exc, serialization.WeightsFormatError):
+                raise ValueError(f"{path} grew past {limit} bytes while read") from None
+            raise
+        finally:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                path.unlink()
+        self.driver.checked.put(sha, found[0])
+        return sha, blob.size
+
+    def take_from_inbox(self, name: str, limit: int) -> bytes:
+        """The bytes of a weights file the callback left in the inbox (deleted once read).
+
+        Raises ValueError naming what is wrong: only plain files directly in the inbox, named
+        ``<32 hex>.safetensors``, of at most ``limit`` bytes. The bytes are then checked like an upload.
+        """
+        fd, path = self._open_inbox_file(name, limit)
+        try:
             with os.fdopen(fd, "rb", closefd=False) as fh:
                 data = fh.read(limit + 1)
         finally:
@@ -371,11 +459,12 @@ class SwarmNetworkService:
     def start_sync(
         self,
         task: str,
-        blob: bytes,
+        blob: bytes | None,
         weight: int,
         metrics: dict[str, float] | None = None,
         arrays: list | None = None,
         timings: dict[str, float] | None = None,
+        sha256: str | None = None,
     ) -> SyncJob:
         """Starts a sync in a worker thread and returns its job.
 
@@ -383,6 +472,7 @@ class SwarmNetworkService:
         metrics; they are recorded under the round the sync takes part in.
         ``arrays``: the blob's tensors, when the caller has already parsed and
         checked them (the leader then need not parse its own blob again).
+        ``blob`` None: the weights are in the store as ``sha256``, checked (the streamed path).
         """
         job = SyncJob(sync_id=uuid.uuid4().hex, task=task, metrics=metrics or None)
         job.wait.timings.update(timings or {})
@@ -390,15 +480,20 @@ class SwarmNetworkService:
             self._forget_old_jobs()
             self.jobs[job.sync_id] = job
         thread = threading.Thread(
-            target=self._run_sync, args=(job, blob, weight, arrays), name=f"sync-{job.sync_id[:8]}", daemon=True
+            target=self._run_sync,
+            args=(job, blob, weight, arrays, sha256),
+            name=f"sync-{job.sync_id[:8]}",
+            daemon=True,
         )
         thread.start()
         return job
 
-    def _run_sync(self, job: SyncJob, blob: bytes, weight: int, arrays: list | None) -> None:
+    def _run_sync(
+        self, job: SyncJob, blob: bytes | None, weight: int, arrays: list | None, sha256: str | None = None
+    ) -> None:
         t0 = time.perf_counter()
         try:
-            job.result = self.driver.sync(job.task, blob, weight, self.sync_timeout_s, job.wait, arrays)
+            job.result = self.driver.sync(job.task, blob, weight, self.sync_timeout_s, job.wait, arrays, sha256)
             job.state = "done"
             self.metrics.syncs.labels(outcome="done").inc()
             self.metrics.sync_seconds.observe(time.perf_counter() - t0)
@@ -490,25 +585,32 @@ class SwarmNetworkService:
 
     STAND_IN_KINDS = ("snapshot", "active", "inactive")
 
-    def finish(self, task: str, blob: bytes, weight: int, contribute: str = "snapshot") -> dict:
+    def finish(
+        self, task: str, blob: bytes | None, weight: int, contribute: str = "snapshot", sha256: str | None = None
+    ) -> dict:
         """Training ended; this service takes the site's part in every round until no site trains.
 
         ``contribute`` (HPE's ``checkinModelOnTrainEnd``): ``snapshot`` submits
         ``blob``, the final weights, to every round; ``active`` submits ``blob``
         once, then each round's merged model; ``inactive`` submits with weight 0
         (a peer that counts towards min_peers but is left out of the merge).
+        ``blob`` None: the final weights are in the store as ``sha256`` (the streamed path).
         """
         if contribute not in self.STAND_IN_KINDS:
             raise ValueError(f"contribute={contribute!r} is not allowed: use one of {list(self.STAND_IN_KINDS)}")
         if task in self.tasks:
             self.tasks[task].trainer = None  # its end is expected now
         record = self.ledger.finish(task, self.site)
-        sha = self.store.put(blob)
+        sha = self.store.put(blob) if blob is not None else sha256
+        assert sha is not None, "finish needs the blob or the sha256 of a stored one"
         weight = 0 if contribute == "inactive" else weight
         state = self.tasks[task]
         if state.standing is None or not state.standing.is_alive():
             state.standing = threading.Thread(
-                target=self._stand_in, args=(task, blob, weight, contribute), name=f"standing-{task}", daemon=True
+                target=self._stand_in,
+                args=(task, blob, weight, contribute, sha),
+                name=f"standing-{task}",
+                daemon=True,
             )
             state.standing.start()
         self.log.info(
@@ -523,17 +625,23 @@ class SwarmNetworkService:
         )
         return record
 
-    def _stand_in(self, task: str, blob: bytes, weight: int, contribute: str = "snapshot") -> None:
-        """Contributes to each new round (see ``finish``) while any site still trains."""
+    def _stand_in(
+        self, task: str, blob: bytes | None, weight: int, contribute: str = "snapshot", sha256: str | None = None
+    ) -> None:
+        """Contributes to each new round (see ``finish``) while any site still trains.
+
+        ``blob`` None: the contribution is the stored blob ``sha256`` (the streamed path).
+        """
         while not self._stop.is_set():
             try:
                 rec = self.ledger.get_task(task)
                 if rec["status"] == "done" or rec["nodes"].get(self.site, {}).get("status") != "finished":
                     self.log.info("task %s: no site trains any more; standing contribution ends", task)
                     return
-                result = self.driver.sync(task, blob, weight, self.sync_timeout_s)
+                result = self.driver.sync(task, blob, weight, self.sync_timeout_s, sha256=sha256)
                 if contribute == "active":
-                    blob = self.store.get(result.merged_sha256)
+                    sha256 = result.merged_sha256
+                    blob = None if blob is None else self.store.get(sha256)
                 self._prune(task)
                 if result.task_status == "done":
                     return

@@ -375,11 +375,12 @@ class SwarmCallback(keras.callbacks.Callback):
         t0 = time.perf_counter()
         weight = self.merge_weight()
         weights, metrics = self._outgoing()
-        blob = serialization.to_bytes(weights)
         t1 = time.perf_counter()
+        # The arrays go to the service as a safetensors file written tensor by tensor (no serialised copy).
         status = self._client.sync(
-            self.trainingContract, blob, weight, self.syncTimeoutSeconds, metrics=metrics or None
+            self.trainingContract, weights, weight, self.syncTimeoutSeconds, metrics=metrics or None
         )
+        del weights
         t2 = time.perf_counter()
         arrays = self._client.blob(status["merged_sha256"], self._layout)
         t3 = time.perf_counter()
@@ -388,8 +389,8 @@ class SwarmCallback(keras.callbacks.Callback):
             self.privacy.set_reference(arrays)  # the next update is measured from the merged model
         # Where this sync's time went, in ms: here, and in the service (status["timings_ms"]).
         self.last_sync_timings = {
-            "serialise": (t1 - t0) * 1000,
-            "upload and wait": (t2 - t1) * 1000,
+            "get weights": (t1 - t0) * 1000,
+            "write, hand over and wait": (t2 - t1) * 1000,
             "download and check": (t3 - t2) * 1000,
             "load": (time.perf_counter() - t3) * 1000,
             "service": status.get("timings_ms", {}),
@@ -705,7 +706,7 @@ class SwarmCallback(keras.callbacks.Callback):
             self._client.checkin(
                 self.trainingContract,
                 "finish",
-                serialization.to_bytes(standing),
+                standing,
                 weight=self.nodeWeightage,
                 contribute=mode,
             )

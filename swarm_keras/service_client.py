@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import httpx
+import numpy as np
 
-from swarm_wire import serialization
+from swarm_wire import safetensors_files, serialization
+
+Weights = bytes | Sequence[np.ndarray]  # a safetensors blob, or the arrays, written chunk by chunk
 
 # httpx logs every request at INFO; a sync makes several. Quiet unless the user chose a level.
 if logging.getLogger("httpx").level == logging.NOTSET:
@@ -83,17 +88,23 @@ class ServiceClient:
         self.store = Path(store) if store and os.access(store, os.R_OK | os.X_OK) else None
         return joined
 
-    def _hand_over(self, blob: bytes) -> str | None:
-        """Writes the weights into the service's inbox; returns the file's name, or None (then upload them)."""
+    def _hand_over(self, blob: Weights) -> str | None:
+        """Writes the weights into the service's inbox; returns the file's name, or None (then upload them).
+
+        Arrays are written tensor by tensor, as ``to_bytes`` would lay them out: no serialised copy.
+        """
         if self.inbox is None:
             return None
         name = f"{uuid.uuid4().hex}.safetensors"
         try:
             fd, tmp = tempfile.mkstemp(dir=self.inbox, prefix=".writing-")
             with os.fdopen(fd, "wb") as fh:
-                fh.write(blob)
+                for chunk in _chunks(blob):
+                    fh.write(chunk)
             os.replace(tmp, self.inbox / name)
         except OSError as exc:
+            with contextlib.suppress(OSError, UnboundLocalError):
+                os.unlink(tmp)
             self.log.warning("cannot write to the service's inbox %s (%s); uploading weights instead", self.inbox, exc)
             self.inbox = None
             return None
@@ -102,7 +113,7 @@ class ServiceClient:
     def sync(
         self,
         task: str,
-        blob: bytes,
+        blob: Weights,
         weight: int,
         timeout_s: float,
         log_every_s: float = 10.0,
@@ -112,6 +123,7 @@ class ServiceClient:
 
         ``metrics`` (names to finite numbers, e.g. the latest Keras logs) go
         with the sync and show on the swarm's dashboards for its round.
+        ``blob``: the weights as safetensors bytes, or as arrays (written to the service chunk by chunk).
         """
         headers = {"content-type": "application/octet-stream"}
         if metrics:
@@ -132,7 +144,11 @@ class ServiceClient:
                 name = None
         if name is None:
             started = self._request(
-                "POST", "/v1/local/syncs", params={"task": task, "weight": weight}, content=blob, headers=headers
+                "POST",
+                "/v1/local/syncs",
+                params={"task": task, "weight": weight},
+                content=_upload_body(blob),
+                headers=headers | {"content-length": str(_size(blob))},
             ).json()
         sync_id = started["sync_id"]
         t0 = time.monotonic()
@@ -154,29 +170,59 @@ class ServiceClient:
                 raise SwarmServiceError(f"sync did not finish in {timeout_s:.0f} s; last: {what}", code="TIMEOUT")
 
     def blob(self, sha256: str, layout: str) -> list:
-        """A merged blob, read from the service's store or downloaded; checks its hash and layout; the arrays."""
-        data = None
+        """A merged blob, read from the service's store or downloaded; checks its hash and layout; the arrays.
+
+        The arrays are read-only memory maps of the file (checked chunk by chunk, never read whole
+        into this process's memory): loading them into Keras copies them once, into the model.
+        """
         if self.store is not None and serialization.is_sha256(sha256):
+            path = self.store / sha256[:2] / sha256
             try:
-                data = (self.store / sha256[:2] / sha256).read_bytes()
+                return self._map_checked(path, sha256, layout)
             except OSError:
-                data = None  # pruned meanwhile, or not readable: ask the service
-        if data is None:
-            data = self._request("GET", f"/v1/local/blobs/{sha256}").content
-        if serialization.sha256_hex(data) != sha256:
-            raise SwarmServiceError(f"blob {sha256[:12]}... from the service does not match its hash")
-        return serialization.from_bytes(data, layout)
+                pass  # pruned meanwhile, or not readable: ask the service
+        with self._download(f"/v1/local/blobs/{sha256}") as (path, _):
+            return self._map_checked(path, sha256, layout)
 
     def latest(self, task: str, layout: str) -> tuple[int, list] | None:
-        """The latest merged model (round, arrays), or None before the first merge."""
-        resp = self._request("GET", "/v1/local/latest", params={"task": task})
-        if resp.status_code == 204:
-            return None
-        data = resp.content
-        sha256 = resp.headers["x-swarm-sha256"]
-        if serialization.sha256_hex(data) != sha256:
-            raise SwarmServiceError(f"latest blob {sha256[:12]}... does not match its hash")
-        return int(resp.headers["x-swarm-round"]), serialization.from_bytes(data, layout)
+        """The latest merged model (round, arrays as ``blob`` gives them), or None before the first merge."""
+        with self._download("/v1/local/latest", params={"task": task}) as (path, headers):
+            if headers is None:
+                return None
+            sha256 = headers["x-swarm-sha256"]
+            return int(headers["x-swarm-round"]), self._map_checked(path, sha256, layout, what="latest blob")
+
+    @staticmethod
+    def _map_checked(path: Path, sha256: str, layout: str, what: str = "blob") -> list:
+        """The tensors of the blob file at ``path`` as memory maps, after checking its hash, layout and values."""
+        if safetensors_files.file_sha256(path) != sha256:
+            raise SwarmServiceError(f"{what} {sha256[:12]}... from the service does not match its hash")
+        spans = safetensors_files.check_file(path, layout, serialization.max_blob_bytes(layout))
+        return safetensors_files.memmap_arrays(path, spans)
+
+    @contextlib.contextmanager
+    def _download(self, path: str, **kwargs: object) -> Iterator[tuple[Path, httpx.Headers | None]]:
+        """Streams a GET's body into a temporary file (deleted after; memory maps of it stay valid).
+
+        Yields (file, headers), or (None, None) for a 204.
+        """
+        fd, tmp = tempfile.mkstemp(prefix="swarm-blob-")
+        try:
+            with os.fdopen(fd, "wb") as fh, self._http.stream("GET", path, **kwargs) as resp:  # type: ignore[arg-type]
+                if resp.status_code >= 400:
+                    resp.read()
+                    raise SwarmServiceError(f"GET {path}: {resp.status_code}: {resp.text[:300]}")
+                if resp.status_code == 204:
+                    yield None, None  # type: ignore[misc]
+                    return
+                for chunk in resp.iter_bytes(safetensors_files.CHUNK_BYTES):
+                    fh.write(chunk)
+            yield Path(tmp), resp.headers
+        except httpx.HTTPError as exc:
+            raise SwarmServiceError(f"GET {path} from {self.url}: {exc}", code="UNREACHABLE") from exc
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
 
     def task(self, task: str) -> dict:
         """The ledger's record of the task (status, nodes, latest merged model), through the service."""
@@ -188,9 +234,12 @@ class ServiceClient:
         return answer["task"], answer["round"]
 
     def checkin(
-        self, task: str, mode: str, blob: bytes | None = None, weight: int = 1, contribute: str = "snapshot"
+        self, task: str, mode: str, blob: Weights | None = None, weight: int = 1, contribute: str = "snapshot"
     ) -> dict:
-        """Leaves the task, or finishes: the service then contributes per ``contribute`` until the task ends."""
+        """Leaves the task, or finishes: the service then contributes per ``contribute`` until the task ends.
+
+        ``blob``: the final weights (bytes, or arrays sent chunk by chunk).
+        """
         params: dict = {"task": task, "mode": mode, "weight": weight}
         if mode == "finish":
             params["contribute"] = contribute
@@ -198,10 +247,32 @@ class ServiceClient:
             "POST",
             "/v1/local/checkin",
             params=params,
-            content=blob or b"",
-            headers={"content-type": "application/octet-stream"},
+            content=_upload_body(blob) if blob is not None else b"",
+            headers={
+                "content-type": "application/octet-stream",
+                "content-length": str(_size(blob) if blob is not None else 0),
+            },
         ).json()
 
     def close(self) -> None:
         """Closes the HTTP connection pool."""
         self._http.close()
+
+
+def _chunks(blob: Weights) -> Iterator[bytes | memoryview]:
+    """The weights' bytes, in pieces: the blob itself, or each tensor's memory in to_bytes' layout."""
+    if isinstance(blob, (bytes, bytearray, memoryview)):
+        yield blob
+    else:
+        yield from safetensors_files.blob_chunks(blob)
+
+
+def _upload_body(blob: Weights) -> bytes | Iterator[bytes]:
+    """An HTTP body of the weights: the bytes, or a stream of chunks (never one joined copy)."""
+    if isinstance(blob, (bytes, bytearray, memoryview)):
+        return bytes(blob)
+    return (bytes(chunk) for chunk in safetensors_files.blob_chunks(blob, chunk_bytes=4 << 20))
+
+
+def _size(blob: Weights) -> int:
+    return len(blob) if isinstance(blob, (bytes, bytearray, memoryview)) else safetensors_files.blob_size(blob)

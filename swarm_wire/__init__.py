@@ -2,6 +2,8 @@
 
 - ``swarm_wire.serialization``: the weights wire format (safetensors bytes, layouts, fingerprints,
   the largest blob a layout allows);
+- ``swarm_wire.safetensors_files``: the same format written, checked and memory-mapped as files, chunk
+  by chunk, for models of gigabytes;
 - ``swarm_wire.options``: the merge methods and weightings every side checks;
 - ``swarm_wire.names``: the patterns of task, site and metric names, and of sha256 digests.
 

@@ -96,6 +96,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="answer 408 to a request whose body stalls this long (or arrives slower than 256 KiB/s on average "
         "after that) (default 30)",
     )
+    p.add_argument(
+        "--stream-above-bytes",
+        type=int,
+        default=256 << 20,
+        metavar="BYTES",
+        help="a task whose model's blobs may be larger than this is streamed end to end: uploads, fetches and "
+        "hand-overs go to the blob store chunk by chunk, blobs are checked from disk and merged a column chunk at "
+        "a time; smaller models stay in memory, which is faster (default 268435456, 256 MiB)",
+    )
+    p.add_argument(
+        "--min-transfer-rate",
+        type=float,
+        default=10.0,
+        metavar="MB_PER_S",
+        help="a blob of N MB fetched from or handed to a peer may take 20 s + N / this rate in all (within the "
+        "leader's deadline); each read still gives up after 20 s without data (default 10)",
+    )
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
 
@@ -253,6 +270,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.prune_grace < 0:
         print(f"swarm-sn: --prune-grace {args.prune_grace}: give a number of seconds >= 0", file=sys.stderr)
         return 2
+    if args.stream_above_bytes < 0:
+        print(f"swarm-sn: --stream-above-bytes {args.stream_above_bytes}: give a number of bytes >= 0", file=sys.stderr)
+        return 2
+    if not args.min_transfer_rate > 0:
+        print(f"swarm-sn: --min-transfer-rate {args.min_transfer_rate}: give MB/s > 0", file=sys.stderr)
+        return 2
     if args.tls_dir is not None and args.peer_port is None:
         print("swarm-sn: --tls-dir needs --peer-port PORT for the mutual-TLS blob listener", file=sys.stderr)
         return 2
@@ -346,12 +369,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     store = BlobStore(args.data_dir / "blobs")
+    store.discard_incoming()  # this process holds the data folder's lock: any half-written blob is a crash's
     if tls is not None:
         endpoint = args.advertise or host_url("https", args.host, args.peer_port)
-        peers = PeerClient(tls)
+        peers = PeerClient(tls, min_rate_bytes_per_s=args.min_transfer_rate * 1e6)
     else:
         endpoint = args.advertise or host_url("http", args.host, args.port)
-        peers = PeerClient()
+        peers = PeerClient(min_rate_bytes_per_s=args.min_transfer_rate * 1e6)
     service = SwarmNetworkService(
         args.site,
         ledger,
@@ -364,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         keep_rounds=args.keep_rounds,
         prune_grace_s=args.prune_grace,
         body_timeout_s=args.body_timeout,
+        stream_above_bytes=args.stream_above_bytes,
     )
     write_service_file(
         args.data_dir,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+_BLOCK = 1 << 16  # columns at a time: the float64 accumulator stays in cache
+
 
 def normalised(weights: np.ndarray) -> np.ndarray:
     """Weights scaled to sum to 1; all-zero weights count equally."""
@@ -15,6 +17,25 @@ def normalised(weights: np.ndarray) -> np.ndarray:
 
 
 def weighted_mean(stacked: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """sum_i w_i x_i / sum_i w_i, as one matrix-vector product."""
-    w = normalised(weights).astype(stacked.dtype)
-    return w @ stacked
+    """sum_i w_i x_i / sum_i w_i, accumulated in float64 row after row, in the models' dtype.
+
+    Each parameter's value depends on its own column only, always added in the same order, so a
+    merge of any slice of the columns gives bit for bit the values of the whole merge: the leader can
+    merge models of gigabytes a column chunk at a time (``sn_service.streamed_merge``) and get the
+    model a merge in memory gives. (A BLAS matrix-vector product, used before, rounds differently
+    depending on where a column falls in the matrix.)
+    """
+    w = normalised(weights)
+    n, p = stacked.shape
+    out = np.empty(p, dtype=stacked.dtype)
+    acc = np.empty(min(p, _BLOCK), np.float64)
+    term = np.empty_like(acc)
+    for start in range(0, p, _BLOCK):
+        stop = min(p, start + _BLOCK)
+        a, t = acc[: stop - start], term[: stop - start]
+        np.multiply(stacked[0, start:stop], w[0], out=a, dtype=np.float64)
+        for i in range(1, n):
+            np.multiply(stacked[i, start:stop], w[i], out=t, dtype=np.float64)
+            a += t
+        out[start:stop] = a
+    return out

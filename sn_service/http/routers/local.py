@@ -11,7 +11,7 @@ import time
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import FileResponse, Response
 
-from sn_service.blob_store import StoreFull
+from sn_service.blob_store import BlobRefused, IncomingBlob, StoreFull
 from sn_service.http.errors import api_error, contract_http_error
 from sn_service.http.schemas import ErrorBody, JoinRequest, JoinResponse, SyncStarted, SyncStatus
 from sn_service.ledger.base import ContractError, LedgerUnavailable
@@ -29,6 +29,12 @@ _ERRORS = {
     503: {"model": ErrorBody},
     507: {"model": ErrorBody},
 }
+
+
+class BlobFileResponse(FileResponse):
+    """A stored blob sent from its file, 4 MiB per read (Starlette's 64 KiB makes 33,000 reads of a 2 GB model)."""
+
+    chunk_size = 4 << 20
 
 
 METRICS_HEADER = "X-Swarm-Metrics"
@@ -117,6 +123,72 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise api_error(413, "TOO_LARGE", f"the body passed {limit} bytes, the most this task's model allows")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def stream_body(request: Request, incoming: IncomingBlob, limit: int) -> None:
+    """Writes the request body into ``incoming`` as it arrives (never whole in memory); 413 past ``limit``.
+
+    The caller commits or aborts ``incoming``; a refusal here aborts it.
+    """
+    declared = request.headers.get("content-length")
+    service = request.app.state.service
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        incoming.abort()
+        service.metrics.rejected_blobs.labels(reason="too_large").inc()
+        raise api_error(413, "TOO_LARGE", f"the body has {declared} bytes; this task's model allows {limit}")
+    with incoming:
+        try:
+            async for chunk in request.stream():
+                incoming.write(chunk)
+        except BlobRefused:
+            service.metrics.rejected_blobs.labels(reason="too_large").inc()
+            raise api_error(
+                413, "TOO_LARGE", f"the body passed {limit} bytes, the most this task's model allows"
+            ) from None
+        except StoreFull as exc:
+            raise api_error(507, "STORE_FULL", exc.strerror) from None
+
+
+async def _stored_blob(
+    request: Request,
+    service: SwarmNetworkService,
+    task: str,
+    timings: dict[str, float] | None = None,
+    blob_file: str | None = None,
+) -> str:
+    """The streamed ``_validated_blob``: the weights (body or inbox file) go to the store chunk by chunk,
+    checked there (same checks, same errors) before they are kept; returns their sha256."""
+    spec = _joined_spec(service, task)
+    limit = serialization.max_blob_bytes(spec["layout"])
+    t0 = time.perf_counter()
+    try:
+        if blob_file is None:
+            declared = request.headers.get("content-length")
+            incoming = service.store.incoming(
+                max_bytes=limit, size_hint=int(declared) if declared and declared.isdigit() else None
+            )
+            await stream_body(request, incoming, limit)
+            check, found = service.driver.checker(spec["layout"])
+            sha = await asyncio.to_thread(incoming.commit, check)
+            service.driver.checked.put(sha, found[0])
+            size = incoming.size
+        else:
+            try:
+                sha, size = await asyncio.to_thread(service.store_from_inbox, blob_file, task)
+            except serialization.WeightsFormatError:
+                raise
+            except ValueError as exc:
+                service.metrics.rejected_blobs.labels(reason="bad_file").inc()
+                raise api_error(400, "BAD_BLOB_FILE", str(exc)) from None
+    except serialization.WeightsFormatError as exc:
+        service.metrics.rejected_blobs.labels(reason=exc.code.lower()).inc()
+        raise api_error(400 if exc.code != "TOO_LARGE" else 413, exc.code, str(exc)) from exc
+    except StoreFull as exc:
+        raise api_error(507, "STORE_FULL", exc.strerror) from None
+    if timings is not None:
+        timings.update({"receive, check and store": time.perf_counter() - t0})
+    service.metrics.bytes_received.inc(size)
+    return sha
 
 
 async def _validated_blob(
@@ -211,8 +283,12 @@ async def start_sync(
     except MetricsError as exc:
         raise api_error(422, "INVALID_METRICS", f"{METRICS_HEADER} header: {exc}") from None
     timings: dict[str, float] = {}
-    data, arrays = await _validated_blob(request, service, task, timings, blob_file)
-    job = service.start_sync(task, data, weight, parsed, arrays=arrays, timings=timings)
+    if service.task_spec(task) is not None and service.streams(task):
+        sha = await _stored_blob(request, service, task, timings, blob_file)
+        job = service.start_sync(task, None, weight, parsed, timings=timings, sha256=sha)
+    else:
+        data, arrays = await _validated_blob(request, service, task, timings, blob_file)
+        job = service.start_sync(task, data, weight, parsed, arrays=arrays, timings=timings)
     return SyncStarted(sync_id=job.sync_id)
 
 
@@ -240,8 +316,9 @@ async def latest(request: Request, task: str = Query(pattern=NAME_PATTERN)) -> R
         raise api_error(503, "UNAVAILABLE", str(exc)) from exc
     if result is None:
         return Response(status_code=204)
-    return Response(
-        await asyncio.to_thread(service.store.get, result.merged_sha256),
+    # Sent from the file as stored (never whole in memory); the callback checks it against the hash.
+    return BlobFileResponse(
+        service.store.path(result.merged_sha256),
         media_type="application/octet-stream",
         headers={"X-Swarm-Round": str(result.round), "X-Swarm-Sha256": result.merged_sha256},
     )
@@ -258,7 +335,7 @@ async def local_blob(sha256: str, request: Request) -> Response:
         raise api_error(404, "NO_SUCH_BLOB", f"this site holds no blob {sha256}")
     _service(request).metrics.bytes_sent.inc(path.stat().st_size)
     # Sent as stored: the callback checks the bytes against the hash it asked for.
-    return FileResponse(path, media_type="application/octet-stream")
+    return BlobFileResponse(path, media_type="application/octet-stream")
 
 
 @router.post("/checkin")
@@ -278,7 +355,10 @@ async def checkin(
     """
     service = _service(request)
     try:
-        if mode == "finish":
+        if mode == "finish" and service.task_spec(task) is not None and service.streams(task):
+            sha = await _stored_blob(request, service, task)
+            record = await asyncio.to_thread(service.finish, task, None, weight, contribute, sha)
+        elif mode == "finish":
             data, _ = await _validated_blob(request, service, task)
             record = await asyncio.to_thread(service.finish, task, data, weight, contribute)
         else:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, Response
 
 from sn_service.http.errors import api_error
-from sn_service.http.routers.local import read_body
+from sn_service.http.routers.local import BlobFileResponse, read_body, stream_body
 from sn_service.http.schemas import ErrorBody
 from sn_service.round_protocol import HandoverRefused
 from sn_service.tls.peer_tls import peer_certificate
@@ -52,7 +52,7 @@ async def get_blob(sha256: str, request: Request) -> FileResponse:
     if not path.is_file():
         raise api_error(404, "NO_SUCH_BLOB", f"this site holds no blob {sha256}")
     service.metrics.bytes_sent.inc(path.stat().st_size)
-    return FileResponse(path, media_type="application/octet-stream")
+    return BlobFileResponse(path, media_type="application/octet-stream")
 
 
 @router.post("/merged/{sha256}", status_code=204, response_class=Response)
@@ -75,6 +75,28 @@ async def hand_over_merged(
     if spec is None:
         raise api_error(404, "NOT_JOINED", f"this site has not joined task {task!r}")
     if service.store.has(sha256):
+        return Response(status_code=204)
+    if service.streams(task):  # a model too big for memory: the body goes to a temporary file of the store
+        limit = service.max_blob_bytes(task)
+        incoming = service.store.incoming(max_bytes=limit, sha256=sha256, size_hint=limit)
+        await stream_body(request, incoming, limit)
+        try:
+            taken = await asyncio.to_thread(
+                service.driver.accept_handover_file,
+                task,
+                round_no,
+                sha256,
+                incoming,
+                spec["layout"],
+                request.state.peer_identity,
+            )
+        except HandoverRefused as exc:
+            service.metrics.rejected_blobs.labels(reason=exc.code.lower()).inc()
+            raise api_error(exc.status, exc.code, str(exc)) from None
+        finally:
+            incoming.abort()  # a no-op once committed
+        if taken:
+            service.metrics.bytes_received.inc(incoming.size)
         return Response(status_code=204)
     data = await read_body(request, service.max_blob_bytes(task))
     try:

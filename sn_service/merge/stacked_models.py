@@ -1,0 +1,68 @@
+"""Whole models (lists of tensors) as one stacked matrix, merged with a merge method. No I/O here."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sn_service.merge import merge
+
+__all__ = ["StackedModels", "merge_models"]
+
+
+class StackedModels:
+    """Models of one layout, flattened into the rows of one (n, P) matrix as they arrive.
+
+    Each contribution is copied into its row and dropped, so merging n
+    models holds about n + 2 models in memory, not 2n. Float tensors are
+    merged; other tensors (integer counters) are taken from the first model.
+    """
+
+    def __init__(self, tensors: list[tuple[np.dtype, tuple[int, ...]]], capacity: int) -> None:
+        self.tensors = tensors
+        self.float_idx = [i for i, (dt, _) in enumerate(tensors) if dt.kind == "f"]
+        self.sizes = [int(np.prod(tensors[i][1])) for i in self.float_idx]
+        dtype = np.result_type(*[tensors[i][0] for i in self.float_idx]) if self.float_idx else np.float32
+        self.rows = np.empty((capacity, sum(self.sizes)), dtype=dtype)
+        self.count = 0
+        self.others: list[np.ndarray] | None = None
+
+    def add(self, model: list[np.ndarray]) -> None:
+        """Copies a model into the next row."""
+        offset = 0
+        for i, size in zip(self.float_idx, self.sizes, strict=True):
+            self.rows[self.count, offset : offset + size] = model[i].ravel()
+            offset += size
+        if self.others is None:
+            self.others = [a.copy() if a.dtype.kind != "f" else None for a in model]  # type: ignore[misc]
+        self.count += 1
+
+    def merge(self, method: str, weights: np.ndarray) -> list[np.ndarray]:
+        """Merges the rows added so far with ``method``; returns the model's tensors."""
+        if self.count == 0:
+            raise ValueError("no models to merge")
+        rows = self.rows[: self.count]
+        weights = np.asarray(weights, dtype=np.float64)
+        if (weights > 0).any() and not (weights > 0).all():
+            # A weight of 0 is a site that takes part without contributing (checkinModelOnTrainEnd
+            # "inactive"): it counts towards min_peers but no merge method, median or mean, sees it.
+            rows, weights = rows[weights > 0], weights[weights > 0]
+        flat = merge(method, rows, weights) if self.float_idx else None
+        out: list[np.ndarray] = []
+        offset, k = 0, 0
+        for i, (dt, shape) in enumerate(self.tensors):
+            if dt.kind == "f":
+                size = self.sizes[k]
+                out.append(flat[offset : offset + size].reshape(shape).astype(dt))  # type: ignore[index]
+                offset += size
+                k += 1
+            else:
+                out.append(self.others[i])  # type: ignore[index]
+        return out
+
+
+def merge_models(method: str, models: list[list[np.ndarray]], weights: np.ndarray) -> list[np.ndarray]:
+    """Merges whole models (lists of tensors) with a merge method."""
+    stack = StackedModels([(a.dtype, a.shape) for a in models[0]], len(models))
+    for model in models:
+        stack.add(model)
+    return stack.merge(method, weights)
