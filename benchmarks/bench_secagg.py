@@ -10,7 +10,7 @@ site, and the bytes the services received from peers (the workers' local uploads
 On a shared, loaded machine one run says little: ``--repeat`` alternates plain and secure runs and
 reports the median of each figure over the repeats.
 
-Run: .venv/bin/python benchmarks/bench_secagg.py --sites 3 16 [--rounds 6] [--repeat 3]
+Run: .venv/bin/python benchmarks/bench_secagg.py --sites 3 16 [--rounds 6] [--repeat 3] [--parts]
 """
 
 from __future__ import annotations
@@ -61,7 +61,17 @@ def run(n_sites: int, rounds: int, secure: bool, timeout_s: float) -> dict:
                 print((Path(tmp) / s / "train.log").read_text()[-2000:])
             raise SystemExit("benchmark run failed")
         history = EmbeddedLedger(Path(tmp) / "ledger.sqlite", identity="bench", create=False).get_history(task)
-        syncs = [t for s in sites for t in json.loads((Path(tmp) / s / "sync_times.json").read_text())["sync_s"][1:]]
+        records = [json.loads((Path(tmp) / s / "sync_times.json").read_text()) for s in sites]
+    syncs = [t for rec in records for t in rec["sync_s"][1:]]
+    # Per merge round, each part of a sync at the site that spent longest in it (the leader's parts: the leader).
+    per_round: dict[int, dict[str, float]] = {}
+    for rec in records:
+        for round_no, parts in zip(rec["rounds"][1:], rec["timings_ms"][1:], strict=True):
+            slowest = per_round.setdefault(round_no, {})
+            for part, ms in parts.items():
+                slowest[part] = max(slowest.get(part, 0.0), ms)
+    names = sorted({part for parts in per_round.values() for part in parts})
+    parts_ms = {part: statistics.median(parts.get(part, 0.0) for parts in per_round.values()) for part in names}
     merges = [r for r in history["rounds"] if r["previous_merged_sha256"] is not None]
     peer_bytes = received - n_sites * rounds * blob_bytes  # minus what each worker uploaded to its own service
     return {
@@ -72,6 +82,7 @@ def run(n_sites: int, rounds: int, secure: bool, timeout_s: float) -> dict:
         "sync_ms": statistics.median(syncs) * 1000,
         "peer_mb_per_round": peer_bytes / len(history["rounds"]) / 2**20,
         "model_mb": blob_bytes / 2**20,
+        "parts_ms": parts_ms,
     }
 
 
@@ -82,11 +93,23 @@ def main() -> None:
     p.add_argument("--timeout", type=float, default=1800)
     p.add_argument("--repeat", type=int, default=1, help="alternating plain/secure runs per site count")
     p.add_argument("--json", type=Path, help="also write the results here")
+    p.add_argument("--parts", action="store_true", help="also print each run's slowest site's ms per part of a sync")
     args = p.parse_args()
     print(f"{time.strftime('%Y-%m-%d %H:%M')} on {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
     results = []
     for n in args.sites:
-        runs = [run(n, args.rounds, secure, args.timeout) for _ in range(args.repeat) for secure in (False, True)]
+        runs = []
+        for _ in range(args.repeat):
+            for secure in (False, True):
+                runs.append(run(n, args.rounds, secure, args.timeout))
+                r, arm = runs[-1], "secure" if secure else "plain "
+                print(
+                    f"  {n} sites {arm}: close->publish {r['close_to_publish_ms']:.0f} ms, "
+                    f"sync {r['sync_ms']:.0f} ms, load {os.getloadavg()[0]:.1f}",
+                    flush=True,
+                )
+                if args.parts:
+                    print("    " + ", ".join(f"{k} {v:.0f}" for k, v in r["parts_ms"].items() if v >= 1), flush=True)
         results += runs
         plain, sec = (
             {k: statistics.median(r[k] for r in runs if r["secure"] is s) for k in FIGURES} for s in (False, True)
