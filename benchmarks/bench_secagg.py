@@ -98,6 +98,8 @@ def run(n_sites: int, rounds: int, secure: bool, timeout_s: float) -> dict:
         "parts_ms": parts_ms,
         "service_cpu_s_per_round": service_cpu_s / len(history["rounds"]),
         "premasked": statistics.median(premasked) if premasked else None,
+        # A contribution the leader could not fetch in time is dropped, not merged: the run then says so.
+        "dropped": sum(len(r.get("sealed", {}).get("dropped", [])) for r in merges),
     }
 
 
@@ -132,6 +134,7 @@ def main() -> None:
                         if r["premasked"] is not None
                         else ""
                     )
+                    + (f", {r['dropped']} contributions DROPPED" if r["dropped"] else "")
                     + f", load {os.getloadavg()[0]:.1f}",
                     flush=True,
                 )
