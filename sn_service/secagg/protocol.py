@@ -135,44 +135,49 @@ class SiteRound:
         """The round's public key, to submit to the ledger."""
         return self.key.public_hex
 
-    def premask(self, keys: Mapping[str, str], budget: int | None = None) -> int:
+    def premask(self, keys: Mapping[str, str]) -> int:
         """Adds the self mask and the pairwise masks with ``keys`` (node -> public key) not yet in the sum.
 
         Called with the submissions of the still open round, as they come; ``mask`` finishes the sum
-        for the frozen contributors. ``budget``: at most this many keystreams now (the caller comes
-        back for the rest). Returns how many keystreams it computed; 0 once masked.
+        for the frozen contributors. Returns how many keystreams it computed; 0 once masked.
         """
         with self._mask_lock:
             if self.masked is not None or self.values is None or self._premask_off:
                 return 0
-            done = self._sum_masks(keys, exact=False, budget=budget)
+            done = self._sum_masks(keys, exact=False)
             self.premasked_streams += done
             return done
 
-    def _sum_masks(self, keys: Mapping[str, str], exact: bool, budget: int | None = None) -> int:
+    def _sum_masks(self, keys: Mapping[str, str], exact: bool) -> int:
         """Brings the running mask sum to the self mask and the pairwise masks with ``keys``, in one pass.
 
         ``exact``: also take out the masks of nodes not in ``keys`` (at Close: ``keys`` are the
-        contributors). Returns how many keystreams it computed. Called holding the lock.
+        contributors). Returns how many keystreams it computed. Called holding the lock. Every seed
+        is derived before the sum changes: a key that fails (SecAggError) leaves the sum as it was.
         """
         assert self.values is not None and self._b_seed is not None
         streams: list[tuple[bytes, int]] = []
-        if self._mask_sum is None:
-            self._mask_sum = np.zeros(self.values.size, dtype=np.uint64)
-            self._masked_with = {}
+        fresh = self._mask_sum is None
+        if fresh:
             streams.append((self._b_seed, 1))
-        for node, summed in list(self._masked_with.items()):  # a key summed that is not (or no more) the one
+        taken_out = []
+        for node, summed in self._masked_with.items():  # a key summed that is not (or no more) the one
             if (exact or node in keys) and keys.get(node) != summed:
                 streams.append((self._pairwise_seed(node, summed), -self._sign(node)))
-                del self._masked_with[node]
+                taken_out.append(node)
+        added = {}
         for node in sorted(keys):
-            if node == self.site or node in self._masked_with:
+            if node == self.site or (node in self._masked_with and node not in taken_out):
                 continue
-            if budget is not None and len(streams) >= budget:
-                break
             streams.append((self._pairwise_seed(node, keys[node]), self._sign(node)))
-            self._masked_with[node] = keys[node]
+            added[node] = keys[node]
+        if fresh:
+            self._mask_sum = np.zeros(self.values.size, dtype=np.uint64)
+        assert self._mask_sum is not None
         add_prgs(self._mask_sum, streams)
+        for node in taken_out:
+            del self._masked_with[node]
+        self._masked_with.update(added)
         return len(streams)
 
     def _pairwise_seed(self, node: str, public_hex: str) -> bytes:

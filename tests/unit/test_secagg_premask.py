@@ -103,13 +103,24 @@ def test_a_premasked_key_that_is_not_a_contributors_is_taken_out_again():
     assert early.mask(keys, weights)[0] == fresh.mask(keys, weights)[0]
 
 
-def test_premasking_in_steps_and_after_it_was_dropped_still_masks_the_same():
+def test_premasking_dropped_halfway_still_masks_the_same():
     fresh, early = _twins(2)
     keys = dict(_other_keys(6), **{"site-02": fresh.public_hex})
     weights = dict.fromkeys(keys, 1)
-    assert early.premask(keys, budget=2) == 2
+    assert early.premask({n: keys[n] for n in ("site-02", "site-05")}) == 2
     early.drop_premask()
     assert early.premask(keys) == 0  # dropped: premasks no more
+    assert early.mask(keys, weights)[0] == fresh.mask(keys, weights)[0]
+
+
+def test_a_key_that_is_not_one_leaves_the_mask_sum_as_it_was():
+    fresh, early = _twins(4)
+    keys = dict(_other_keys(4), **{"site-02": fresh.public_hex})
+    weights = dict.fromkeys(keys, 1)
+    assert early.premask({"site-02": early.public_hex}) == 1
+    with pytest.raises(SecAggError, match="not an X25519 public key"):  # site-00's is fine, site-01's not
+        early.premask(dict(keys, **{"site-01": "zz" * 32}))
+    assert early._masked_with == {}  # neither summed nor marked summed
     assert early.mask(keys, weights)[0] == fresh.mask(keys, weights)[0]
 
 
