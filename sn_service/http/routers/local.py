@@ -9,9 +9,10 @@ import math
 import time
 
 from fastapi import APIRouter, Depends, Header, Query, Request
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import Response
 
 from sn_service.blob_store import StoreFull
+from sn_service.http.blob_response import BlobResponse
 from sn_service.http.errors import api_error, contract_http_error
 from sn_service.http.schemas import ErrorBody, JoinRequest, JoinResponse, SyncStarted, SyncStatus
 from sn_service.ledger.base import ContractError, LedgerUnavailable
@@ -258,7 +259,7 @@ async def local_blob(sha256: str, request: Request) -> Response:
         raise api_error(404, "NO_SUCH_BLOB", f"this site holds no blob {sha256}")
     _service(request).metrics.bytes_sent.inc(path.stat().st_size)
     # Sent as stored: the callback checks the bytes against the hash it asked for.
-    return FileResponse(path, media_type="application/octet-stream")
+    return BlobResponse(path, media_type="application/octet-stream")
 
 
 @router.post("/checkin")

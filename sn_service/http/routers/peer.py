@@ -7,6 +7,7 @@ import asyncio
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, Response
 
+from sn_service.http.blob_response import BlobResponse
 from sn_service.http.errors import api_error
 from sn_service.http.routers.local import read_body
 from sn_service.http.schemas import ErrorBody
@@ -52,7 +53,7 @@ async def get_blob(sha256: str, request: Request) -> FileResponse:
     if not path.is_file():
         raise api_error(404, "NO_SUCH_BLOB", f"this site holds no blob {sha256}")
     service.metrics.bytes_sent.inc(path.stat().st_size)
-    return FileResponse(path, media_type="application/octet-stream")
+    return BlobResponse(path, media_type="application/octet-stream")
 
 
 @router.post("/merged/{sha256}", status_code=204, response_class=Response)
