@@ -65,7 +65,7 @@ class SecureRounds:
         self._premasker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="secagg-premask")
 
     def close(self) -> None:
-        """Stops the premasking thread (a running keystream finishes; queued ones are dropped)."""
+        """Stops the premasking thread (a running premask finishes; queued ones are dropped)."""
         self._premasker.shutdown(wait=False, cancel_futures=True)
 
     # ------------------------------------------------------------------ site side
