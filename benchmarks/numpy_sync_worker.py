@@ -3,7 +3,8 @@
 Sixteen or sixty-four Keras processes do not fit two cores; the swarm's side of a round (upload, ledger,
 fetch, merge, fetch back) does not depend on Keras, so this worker syncs numpy arrays of the paper model's
 exact layout through the same ``ServiceClient`` the callback uses. Each sync's weights are nudged first, so
-every blob is new and travels. Writes SWARM_OUTPUT_DIR/sync_times.json.
+every blob is new and travels. Writes SWARM_OUTPUT_DIR/sync_times.json (each sync's time, round and the
+service's milliseconds per part of it).
 
 Run by bench_sites.py and bench_secagg.py through the launcher: ``numpy_sync_worker.py ROUNDS [secure]``
 (``secure``: the task merges by secure aggregation).
@@ -55,7 +56,7 @@ def main() -> None:
     if sys.argv[2:3] == ["secure"]:
         spec["secure_aggregation"] = True
     client.join(os.environ["SWARM_TASK"], spec)
-    times, rounds_seen = [], []
+    times, rounds_seen, timings = [], [], []
     for _ in range(rounds):
         weights = [w + rng.normal(0.0, 1e-4, w.shape).astype(w.dtype) for w in weights]
         t0 = time.perf_counter()
@@ -63,9 +64,10 @@ def main() -> None:
         weights = client.blob(status["merged_sha256"], layout)
         times.append(time.perf_counter() - t0)
         rounds_seen.append(status["round"])
+        timings.append(status.get("timings_ms", {}))
     client.checkin(os.environ["SWARM_TASK"], "leave")
     Path(os.environ["SWARM_OUTPUT_DIR"], "sync_times.json").write_text(
-        json.dumps({"sync_s": times, "rounds": rounds_seen})
+        json.dumps({"sync_s": times, "rounds": rounds_seen, "timings_ms": timings})
     )
 
 

@@ -221,9 +221,10 @@ class RoundDriver:
     # ------------------------------------------------------------------ wake-ups
 
     def close(self) -> None:
-        """Stops the background pools (wake-ups, hand-overs); queued work is dropped, running work finishes."""
+        """Stops the background pools (wake-ups, hand-overs, premasking); queued work is dropped, running work ends."""
         self._notifier.shutdown(wait=False, cancel_futures=True)
         self._handovers.shutdown(wait=False, cancel_futures=True)
+        self.secure.close()
 
     def _wakeup(self, task: str) -> threading.Event:
         with self._wakeups_lock:
@@ -539,6 +540,10 @@ class RoundDriver:
                 self.fetch_merged(rec, latest["sha256"], latest["node"], deadline, wait)
                 return SyncResult(latest["round"], latest["sha256"], "done", False)
             if status == "open":
+                # In the background, the masks of the keys submitted so far (not for the first merge: it takes the
+                # leader's initial weights, unmasked; an open round's previous merged hash is set at Close).
+                if contract.is_secure(rec) and rec["latest_merged"] is not None and contributed:
+                    self.secure.premask(rec, rnd)
                 ok, why = contract.closable(rec, rnd, now_ms())
                 if ok:
                     try:

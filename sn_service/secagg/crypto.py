@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Sequence
 
 import numpy as np
 from cryptography.hazmat.primitives import hashes
@@ -110,12 +111,59 @@ def _zero_bytes(n: int) -> bytes:
         return _zeros
 
 
-def prg(seed: bytes, count: int) -> np.ndarray:
-    """``count`` pseudo-random uint64 values from a 32-byte seed: the AES-256-CTR keystream (AES-NI: ~7 GB/s)."""
-    out = np.empty(count + 2, dtype="<u8")  # update_into wants a block of room beyond the data
+def prg(seed: bytes, count: int, out: np.ndarray | None = None) -> np.ndarray:
+    """``count`` pseudo-random uint64 values from a 32-byte seed: the AES-256-CTR keystream (AES-NI: ~7 GB/s).
+
+    ``out``: a uint64 array of ``count`` values to write into (a caller that adds many streams reuses one
+    buffer instead of allocating each); a new array by default.
+    """
+    if out is None:
+        out = np.empty(count, dtype=np.uint64)
+    elif out.dtype != np.uint64 or out.shape != (count,) or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a contiguous uint64 array of {count} values, not {out.dtype}{out.shape}")
     encryptor = Cipher(algorithms.AES(seed), modes.CTR(bytes(16))).encryptor()
-    encryptor.update_into(memoryview(_zero_bytes(8 * count))[: 8 * count], memoryview(out).cast("B"))
-    return out[:count].view(np.uint64)
+    size = 8 * count
+    # update_into wants a block of room beyond what it writes: all but the last block straight into ``out``,
+    # the last block through update() (the counter runs on across the two calls).
+    head = max(0, size - 16)
+    raw = memoryview(out.view(np.uint8).reshape(-1) if count else bytearray(0))
+    if head:
+        encryptor.update_into(memoryview(_zero_bytes(head))[:head], raw)
+    raw[head:size] = encryptor.update(bytes(size - head))
+    return out
+
+
+PRG_BLOCK = 1 << 15  # values per block of add_prgs: a block of the sum and of a keystream fit a core's L2 cache
+
+
+def add_prgs(total: np.ndarray, streams: Sequence[tuple[bytes, int]], block: int = PRG_BLOCK) -> None:
+    """Adds ``sign * prg(seed, total.size)`` for each ``(seed, sign)`` to ``total`` in place (mod 2^64).
+
+    The same values as one ``total += prg(...)`` (or ``-=``) per stream, computed block by block: each
+    block of ``total`` is read and written once for all the streams, and the keystreams never exist
+    whole (a third less CPU for 16 streams of 1.8 M values here, and much less memory traffic).
+    """
+    if total.dtype != np.uint64 or total.ndim != 1 or not total.flags.c_contiguous:
+        raise ValueError(f"total must be a contiguous 1-d uint64 array, not {total.dtype}{total.shape}")
+    bad = [sign for _, sign in streams if sign not in (1, -1)]
+    if bad:
+        raise ValueError(f"a stream's sign is 1 or -1, not {bad[0]!r}")
+    if not streams or total.size == 0:
+        return
+    encryptors = [(Cipher(algorithms.AES(seed), modes.CTR(bytes(16))).encryptor(), sign) for seed, sign in streams]
+    block = min(block, total.size)
+    scratch = np.empty(block + 2, dtype=np.uint64)  # update_into wants a block of room beyond the data
+    raw = memoryview(scratch).cast("B")
+    zeros = memoryview(_zero_bytes(8 * block))
+    for start in range(0, total.size, block):
+        part = total[start : start + block]
+        keystream = scratch[: part.size]
+        for encryptor, sign in encryptors:  # CTR: each update_into goes on where the last one stopped
+            encryptor.update_into(zeros[: 8 * part.size], raw)
+            if sign > 0:
+                part += keystream
+            else:
+                part -= keystream
 
 
 def frac_bits(total_weight: int) -> int:
@@ -156,16 +204,38 @@ def dequantise(total: np.ndarray, bits: int, total_weight: int) -> np.ndarray:
     return signed.astype(np.float64) / (2.0**bits * total_weight)
 
 
+# One ring value on the wire: its low 7 bytes, little-endian, written as 4 + 2 + 1 byte fields (numpy copies
+# fields of 4, 2 and 1 bytes much faster than a 7-byte slice of every 8-byte value).
+_WIRE_VALUE = np.dtype(
+    {"names": ["lo", "mid", "hi"], "formats": ["<u4", "<u2", "u1"], "offsets": [0, 4, 6], "itemsize": RING_BYTES}
+)
+
+
+def pack_into(values: np.ndarray, buffer: bytearray | memoryview, offset: int = 0) -> None:
+    """Writes ring values (reduced mod 2^56) into ``buffer`` from ``offset``, RING_BYTES little-endian bytes each."""
+    out = np.ndarray((values.size,), dtype=_WIRE_VALUE, buffer=buffer, offset=offset)
+    out["lo"] = values.astype(np.uint32)  # astype keeps the low bits: mod 2^32, 2^16, 2^8
+    out["mid"] = (values >> np.uint64(32)).astype(np.uint16)
+    out["hi"] = (values >> np.uint64(48)).astype(np.uint8)
+
+
 def pack(values: np.ndarray) -> bytes:
     """Ring values (reduced mod 2^56) in RING_BYTES little-endian bytes each."""
-    raw = (values & RING_MASK).astype("<u8").view(np.uint8).reshape(-1, 8)
-    return raw[:, :RING_BYTES].tobytes()
+    buffer = bytearray(RING_BYTES * values.size)
+    pack_into(values, buffer)
+    return bytes(buffer)
 
 
-def unpack(data: bytes) -> np.ndarray:
-    """The inverse of ``pack``."""
+def unpack(data: bytes | memoryview) -> np.ndarray:
+    """The inverse of ``pack`` (reads ``data`` in place, no copy of it)."""
     count = len(data) // RING_BYTES
-    buf = np.frombuffer(data + bytes(8 - RING_BYTES), dtype=np.uint8)
-    # One unaligned uint64 read every RING_BYTES bytes, the top byte masked off: one vectorised pass.
-    windows = np.ndarray((count,), dtype="<u8", buffer=buf, strides=(RING_BYTES,))
-    return (windows & RING_MASK).astype(np.uint64, copy=False)
+    out = np.empty(count, dtype=np.uint64)
+    if count == 0:
+        return out
+    buf = np.frombuffer(data, dtype=np.uint8, count=RING_BYTES * count)
+    # One unaligned uint64 read every RING_BYTES bytes, the top byte masked off: one vectorised pass. The last
+    # value has no byte after it to read: it is read on its own.
+    windows = np.ndarray((count - 1,), dtype="<u8", buffer=buf, strides=(RING_BYTES,))
+    np.bitwise_and(windows, RING_MASK, out=out[:-1])
+    out[-1] = int.from_bytes(buf[-RING_BYTES:].tobytes(), "little")
+    return out

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -37,13 +38,13 @@ from sn_service.secagg.crypto import (
     RING_BYTES,
     RoundKey,
     SecAggError,
+    add_prgs,
     dequantise,
     envelope_key,
     frac_bits,
     open_sealed,
-    pack,
+    pack_into,
     pairwise_seed,
-    prg,
     quantise,
     seal,
     unpack,
@@ -68,7 +69,11 @@ def _envelope_context(task: str, round_no: int, sender: str, recipient: str) -> 
 
 def encode_masked(header: dict, values: np.ndarray) -> bytes:
     """A masked contribution: magic, one JSON header line, then the ring values (RING_BYTES each, little-endian)."""
-    return MASKED_MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n" + pack(values)
+    head = MASKED_MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n"
+    out = bytearray(len(head) + RING_BYTES * values.size)
+    out[: len(head)] = head
+    pack_into(values, out, len(head))
+    return bytes(out)
 
 
 def decode_masked(data: bytes) -> tuple[dict, np.ndarray]:
@@ -82,7 +87,7 @@ def decode_masked(data: bytes) -> tuple[dict, np.ndarray]:
         header = json.loads(data[len(MASKED_MAGIC) : end])
     except ValueError as exc:
         raise SecAggError(f"masked contribution header is not JSON: {exc}") from None
-    payload = data[end + 1 :]
+    payload = memoryview(data)[end + 1 :]  # no copy: unpack reads it in place
     if not isinstance(header, dict) or len(payload) != RING_BYTES * header.get("count", -1):
         raise SecAggError(
             f"masked contribution holds {len(payload)} bytes, its header says {header.get('count')} values"
@@ -93,6 +98,12 @@ def decode_masked(data: bytes) -> tuple[dict, np.ndarray]:
 @dataclass
 class SiteRound:
     """This site's part in one secure round: its key, its model until masked, what it revealed.
+
+    The masks do not depend on the model, and each pairwise mask only on the two sites' round keys,
+    which are on the ledger from their ``Submit``: ``premask`` sums the self mask and the pairwise
+    masks of the keys submitted so far while the round is still open, and ``mask`` adds only what is
+    left once ``Close`` has frozen the contributors (a key it used that is not a contributor's is
+    taken out again: the result is the same sum as computed from scratch).
 
     Args:
         task, round_no, site: where this is.
@@ -110,11 +121,71 @@ class SiteRound:
     masked: tuple[bytes, bytes] | None = None
     # subject -> kind ("b" or "seed") -> recipients it was revealed to
     revealed: dict[str, dict[str, set[str]]] = field(default_factory=dict)
+    premasked_streams: int = 0  # keystreams premask computed before Close (of n: self mask and n - 1 pairwise)
+    # The self-mask seed b_u, and the running sum of masks: PRG(b_u) and +-PRG(s_uv) for each v in
+    # ``_masked_with`` (node -> the public key used). All three are forgotten once the model is masked.
+    _b_seed: bytes | None = field(default_factory=lambda: secrets.token_bytes(32), init=False, repr=False)
+    _mask_sum: np.ndarray | None = field(default=None, init=False, repr=False)
+    _masked_with: dict[str, str] = field(default_factory=dict, init=False, repr=False)
+    _mask_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _premask_off: bool = field(default=False, init=False, repr=False)
 
     @property
     def public_hex(self) -> str:
         """The round's public key, to submit to the ledger."""
         return self.key.public_hex
+
+    def premask(self, keys: Mapping[str, str]) -> int:
+        """Adds the self mask and the pairwise masks with ``keys`` (node -> public key) not yet in the sum.
+
+        Called with the submissions of the still open round, as they come; ``mask`` finishes the sum
+        for the frozen contributors. Returns how many keystreams it computed; 0 once masked.
+        """
+        with self._mask_lock:
+            if self.masked is not None or self.values is None or self._premask_off:
+                return 0
+            done = self._sum_masks(keys, exact=False)
+            self.premasked_streams += done
+            return done
+
+    def _sum_masks(self, keys: Mapping[str, str], exact: bool) -> int:
+        """Brings the running mask sum to the self mask and the pairwise masks with ``keys``, in one pass.
+
+        ``exact``: also take out the masks of nodes not in ``keys`` (at Close: ``keys`` are the
+        contributors). Returns how many keystreams it computed. Called holding the lock. Every seed
+        is derived before the sum changes: a key that fails (SecAggError) leaves the sum as it was.
+        """
+        assert self.values is not None and self._b_seed is not None
+        streams: list[tuple[bytes, int]] = []
+        fresh = self._mask_sum is None
+        if fresh:
+            streams.append((self._b_seed, 1))
+        taken_out = []
+        for node, summed in self._masked_with.items():  # a key summed that is not (or no more) the one
+            if (exact or node in keys) and keys.get(node) != summed:
+                streams.append((self._pairwise_seed(node, summed), -self._sign(node)))
+                taken_out.append(node)
+        added = {}
+        for node in sorted(keys):
+            if node == self.site or (node in self._masked_with and node not in taken_out):
+                continue
+            streams.append((self._pairwise_seed(node, keys[node]), self._sign(node)))
+            added[node] = keys[node]
+        if fresh:
+            self._mask_sum = np.zeros(self.values.size, dtype=np.uint64)
+        assert self._mask_sum is not None
+        add_prgs(self._mask_sum, streams)
+        for node in taken_out:
+            del self._masked_with[node]
+        self._masked_with.update(added)
+        return len(streams)
+
+    def _pairwise_seed(self, node: str, public_hex: str) -> bytes:
+        return pairwise_seed(self.key, public_hex, self.task, self.round_no, self.site, node)
+
+    def _sign(self, node: str) -> int:
+        """How this site's pairwise mask with ``node`` enters its sum: + if its name sorts first, else -."""
+        return 1 if self.site < node else -1
 
     def mask(self, keys: Mapping[str, str], weights: Mapping[str, int]) -> tuple[bytes, bytes]:
         """The masked contribution and the sealed shares of its self-mask seed, for the frozen contributors.
@@ -122,43 +193,57 @@ class SiteRound:
         ``keys``: every contributor's public key (from the ledger); ``weights``: their weights.
         Forgets the plain model afterwards; the same two blobs again on a second call.
         """
-        if self.masked is not None:
+        with self._mask_lock:
+            if self.masked is not None:
+                return self.masked
+            if keys.get(self.site) != self.public_hex:
+                raise SecAggError(
+                    f"the ledger has key {str(keys.get(self.site))[:16]}... for {self.site} in round "
+                    f"{self.round_no}, not this service's {self.public_hex[:16]}...: another process submitted "
+                    "for this site"
+                )
+            if self.values is None or self._b_seed is None:
+                raise SecAggError(f"round {self.round_no}: this site's model is gone; it cannot mask it")
+            contributors = sorted(keys)
+            bits = frac_bits(sum(int(weights[n]) for n in contributors))
+            points = share_points(contributors)
+            shares = shamir.split(self._b_seed, threshold(len(contributors)), [points[n] for n in contributors])
+            envelopes = {}
+            for node in contributors:
+                k = envelope_key(self.key, keys[node], self.task, self.round_no, self.site, node)
+                context = _envelope_context(self.task, self.round_no, self.site, node)
+                envelopes[node] = seal(k, shamir.encode(shares[points[node]]), context).hex()
+            # The mask sum brought to exactly the contributors: what premask summed of a key that is not a
+            # contributor's is taken out, what it has not summed yet is added.
+            self._sum_masks(keys, exact=True)
+            assert self._mask_sum is not None
+            y = quantise(self.values, self.weight, bits)
+            y += self._mask_sum
+            header = {
+                "task": self.task,
+                "round": self.round_no,
+                "node": self.site,
+                "frac_bits": bits,
+                "count": self.values.size,
+            }
+            shares_blob = json.dumps(
+                {"task": self.task, "round": self.round_no, "node": self.site, "envelopes": envelopes}, sort_keys=True
+            ).encode()
+            self.masked = (encode_masked(header, y), shares_blob)
+            # The plain model, the self-mask seed and the masks are not needed any more.
+            self.values = self._b_seed = self._mask_sum = None
+            self._masked_with = {}
             return self.masked
-        if keys.get(self.site) != self.public_hex:
-            raise SecAggError(
-                f"the ledger has key {str(keys.get(self.site))[:16]}... for {self.site} in round {self.round_no}, "
-                f"not this service's {self.public_hex[:16]}...: another process submitted for this site"
-            )
-        if self.values is None:
-            raise SecAggError(f"round {self.round_no}: this site's model is gone; it cannot mask it")
-        contributors = sorted(keys)
-        bits = frac_bits(sum(int(weights[n]) for n in contributors))
-        points = share_points(contributors)
-        b_seed = secrets.token_bytes(32)
-        shares = shamir.split(b_seed, threshold(len(contributors)), [points[n] for n in contributors])
-        envelopes = {}
-        for node in contributors:
-            k = envelope_key(self.key, keys[node], self.task, self.round_no, self.site, node)
-            context = _envelope_context(self.task, self.round_no, self.site, node)
-            envelopes[node] = seal(k, shamir.encode(shares[points[node]]), context).hex()
-        count = self.values.size
-        y = quantise(self.values, self.weight, bits)
-        y += prg(b_seed, count)
-        for node in contributors:
-            if node == self.site:
-                continue
-            mask = prg(pairwise_seed(self.key, keys[node], self.task, self.round_no, self.site, node), count)
-            if self.site < node:
-                y += mask
-            else:
-                y -= mask
-        header = {"task": self.task, "round": self.round_no, "node": self.site, "frac_bits": bits, "count": count}
-        shares_blob = json.dumps(
-            {"task": self.task, "round": self.round_no, "node": self.site, "envelopes": envelopes}, sort_keys=True
-        ).encode()
-        self.masked = (encode_masked(header, y), shares_blob)
-        self.values = None  # the plain model is not needed any more
-        return self.masked
+
+    def drop_premask(self) -> None:
+        """Frees the running mask sum of a round that will not be masked, and premasks no more.
+
+        ``mask`` would still work: it computes what is missing.
+        """
+        with self._mask_lock:
+            self._premask_off = True
+            self._mask_sum = None
+            self._masked_with = {}
 
     def _allowed(self, subject: str, kind: str, recipient: str) -> bool:
         done = self.revealed.get(subject, {})
@@ -215,6 +300,99 @@ class SiteRound:
         return out
 
 
+class MaskedSum:
+    """The leader's sum of one round's masked contributions, each added as it arrives; then the unmasking.
+
+    Adding a contribution while others are still on their way takes its decoding and its addition off
+    the end of the round: what is left once the survivors are sealed is removing the masks.
+
+    Args:
+        task, round_no: the round.
+        keys, weights: every contributor's public key and weight (from the ledger).
+        count: how many values a contribution holds (the model's float values); by default, the first's.
+    """
+
+    def __init__(
+        self, task: str, round_no: int, keys: Mapping[str, str], weights: Mapping[str, int], count: int | None = None
+    ) -> None:
+        self.task, self.round_no = task, round_no
+        self.keys, self.weights = dict(keys), {n: int(w) for n, w in weights.items()}
+        self.bits = frac_bits(sum(self.weights[c] for c in self.keys))
+        self.count = count
+        self.nodes: set[str] = set()  # whose contribution is in the sum
+        self._total: np.ndarray | None = None
+        self._lock = threading.Lock()
+
+    def add(self, node: str, blob: bytes) -> None:
+        """Adds ``node``'s masked contribution; raises SecAggError (and adds nothing) if it is not one for here."""
+        if node not in self.keys:
+            raise SecAggError(f"{node} is not a contributor of round {self.round_no}")
+        header, y = decode_masked(blob)
+        expected = {"task": self.task, "round": self.round_no, "node": node, "frac_bits": self.bits}
+        with self._lock:
+            if {k: header.get(k) for k in expected} != expected or (
+                self.count is not None and header["count"] != self.count
+            ):
+                raise SecAggError(
+                    f"the masked contribution of {node} is for {header}, not {dict(expected, count=self.count)}"
+                )
+            if node in self.nodes:
+                raise SecAggError(f"the masked contribution of {node} is in the sum already")
+            self.count = header["count"]
+            if self._total is None:
+                self._total = y
+            else:
+                self._total += y
+            self.nodes.add(node)
+
+    def unmask(self, survivors: list[str], answers: Mapping[str, dict]) -> np.ndarray:
+        """The weighted mean of the ``survivors`` (exactly the contributions added) from the reveals.
+
+        ``answers``: each answering contributor's ``SiteRound.reveal`` result. Raises SecAggError
+        naming what is missing when too few shares or a needed seed did not come.
+        """
+        contributors = sorted(self.keys)
+        n, t = len(contributors), threshold(len(contributors))
+        if len(survivors) < t:
+            raise SecAggError(f"{len(survivors)} survivors of {n} contributors; unmasking needs at least t={t}")
+        with self._lock:
+            if set(survivors) != self.nodes:
+                raise SecAggError(
+                    f"the survivors {sorted(survivors)} are not the contributions summed {sorted(self.nodes)}"
+                )
+            total, count = self._total, self.count
+            self._total = None  # unmasked in place: the sum is used once
+        assert total is not None and count is not None
+        points = share_points(contributors)
+        dropped = [c for c in contributors if c not in survivors]
+        streams: list[tuple[bytes, int]] = []  # every mask to take out, in one pass over the sum
+        for u in survivors:
+            shares = {
+                points[w]: shamir.decode(bytes.fromhex(a["b_shares"][u]))
+                for w, a in answers.items()
+                if u in a.get("b_shares", {})
+            }
+            if len(shares) < t:
+                refused = [a["refused"][u] for a in answers.values() if u in a.get("refused", {})]
+                raise SecAggError(
+                    f"only {len(shares)} shares of {u}'s self mask came back, {t} are needed"
+                    + (f" (refused: {'; '.join(refused)})" if refused else "")
+                    + f"; {len(answers)} of {n} contributors answered"
+                )
+            streams.append((shamir.combine(shares, t), -1))
+        for u in survivors:
+            for v in dropped:
+                hex_seed = answers.get(u, {}).get("seeds", {}).get(v) or answers.get(v, {}).get("seeds", {}).get(u)
+                if hex_seed is None:
+                    raise SecAggError(
+                        f"the pairwise mask of {u} (survivor) and {v} (dropped) cannot be removed: neither revealed "
+                        "its seed (both unreachable, or refused)"
+                    )
+                streams.append((bytes.fromhex(hex_seed), -1 if u < v else 1))
+        add_prgs(total, streams)
+        return dequantise(total, self.bits, sum(self.weights[u] for u in survivors))
+
+
 def unmask(
     task: str,
     round_no: int,
@@ -224,53 +402,12 @@ def unmask(
     masked: Mapping[str, bytes],
     answers: Mapping[str, dict],
 ) -> np.ndarray:
-    """The weighted mean of the survivors' models from their masked blobs and the reveals.
+    """The weighted mean of the survivors' models from their masked blobs and the reveals (``MaskedSum`` at once).
 
     ``answers``: each answering contributor's ``SiteRound.reveal`` result. Raises SecAggError
     naming what is missing when too few shares or a needed seed did not come.
     """
-    contributors = sorted(keys)
-    n, t = len(contributors), threshold(len(contributors))
-    if len(survivors) < t:
-        raise SecAggError(f"{len(survivors)} survivors of {n} contributors; unmasking needs at least t={t}")
-    bits = frac_bits(sum(int(weights[c]) for c in contributors))
-    points = share_points(contributors)
-    dropped = [c for c in contributors if c not in survivors]
-    total: np.ndarray | None = None
-    count = None
+    summed = MaskedSum(task, round_no, keys, weights)
     for u in survivors:
-        header, y = decode_masked(masked[u])
-        expected = {"task": task, "round": round_no, "node": u, "frac_bits": bits}
-        if {k: header.get(k) for k in expected} != expected or (count is not None and header["count"] != count):
-            raise SecAggError(f"the masked contribution of {u} is for {header}, not {expected}")
-        count = header["count"]
-        total = y.copy() if total is None else total + y
-    assert total is not None and count is not None
-    for u in survivors:
-        shares = {
-            points[w]: shamir.decode(bytes.fromhex(a["b_shares"][u]))
-            for w, a in answers.items()
-            if u in a.get("b_shares", {})
-        }
-        if len(shares) < t:
-            refused = [a["refused"][u] for a in answers.values() if u in a.get("refused", {})]
-            raise SecAggError(
-                f"only {len(shares)} shares of {u}'s self mask came back, {t} are needed"
-                + (f" (refused: {'; '.join(refused)})" if refused else "")
-                + f"; {len(answers)} of {n} contributors answered"
-            )
-        total -= prg(shamir.combine(shares, t), count)
-    for u in survivors:
-        for v in dropped:
-            hex_seed = answers.get(u, {}).get("seeds", {}).get(v) or answers.get(v, {}).get("seeds", {}).get(u)
-            if hex_seed is None:
-                raise SecAggError(
-                    f"the pairwise mask of {u} (survivor) and {v} (dropped) cannot be removed: neither revealed "
-                    "its seed (both unreachable, or refused)"
-                )
-            mask = prg(bytes.fromhex(hex_seed), count)
-            if u < v:
-                total -= mask
-            else:
-                total += mask
-    return dequantise(total, bits, sum(int(weights[u]) for u in survivors))
+        summed.add(u, masked[u])
+    return summed.unmask(survivors, answers)

@@ -1,10 +1,14 @@
 """Secure rounds on the ledger and between the sites: the I/O around ``protocol``.
 
-The round driver calls in at three points of a secure task's round:
+The round driver calls in at four points of a secure task's round:
 
 * ``key_for`` when it submits: the site's round key, submitted instead of a
   blob hash (the plain model stays in this process's memory, never in the
   blob store where peers could fetch it);
+* ``premask`` while the round is open: in the background, sum the self mask
+  and the pairwise masks with the keys submitted so far (they do not depend
+  on the model, and a submitted key cannot change), so that little is left
+  to do once the round closes;
 * ``contribute`` once the round closed: mask, store the masked blob and the
   sealed shares, ``SubmitMasked`` their hashes;
 * ``lead`` when this site leads: wait for the masked models (all, or until
@@ -22,7 +26,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -31,7 +35,7 @@ import numpy as np
 from sn_service.ledger.base import ContractError
 from sn_service.peer_client import BlobFetchError, PeerRequestError
 from sn_service.secagg.crypto import RING_BYTES, SecAggError
-from sn_service.secagg.protocol import SiteRound, threshold, unmask
+from sn_service.secagg.protocol import MaskedSum, SiteRound, threshold
 from swarm_wire import serialization
 
 if TYPE_CHECKING:
@@ -44,6 +48,8 @@ REVEAL_PATH = "/v1/secagg/reveal"
 class _Entry:
     site_round: SiteRound
     arrays: list[np.ndarray]  # this site's plain model: the initial round publishes it; its int tensors
+    premask_job: Future | None = None
+    premasked: frozenset[str] = frozenset()  # the submitters the latest premask job was given
 
 
 class SecureRounds:
@@ -55,6 +61,12 @@ class SecureRounds:
         self.driver = driver
         self._rounds: dict[tuple[str, int], _Entry] = {}
         self._lock = threading.Lock()
+        # One thread: a site premasks one round at a time, and leaves the other core to the swarm.
+        self._premasker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="secagg-premask")
+
+    def close(self) -> None:
+        """Stops the premasking thread (a running premask finishes; queued ones are dropped)."""
+        self._premasker.shutdown(wait=False, cancel_futures=True)
 
     # ------------------------------------------------------------------ site side
 
@@ -69,10 +81,39 @@ class SecureRounds:
                 values = np.concatenate(floats).astype(np.float64) if floats else np.zeros(0)
                 site_round = SiteRound(task, round_no, self.driver.site, values, weight)
                 entry = _Entry(site_round, list(arrays))
+                for (other_task, other_round), other in self._rounds.items():
+                    if other_task == task and other_round < round_no:  # a sync moved on: free its mask sum
+                        other.site_round.drop_premask()
                 self._rounds[(task, round_no)] = entry
                 for old in sorted(self._rounds)[: max(0, len(self._rounds) - self.KEEP)]:
                     del self._rounds[old]
             return entry.site_round.public_hex
+
+    def premask(self, rec: dict, rnd: dict) -> None:
+        """While our round is open: sums our masks with the keys submitted so far, in the background.
+
+        Returns at once; a job runs when there are keys its predecessors were not given. ``contribute``
+        (``SiteRound.mask``) takes over from wherever it got to, under the round's lock.
+        """
+        entry = self._rounds.get((rec["task"], rnd["round"]))
+        if entry is None or entry.site_round.masked is not None:
+            return
+        keys = {node: sub["sha256"] for node, sub in rnd["submissions"].items()}
+        if keys.get(self.driver.site) != entry.site_round.public_hex:
+            return  # not our submission of this round (yet)
+        if set(keys) <= entry.premasked or (entry.premask_job is not None and not entry.premask_job.done()):
+            return
+        entry.premasked = frozenset(keys)
+        try:
+            entry.premask_job = self._premasker.submit(self._premask, entry.site_round, keys, rnd["round"])
+        except RuntimeError:  # shutting down
+            return
+
+    def _premask(self, site_round: SiteRound, keys: dict[str, str], round_no: int) -> None:
+        try:
+            site_round.premask(keys)
+        except (SecAggError, ValueError) as exc:  # mask() at Close computes it again and says what is wrong
+            self.driver.log.warning("round %d: premasking stopped: %s", round_no, exc)
 
     def contribute(self, rec: dict, rnd: dict, deadline: float, wait: WaitState) -> None:
         """Masks this site's model for the closed round and submits the hashes (once)."""
@@ -101,7 +142,14 @@ class SecureRounds:
                 return
         leader = rnd["contributors"][rnd["leader_index"]]
         d._notify(rec, [leader], round_no)
-        d.log.info("round %d: submitted masked model %s... (%d bytes)", round_no, masked_sha[:12], len(masked))
+        d.log.info(
+            "round %d: submitted masked model %s... (%d bytes; %d of %d masks summed before close)",
+            round_no,
+            masked_sha[:12],
+            len(masked),
+            entry.site_round.premasked_streams,
+            len(keys),
+        )
 
     def answer(self, task: str, round_no: int, requester: str | None, envelopes: dict[str, str]) -> dict:
         """This site's reveals for the round's sealed survivors, to the current leader only."""
@@ -158,8 +206,12 @@ class SecureRounds:
         t0 = time.perf_counter()
         contributors = rnd["contributors"]
         need = max(threshold(len(contributors)), min(rec["spec"]["min_peers"], len(contributors)))
-        masked, shares = self._collect_masked(rec, rnd, deadline, wait)
-        survivors = sorted(masked)
+        try:
+            summed, shares = self._collect_masked(rec, rnd, deadline, wait)
+        except SecAggError as exc:  # the round's weights do not fit the ring: every site refused to mask too
+            d.log.error("round %d: cannot sum the masked models: %s", round_no, exc)
+            return
+        survivors = sorted(summed.nodes)
         if len(survivors) < need:
             d.log.error(
                 "round %d: %d masked models verified of %d contributors (%s); unmasking needs %d; "
@@ -177,14 +229,13 @@ class SecureRounds:
         except ContractError as exc:
             d.log.warning("round %d: could not seal: %s", round_no, exc)
             return
-        dropped = [n for n in contributors if n not in masked]
+        dropped = [n for n in contributors if n not in summed.nodes]
         d._set_wait(wait, "merging", f"asking {len(contributors)} sites for their reveals")
         with wait.timed("lead: reveals"):
             answers = self._collect_reveals(rec, rnd, survivors, shares)
-        keys, weights = _keys_and_weights(rnd)
         try:
             with wait.timed("lead: unmask"):
-                mean = unmask(task, round_no, keys, weights, survivors, masked, answers)
+                mean = summed.unmask(survivors, answers)
         except SecAggError as exc:
             d.log.error("round %d: cannot unmask: %s", round_no, exc)
             return
@@ -198,11 +249,12 @@ class SecureRounds:
 
     def _collect_masked(
         self, rec: dict, rnd: dict, deadline: float, wait: WaitState
-    ) -> tuple[dict[str, bytes], dict[str, dict]]:
-        """The masked blobs and share envelopes we could get and verify, by node.
+    ) -> tuple[MaskedSum, dict[str, dict]]:
+        """The sum of the masked blobs we could get and verify, and their share envelopes by node.
 
         Fetches each as soon as the ledger shows it, until every contributor's is in or half
-        our time is gone (a site that died before masking does not hold the round longer).
+        our time is gone (a site that died before masking does not hold the round longer), and
+        adds it to the sum as it arrives.
         """
         d, task, round_no = self.driver, rec["task"], rnd["round"]
         count = sum(
@@ -220,10 +272,14 @@ class SecureRounds:
             d.store.put(data, sha)  # the survivors and a next leader may fetch it from us too
             return data
 
-        def both(node: str, entry: dict) -> tuple[bytes, dict]:
-            return get(node, entry["sha256"], RING_BYTES * count + 4096), json.loads(
-                get(node, entry["shares_sha256"], 1 << 20)
-            )
+        keys, weights = _keys_and_weights(rnd)
+        summed = MaskedSum(task, round_no, keys, weights, count)
+
+        def both(node: str, entry: dict) -> dict:
+            masked = get(node, entry["sha256"], RING_BYTES * count + 4096)
+            shares = json.loads(get(node, entry["shares_sha256"], 1 << 20))
+            summed.add(node, masked)  # only with its shares: a survivor needs both
+            return shares
 
         wakeup = d._wakeup(task)
         jobs: dict = {}
@@ -241,16 +297,15 @@ class SecureRounds:
                 d._set_wait(wait, "merging", f"waiting for the masked models of {', '.join(missing)}")
                 with wait.timed("lead: wait for masked"):
                     wakeup.wait(max(d.poll_s, 0.05))
-            masked: dict[str, bytes] = {}
             shares: dict[str, dict] = {}
             with wait.timed("lead: fetch"):
                 for node, job in jobs.items():
                     try:
-                        masked[node], shares[node] = job.result()
+                        shares[node] = job.result()
                     except (BlobFetchError, ValueError) as exc:
                         d.rejected_blobs.append({"round": round_no, "node": node, "reason": str(exc)})
                         d.log.error("round %d: masked contribution of %s not had: %s", round_no, node, exc)
-        return masked, shares
+        return summed, shares
 
     def _collect_reveals(self, rec: dict, rnd: dict, survivors: list[str], shares: dict[str, dict]) -> dict[str, dict]:
         """Every reachable contributor's reveals (ours locally), in parallel."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import time
 
@@ -97,6 +98,10 @@ def test_secure_mean_equals_the_plain_weighted_mean_and_the_leader_sees_noise(se
     assert leader == contract.leader_order(merged0, 1, list(SITES))[0]
     assert rnd["sealed"] == {"survivors": sorted(SITES), "dropped": [], "by": leader, "ts_ms": rnd["sealed"]["ts_ms"]}
     swarm.assert_mean_of(swarm.merged(leader, rnd["merged_sha256"]), list(SITES))
+    # The masks were summed while the round was open: a site that waited for the others had some ready.
+    said = r"round 1: submitted masked model .*?; (\d+) of 3 masks summed before close"
+    ready = [int(m) for site in SITES for m in re.findall(said, services.log(site))]
+    assert len(ready) == 3 and max(ready) >= 1, ready
 
     # What the ledger holds of a site is its round key, not a hash of its model; no store holds a plain model.
     plain = {s: hashlib.sha256(serialization.to_bytes(m)).hexdigest() for s, m in swarm.models.items()}

@@ -9,9 +9,10 @@ import math
 import time
 
 from fastapi import APIRouter, Depends, Header, Query, Request
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import Response
 
 from sn_service.blob_store import BlobRefused, IncomingBlob, StoreFull
+from sn_service.http.blob_response import BlobResponse
 from sn_service.http.errors import api_error, contract_http_error
 from sn_service.http.schemas import ErrorBody, JoinRequest, JoinResponse, SyncStarted, SyncStatus
 from sn_service.ledger.base import ContractError, LedgerUnavailable
@@ -29,12 +30,6 @@ _ERRORS = {
     503: {"model": ErrorBody},
     507: {"model": ErrorBody},
 }
-
-
-class BlobFileResponse(FileResponse):
-    """A stored blob sent from its file, 4 MiB per read (Starlette's 64 KiB makes 33,000 reads of a 2 GB model)."""
-
-    chunk_size = 4 << 20
 
 
 METRICS_HEADER = "X-Swarm-Metrics"
@@ -317,7 +312,7 @@ async def latest(request: Request, task: str = Query(pattern=NAME_PATTERN)) -> R
     if result is None:
         return Response(status_code=204)
     # Sent from the file as stored (never whole in memory); the callback checks it against the hash.
-    return BlobFileResponse(
+    return BlobResponse(
         service.store.path(result.merged_sha256),
         media_type="application/octet-stream",
         headers={"X-Swarm-Round": str(result.round), "X-Swarm-Sha256": result.merged_sha256},
@@ -335,7 +330,7 @@ async def local_blob(sha256: str, request: Request) -> Response:
         raise api_error(404, "NO_SUCH_BLOB", f"this site holds no blob {sha256}")
     _service(request).metrics.bytes_sent.inc(path.stat().st_size)
     # Sent as stored: the callback checks the bytes against the hash it asked for.
-    return BlobFileResponse(path, media_type="application/octet-stream")
+    return BlobResponse(path, media_type="application/octet-stream")
 
 
 @router.post("/checkin")

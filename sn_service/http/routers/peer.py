@@ -7,8 +7,9 @@ import asyncio
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, Response
 
+from sn_service.http.blob_response import BlobResponse
 from sn_service.http.errors import api_error
-from sn_service.http.routers.local import BlobFileResponse, read_body, stream_body
+from sn_service.http.routers.local import read_body, stream_body
 from sn_service.http.schemas import ErrorBody
 from sn_service.round_protocol import HandoverRefused
 from sn_service.tls.peer_tls import peer_certificate
@@ -52,7 +53,7 @@ async def get_blob(sha256: str, request: Request) -> FileResponse:
     if not path.is_file():
         raise api_error(404, "NO_SUCH_BLOB", f"this site holds no blob {sha256}")
     service.metrics.bytes_sent.inc(path.stat().st_size)
-    return BlobFileResponse(path, media_type="application/octet-stream")
+    return BlobResponse(path, media_type="application/octet-stream")
 
 
 @router.post("/merged/{sha256}", status_code=204, response_class=Response)
