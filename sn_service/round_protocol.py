@@ -28,7 +28,7 @@ import numpy as np
 
 from sn_service import contract
 from sn_service.blob_store import BlobRefused, BlobStore, IncomingBlob
-from sn_service.ledger.base import ContractError, Ledger, LedgerUnavailable
+from sn_service.ledger.base import ContractError, Ledger, LedgerUnavailable, now_ms
 from sn_service.merge.stacked_models import StackedModels, merge_models  # noqa: F401 (merge_models: importable from here)
 from sn_service.metrics import ServiceMetrics
 from sn_service.peer_client import BlobFetchError, PeerClient, PeerRequestError
@@ -105,11 +105,6 @@ _CLOCK_RE = re.compile(r"\d+(?:\.\d+)? m?s\b")
 def _without_clock(text: str) -> str:
     """``text`` with its durations and times blanked: what is waited for, not for how long."""
     return _CLOCK_RE.sub("…", text)
-
-
-def now_ms() -> int:
-    """Wall-clock milliseconds (the embedded ledger's transaction time base)."""
-    return int(time.time() * 1000)
 
 
 class ModelCache:

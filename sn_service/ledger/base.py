@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import abc
+import time
 from typing import Any
 
 from sn_service.contract import ContractError
 
-__all__ = ["ContractError", "Ledger", "LedgerUnavailable"]
+__all__ = ["ContractError", "Ledger", "LedgerUnavailable", "now_ms"]
+
+
+def now_ms() -> int:
+    """Wall-clock milliseconds: the time base of the ledgers' transaction times and so of every deadline."""
+    return int(time.time() * 1000)
 
 
 class LedgerUnavailable(Exception):

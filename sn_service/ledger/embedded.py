@@ -12,12 +12,11 @@ import json
 import os
 import sqlite3
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 from sn_service import contract
-from sn_service.ledger.base import ContractError, Ledger, LedgerUnavailable
+from sn_service.ledger.base import ContractError, Ledger, LedgerUnavailable, now_ms
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -70,7 +69,7 @@ class EmbeddedLedger(Ledger):
     ) -> None:
         self.path = Path(path)
         self.identity = identity
-        self._clock_ms = clock_ms or (lambda: int(time.time() * 1000))
+        self._clock_ms = clock_ms or now_ms
         self._busy_timeout_s = busy_timeout_s
         self._local = threading.local()
         if not self.path.is_file():

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sn_service.ledger.base import ContractError
+from sn_service.ledger.base import ContractError, now_ms
 from sn_service.peer_client import BlobFetchError, PeerRequestError
 from sn_service.secagg.crypto import RING_BYTES, SecAggError
 from sn_service.secagg.protocol import MaskedSum, SiteRound, threshold
@@ -292,7 +292,7 @@ class SecureRounds:
                     if node not in jobs:
                         jobs[node] = pool.submit(both, node, entry)
                 missing = [n for n in rnd["contributors"] if n not in jobs]
-                if not missing or _now_ms() >= until_ms or time.monotonic() > deadline or rnd["status"] != "closed":
+                if not missing or now_ms() >= until_ms or time.monotonic() > deadline or rnd["status"] != "closed":
                     break
                 d._set_wait(wait, "merging", f"waiting for the masked models of {', '.join(missing)}")
                 with wait.timed("lead: wait for masked"):
@@ -354,11 +354,6 @@ class SecureRounds:
         d.log.info("round %d: led the merge of %d models (%s) -> %s...", round_no, n, how, merged_sha[:12])
         d.metrics.rounds_led.inc()
         return True
-
-
-def _now_ms() -> int:
-    """Wall-clock milliseconds, the time base of the ledger's deadlines."""
-    return int(time.time() * 1000)
 
 
 def _keys_and_weights(rnd: dict) -> tuple[dict[str, str], dict[str, int]]:
