@@ -50,6 +50,7 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check swarm_keras swarm_wire sn_service examples tests benchmarks
+	$(BIN)/ruff format --check swarm_keras swarm_wire sn_service examples tests benchmarks
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests -q -m "not slow"

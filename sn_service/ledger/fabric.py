@@ -171,7 +171,6 @@ class TransactionConflict(FabricError, LedgerUnavailable):
     """
 
 
-
 # google.rpc.Status, built here into a private pool so that neither
 # googleapis-common-protos nor grpcio-status is needed to read the gateway's
 # error details (trailer "grpc-status-details-bin").
