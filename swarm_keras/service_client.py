@@ -207,17 +207,31 @@ class ServiceClient:
         Yields (file, headers), or (None, None) for a 204.
         """
         fd, tmp = tempfile.mkstemp(prefix="swarm-blob-")
+        give_up = time.monotonic() + self.connect_timeout_s
+        delay = 0.2
         try:
-            with os.fdopen(fd, "wb") as fh, self._http.stream("GET", path, **kwargs) as resp:  # type: ignore[arg-type]
-                if resp.status_code >= 400:
-                    resp.read()
-                    raise SwarmServiceError(f"GET {path}: {resp.status_code}: {resp.text[:300]}")
-                if resp.status_code == 204:
-                    yield None, None  # type: ignore[misc]
-                    return
-                for chunk in resp.iter_bytes(safetensors_files.CHUNK_BYTES):
-                    fh.write(chunk)
-            yield Path(tmp), resp.headers
+            with os.fdopen(fd, "wb") as fh:
+                while True:  # a service restarting or a dropped connection is retried, as _request does
+                    fh.seek(0)
+                    fh.truncate()
+                    try:
+                        with self._http.stream("GET", path, **kwargs) as resp:  # type: ignore[arg-type]
+                            if resp.status_code >= 400:
+                                resp.read()
+                                raise SwarmServiceError(f"GET {path}: {resp.status_code}: {resp.text[:300]}")
+                            if resp.status_code == 204:
+                                headers = None
+                                break
+                            for chunk in resp.iter_bytes(safetensors_files.CHUNK_BYTES):
+                                fh.write(chunk)
+                            headers = resp.headers
+                            break
+                    except (httpx.ConnectError, httpx.RemoteProtocolError) as exc:
+                        if time.monotonic() > give_up:
+                            raise SwarmServiceError(f"GET {path} from {self.url}: {exc}", code="UNREACHABLE") from exc
+                        time.sleep(delay)
+                        delay = min(delay * 2, 2.0)
+            yield (None, None) if headers is None else (Path(tmp), headers)  # type: ignore[misc]
         except httpx.HTTPError as exc:
             raise SwarmServiceError(f"GET {path} from {self.url}: {exc}", code="UNREACHABLE") from exc
         finally:

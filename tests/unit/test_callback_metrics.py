@@ -98,3 +98,38 @@ def test_join_tells_the_service_the_training_process_pid():
     client._http = httpx.Client(base_url=client.url, transport=httpx.MockTransport(answer))
     client.join("t", {"layout": "f32[1]"})
     assert json.loads(seen[0].content)["trainer_pid"] == os.getpid()
+
+
+def test_a_download_retries_a_service_that_is_not_answering_yet_then_names_it(monkeypatch):
+    # The merged model's download (the fallback when the service's store is not readable here) retries a
+    # refused or dropped connection like every other request, and gives up after connect_timeout_s.
+    from swarm_wire import serialization
+
+    monkeypatch.setattr("time.sleep", lambda s: None)
+    model = [np.arange(6, dtype=np.float32).reshape(3, 2)]
+    blob = serialization.to_bytes(model)
+    sha = serialization.sha256_hex(blob)
+    calls = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.path)
+        if len(calls) == 1:
+            raise httpx.ConnectError("connection refused", request=request)
+        if len(calls) == 2:
+            raise httpx.RemoteProtocolError("server disconnected", request=request)
+        return httpx.Response(200, content=blob)
+
+    client = ServiceClient("http://127.0.0.1:1", logging.getLogger("t"), connect_timeout_s=30)
+    client._http = httpx.Client(base_url=client.url, transport=httpx.MockTransport(answer))
+    arrays = client.blob(sha, serialization.layout_of(model))
+    np.testing.assert_array_equal(arrays[0], model[0])
+    assert calls == [f"/v1/local/blobs/{sha}"] * 3
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    gone = ServiceClient("http://127.0.0.1:1", logging.getLogger("t"), connect_timeout_s=0)
+    gone._http = httpx.Client(base_url=gone.url, transport=httpx.MockTransport(refuse))
+    with pytest.raises(Exception, match="connection refused") as err:
+        gone.blob(sha, serialization.layout_of(model))
+    assert getattr(err.value, "code", "") == "UNREACHABLE"
