@@ -869,21 +869,7 @@ class RoundDriver:
                 # The first round aligns the starting point: everyone takes the leader's weights.
                 merged = arrays
         wait.add_time("lead: check and stack", time.perf_counter() - t_check)
-        if not weights:
-            self.log.error("round %d: no contribution could be verified; waiting for failover", round_no)
-            return
-        need = rec["spec"]["min_peers"]
-        if not initial and len(weights) < need:
-            # Cut off from the others, we would publish a model of (nearly) our own weights that they
-            # cannot even fetch from us. The next site in order may reach more: let it lead.
-            self.log.error(
-                "round %d: only %d of %d contributions could be verified (min_peers %d); not publishing, "
-                "a site that reaches more takes over after our deadline",
-                round_no,
-                len(weights),
-                len(rnd["contributors"]),
-                need,
-            )
+        if not self._enough_verified(rec, rnd, len(weights), initial):
             return
         if stack is not None:
             with wait.timed("lead: merge"):
@@ -978,19 +964,7 @@ class RoundDriver:
             sources.append((self.store.path(sub["sha256"]), spans))
             weights.append(sub["weight"])
         wait.add_time("lead: check and stack", time.perf_counter() - t_check)
-        if not weights:
-            self.log.error("round %d: no contribution could be verified; waiting for failover", round_no)
-            return
-        need = rec["spec"]["min_peers"]
-        if not initial and len(weights) < need:
-            self.log.error(
-                "round %d: only %d of %d contributions could be verified (min_peers %d); not publishing, "
-                "a site that reaches more takes over after our deadline",
-                round_no,
-                len(weights),
-                len(rnd["contributors"]),
-                need,
-            )
+        if not self._enough_verified(rec, rnd, len(weights), initial):
             return
         method = rec["spec"]["merge_method"] if not initial else "leader's initial weights"
         try:
@@ -1017,6 +991,27 @@ class RoundDriver:
         """The spans of a blob this site wrote for ``layout`` (its canonical file, as ``to_bytes`` writes it)."""
         plan = safetensors_files.file_plan(serialization.parse_layout(layout))
         return safetensors_files.check_layout(plan.spans, layout)
+
+    def _enough_verified(self, rec: dict, rnd: dict, verified: int, initial: bool) -> bool:
+        """Whether a leader that verified ``verified`` contributions may merge and publish (logs why not)."""
+        round_no = rnd["round"]
+        if not verified:
+            self.log.error("round %d: no contribution could be verified; waiting for failover", round_no)
+            return False
+        need = rec["spec"]["min_peers"]
+        if not initial and verified < need:
+            # Cut off from the others, we would publish a model of (nearly) our own weights that they
+            # cannot even fetch from us. The next site in order may reach more: let it lead.
+            self.log.error(
+                "round %d: only %d of %d contributions could be verified (min_peers %d); not publishing, "
+                "a site that reaches more takes over after our deadline",
+                round_no,
+                verified,
+                len(rnd["contributors"]),
+                need,
+            )
+            return False
+        return True
 
     def _count_rejection(self, exc: Exception) -> None:
         if isinstance(exc, BlobFetchError):

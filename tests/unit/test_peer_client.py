@@ -182,9 +182,12 @@ def test_a_trickling_peer_gives_up_when_the_transfer_takes_longer_than_its_size_
             sock.sendall(BLOB[i : i + 100])  # every read gets data: only the whole transfer's bound stops it
             time.sleep(0.05)
 
-    client = PeerClient(timeout_s=0.5, min_rate_bytes_per_s=1e6)
-    assert client.transfer_timeout_s(len(BLOB)) == pytest.approx(0.5 + len(BLOB) / 1e6)
+    # Each read waits up to 3 s, far longer than the 50 ms between sends, even on a busy machine (a
+    # 0.5 s per-read timeout once fired first there); the whole transfer may take 3 s + 1 MB / (1 MB/s).
+    client = PeerClient(timeout_s=3.0, min_rate_bytes_per_s=1e6)
+    assert client.transfer_timeout_s(len(BLOB)) == pytest.approx(3.0 + len(BLOB) / 1e6)
     t0 = time.monotonic()
-    store, _, error = _fetch(trickle, tmp_path, timeout_s=0.5, min_rate_bytes_per_s=1e6)
-    assert error is not None and "took more than" in error.reason and time.monotonic() - t0 < 10
+    store, _, error = _fetch(trickle, tmp_path, timeout_s=3.0, min_rate_bytes_per_s=1e6)
+    assert error is not None and "took more than" in error.reason, error
+    assert time.monotonic() - t0 < 30
     assert _stored_files(store) == []
