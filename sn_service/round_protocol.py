@@ -858,9 +858,7 @@ class RoundDriver:
                     arrays = serialization.from_bytes(self.store.get(sub["sha256"]), layout)
             except (BlobFetchError, serialization.WeightsFormatError, ValueError) as exc:
                 failed.add(node)
-                self._count_rejection(exc)
-                self.rejected_blobs.append({"round": round_no, "node": node, "reason": str(exc)})
-                self.log.error("round %d: contribution of %s rejected: %s", round_no, node, exc)
+                self._reject_contribution(round_no, node, exc)
                 continue
             weights.append(sub["weight"])
             if stack is not None:
@@ -957,9 +955,7 @@ class RoundDriver:
                 failed.add(node)
                 if isinstance(exc, KeyError):
                     exc = ValueError(f"blob {sub['sha256'][:12]}... is no longer in this site's store")
-                self._count_rejection(exc)
-                self.rejected_blobs.append({"round": round_no, "node": node, "reason": str(exc)})
-                self.log.error("round %d: contribution of %s rejected: %s", round_no, node, exc)
+                self._reject_contribution(round_no, node, exc)
                 continue
             sources.append((self.store.path(sub["sha256"]), spans))
             weights.append(sub["weight"])
@@ -1012,6 +1008,12 @@ class RoundDriver:
             )
             return False
         return True
+
+    def _reject_contribution(self, round_no: int, node: str, exc: Exception) -> None:
+        """A contribution the leader could not have or refused: counted, kept for /v1/status, logged."""
+        self._count_rejection(exc)
+        self.rejected_blobs.append({"round": round_no, "node": node, "reason": str(exc)})
+        self.log.error("round %d: contribution of %s rejected: %s", round_no, node, exc)
 
     def _count_rejection(self, exc: Exception) -> None:
         if isinstance(exc, BlobFetchError):
