@@ -51,6 +51,20 @@ class ServiceClient:
         self.inbox: Path | None = None
         self.store: Path | None = None
 
+    def _retry_after(self, exc: httpx.HTTPError, give_up: float, delay: float) -> float:
+        """Waits ``delay`` before a refused or dropped request is tried again; returns the next delay.
+
+        Past ``give_up`` it raises SwarmServiceError (UNREACHABLE) saying how to start the service.
+        """
+        if time.monotonic() > give_up:
+            raise SwarmServiceError(
+                f"the swarm-network service at {self.url} does not answer ({exc}); start it with "
+                "`swarm-sn --site NAME --port PORT ...` or set SWARM_SN_URL / serviceUrl to where it runs",
+                code="UNREACHABLE",
+            ) from exc
+        time.sleep(delay)
+        return min(delay * 2, 2.0)
+
     def _request(self, method: str, path: str, **kwargs: object) -> httpx.Response:
         give_up = time.monotonic() + self.connect_timeout_s
         delay = 0.2
@@ -59,14 +73,7 @@ class ServiceClient:
                 resp = self._http.request(method, path, **kwargs)  # type: ignore[arg-type]
                 break
             except (httpx.ConnectError, httpx.RemoteProtocolError) as exc:
-                if time.monotonic() > give_up:
-                    raise SwarmServiceError(
-                        f"the swarm-network service at {self.url} does not answer ({exc}); start it with "
-                        "`swarm-sn --site NAME --port PORT ...` or set SWARM_SN_URL / serviceUrl to where it runs",
-                        code="UNREACHABLE",
-                    ) from exc
-                time.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                delay = self._retry_after(exc, give_up, delay)
         if resp.status_code >= 400:
             code, message = "", resp.text[:500]
             try:
@@ -227,10 +234,7 @@ class ServiceClient:
                             headers = resp.headers
                             break
                     except (httpx.ConnectError, httpx.RemoteProtocolError) as exc:
-                        if time.monotonic() > give_up:
-                            raise SwarmServiceError(f"GET {path} from {self.url}: {exc}", code="UNREACHABLE") from exc
-                        time.sleep(delay)
-                        delay = min(delay * 2, 2.0)
+                        delay = self._retry_after(exc, give_up, delay)
             yield (None, None) if headers is None else (Path(tmp), headers)  # type: ignore[misc]
         except httpx.HTTPError as exc:
             raise SwarmServiceError(f"GET {path} from {self.url}: {exc}", code="UNREACHABLE") from exc
