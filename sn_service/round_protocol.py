@@ -507,6 +507,11 @@ class RoundDriver:
                 rnd = self._ledger(self.ledger.get_round, deadline, task, round_no, wait=wait)
             status = rnd["status"]
             if status == "done":
+                if rec["current_round"] <= round_no:
+                    # The task was read before this round's publish, which opened the next round or, at
+                    # max_rounds, ended the task: read it again, or the caller would not learn the task is over.
+                    with wait.timed("ledger reads"):
+                        rec = self._ledger(self.ledger.get_task, deadline, task, wait=wait)
                 latest = rec["latest_merged"]
                 if latest and latest["round"] > round_no:
                     # The swarm merged again since (this site was cut off, paused or slow): catch up with

@@ -125,6 +125,64 @@ def test_a_round_closed_when_the_task_ended_is_not_merged_and_the_final_model_st
     assert b.get_task("t")["latest_merged"]["sha256"] == merged0
 
 
+def test_a_follower_learns_the_task_ended_when_the_last_round_is_published_between_its_reads(tmp_path):
+    # follow() reads the task, then the round. When the leader publishes the task's last round (max_rounds)
+    # between the two reads, the round is done but the task read says "running": the site must still be told
+    # the task is over, or its callback syncs once more than the task has rounds.
+    import numpy as np
+
+    from sn_service.blob_store import BlobStore
+    from sn_service.ledger.embedded import EmbeddedLedger
+    from swarm_wire import serialization
+
+    model = [np.ones((4, 2), np.float32), np.zeros(2, np.float32)]
+    layout = serialization.layout_of(model)
+    spec = {
+        "fingerprint": serialization.fingerprint(layout),
+        "layout": layout,
+        "min_peers": 2,
+        "merge_method": "mean",
+        "quorum_wait_ms": 5000,
+        "leader_timeout_ms": 10000,
+        "max_rounds": 1,
+    }
+    ledgers = {s: EmbeddedLedger(tmp_path / "ledger.sqlite", f"Org1MSP::CN={s}") for s in ("site-a", "site-b")}
+    store = BlobStore(tmp_path / "blobs")
+    merged = store.put(serialization.to_bytes(model))
+    ledgers["site-a"].init_task("t", spec)
+    for site, ledger in ledgers.items():
+        ledger.register("t", site, f"https://127.0.0.1:1/{site}", spec["fingerprint"])
+        ledger.submit("t", 0, site, "a" * 64 if site == "site-a" else "b" * 64, 1)
+    leader = ledgers["site-a"].close_round("t", 0)["contributors"][0]
+    follower = "site-b" if leader == "site-a" else "site-a"
+
+    class PublishAfterTaskRead:
+        """The follower's ledger; the leader publishes just after the follower's first task read."""
+
+        def __init__(self, inner: EmbeddedLedger) -> None:
+            self.inner, self.task_reads = inner, 0
+
+        def get_task(self, task: str) -> dict:
+            rec = self.inner.get_task(task)
+            self.task_reads += 1
+            if self.task_reads == 1:
+                ledgers[leader].publish(task, 0, leader, merged)
+            return rec
+
+        def __getattr__(self, name: str):
+            return getattr(self.inner, name)
+
+    ledger = PublishAfterTaskRead(ledgers[follower])
+    d = RoundDriver(follower, ledger=ledger, store=store, peers=None)  # type: ignore[arg-type]
+    try:
+        result = d.follow("t", 0, time.monotonic() + 10, WaitState())
+    finally:
+        d.close()
+    assert (result.round, result.merged_sha256, result.contributed) == (0, merged, True)
+    assert result.task_status == "done"
+    assert ledger.task_reads == 2
+
+
 def test_a_wait_whose_text_only_changes_its_clock_is_the_same_wait():
     from sn_service.round_protocol import _without_clock
 
