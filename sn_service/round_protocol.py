@@ -209,6 +209,8 @@ class RoundDriver:
         self._notifier = ThreadPoolExecutor(max_workers=4, thread_name_prefix="notify")
         # The merged model goes to the round's other contributors before it is published (see _hand_over).
         self._handovers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="handover")
+        # Store writes off a round's critical path (a leader's copies of the contributions it fetched).
+        self._writes = ThreadPoolExecutor(max_workers=2, thread_name_prefix="store-write")
         self.on_handover: Callable[[str, int, str], None] | None = None  # (task, round, sha256) taken over
         self.handover_settle_s = 3.0
         self.secure = SecureRounds(self)  # the rounds of tasks with spec.secure_aggregation
@@ -219,6 +221,7 @@ class RoundDriver:
         """Stops the background pools (wake-ups, hand-overs, premasking); queued work is dropped, running work ends."""
         self._notifier.shutdown(wait=False, cancel_futures=True)
         self._handovers.shutdown(wait=False, cancel_futures=True)
+        self._writes.shutdown(wait=True)  # a queued blob is written, not half written
         self.secure.close()
 
     def _wakeup(self, task: str) -> threading.Event:
@@ -826,6 +829,7 @@ class RoundDriver:
         weights: list[int] = []
         failed: set[str] = set()  # contributors whose blob could not be had or was refused
         merged: list[np.ndarray] | None = None
+        fetched: list[tuple[bytes, str]] = []
         # Contributions we do not hold are fetched from their sites in parallel.
         remote = [
             n
@@ -857,7 +861,7 @@ class RoundDriver:
                     data = fetches[node].result()
                     self.metrics.bytes_received.inc(len(data))
                     arrays = serialization.from_bytes(data, layout)
-                    self.store.put(data, sub["sha256"])
+                    fetched.append((data, sub["sha256"]))  # stored once the round is published
                     del data
                 else:
                     arrays = serialization.from_bytes(self.store.get(sub["sha256"]), layout)
@@ -872,6 +876,35 @@ class RoundDriver:
                 # The first round aligns the starting point: everyone takes the leader's weights.
                 merged = arrays
         wait.add_time("lead: check and stack", time.perf_counter() - t_check)
+        try:
+            self._lead_merge(rec, rnd, deadline, wait, stack, merged, weights, failed, initial, t0)
+        finally:
+            # The leader keeps what it merged (a later lead of this round, after a failover, need not
+            # fetch it again), written after the publish: no site waits for these writes.
+            for data, sha in fetched:
+                self._writes.submit(self._store_quietly, data, sha)
+
+    def _store_quietly(self, data: bytes, sha256: str) -> None:
+        """Stores a blob kept only as a spare copy; a failure is logged, not raised (the blob is had elsewhere)."""
+        try:
+            self.store.put(data, sha256)
+        except OSError as exc:
+            self.log.warning("could not keep a copy of blob %s...: %s", sha256[:12], exc)
+
+    def _lead_merge(
+        self,
+        rec: dict,
+        rnd: dict,
+        deadline: float,
+        wait: WaitState,
+        stack: StackedModels | None,
+        merged: list[np.ndarray] | None,
+        weights: list[int],
+        failed: set[str],
+        initial: bool,
+        t0: float,
+    ) -> None:
+        """``_lead`` once the contributions are checked: merge, store, hand over, publish."""
         if not self._enough_verified(rec, rnd, len(weights), initial):
             return
         if stack is not None:
@@ -881,10 +914,12 @@ class RoundDriver:
         else:
             method = "leader's initial weights"
         assert merged is not None
-        with wait.timed("lead: serialise and store"):
+        with wait.timed("lead: serialise"):
             blob = serialization.to_bytes(merged)
-            merged_sha = self.store.put(blob)
-        self._publish(rec, rnd, deadline, wait, blob, merged_sha, failed, method, len(weights), t0)
+            merged_sha = hashlib.sha256(blob).hexdigest()
+        # Written while it is handed over; stored before it is published (the sites fetch it from here).
+        stored = self._writes.submit(self.store.put, blob, merged_sha)
+        self._publish(rec, rnd, deadline, wait, blob, merged_sha, failed, method, len(weights), t0, stored)
 
     def _publish(
         self,
@@ -898,10 +933,18 @@ class RoundDriver:
         method: str,
         merged_count: int,
         t0: float,
+        stored: Future | None = None,
     ) -> None:
-        """Hands the merged model over, then publishes it (see ``held_elsewhere``); logs and counts the merge."""
+        """Hands the merged model over, then publishes it (see ``held_elsewhere``); logs and counts the merge.
+
+        ``stored``: the merged model's store write, when it runs during the hand-over (its error is raised).
+        """
         task, round_no = rec["task"], rnd["round"]
-        if not self.held_elsewhere(rec, rnd, blob, merged_sha, wait, skip=failed):
+        held = self.held_elsewhere(rec, rnd, blob, merged_sha, wait, skip=failed)
+        if stored is not None:
+            with wait.timed("lead: store"):
+                stored.result()
+        if not held:
             return
         try:
             with wait.timed("lead: publish"):
