@@ -21,9 +21,11 @@ from pathlib import Path
 from typing import BinaryIO
 
 from swarm_wire.names import SHA256_RE
+from swarm_wire.spare_files import SpareFiles
 
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 CHUNK_BYTES = 8 << 20  # what a streamed read or hash takes at a time
+SPARE_FILES = 4  # files of deleted blobs a store keeps to write over (swarm_wire.spare_files)
 
 
 class StoreFull(OSError):
@@ -70,8 +72,10 @@ class IncomingBlob:
         self.size = 0
         self.committed = False
         self._hash = hashlib.sha256()
-        if size_hint and store.on_full is not None and store.free_bytes() < size_hint:
-            store.on_full()
+        if size_hint and store.free_bytes() < size_hint:
+            store.spares.clear()
+            if store.on_full is not None:
+                store.on_full()
         staging = store.root / "incoming"
         staging.mkdir(exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=staging, prefix=".incoming-")
@@ -91,6 +95,7 @@ class IncomingBlob:
         except OSError as exc:
             self.abort()
             if exc.errno in _FULL:
+                self.store.spares.clear()
                 if self.store.on_full is not None:
                     self.store.on_full()  # frees space for the next try; this stream cannot be replayed
                 raise self.store.full_error(exc.errno, self.size) from None
@@ -166,10 +171,14 @@ class BlobStore:
     and ``full`` says so until a write succeeds again.
     """
 
-    def __init__(self, root: str | Path, on_full: Callable[[], object] | None = None) -> None:
+    def __init__(
+        self, root: str | Path, on_full: Callable[[], object] | None = None, spare_files: int = SPARE_FILES
+    ) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.on_full = on_full
+        # Files of deleted blobs kept to write new blobs over (see swarm_wire.spare_files); 0: none.
+        self.spares = SpareFiles(self.root / ".spare", max_files=spare_files)
         self.full: str | None = None  # why the last write failed for lack of space, until one succeeds
         self.full_since: float | None = None
 
@@ -203,6 +212,7 @@ class BlobStore:
         except OSError as exc:
             if exc.errno not in _FULL:
                 raise
+            self.spares.clear()
             if self.on_full is not None:
                 self.on_full()  # e.g. delete the blobs of old rounds, then try once more
             try:
@@ -305,17 +315,27 @@ class BlobStore:
         except FileNotFoundError:
             raise KeyError(sha256) from None
 
-    @staticmethod
-    def _write(target: Path, data: bytes) -> None:
+    def _write(self, target: Path, data: bytes) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
+        tmp = self.spares.write_temp(target.parent, ".incoming-", data)
         try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
             os.replace(tmp, target)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
             raise
+        self.spares.fill(len(data))  # the next blob of this size finds a spare too
+
+    def delete(self, sha256: str) -> int:
+        """Deletes a stored blob (its file may be kept as a spare to write over); returns the bytes freed, 0 if
+        it was not stored."""
+        path = self.path(sha256)
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return 0
+        if not self.spares.keep(path):
+            path.unlink(missing_ok=True)
+        return size
 
     def free_bytes(self) -> int:
         """Bytes free for this store on its disk."""

@@ -142,7 +142,7 @@ class BlobRetention:
                 if now - stat.st_mtime < self.grace_s:
                     too_recent = True
                     continue
-                path.unlink(missing_ok=True)
+                self.store.delete(sha)  # its file may be kept to write a later blob over
                 deleted += 1
                 freed += stat.st_size
             if too_recent:

@@ -28,6 +28,7 @@ from sn_service.round_protocol import RoundDriver, SyncFailed, SyncResult, WaitS
 from sn_service.streamed_merge import in_memory_merge_problem
 from sn_service.tls.identity import PeerTLS
 from swarm_wire import serialization
+from swarm_wire.spare_files import INBOX_SPARE_FILES, INBOX_SPARES, SpareFiles
 
 log = logging.getLogger("sn_service.service")
 
@@ -156,6 +157,8 @@ class SwarmNetworkService:
         # Where the training process on this machine may hand its weights over as a file (no HTTP copy).
         self.inbox = store.root.parent / "inbox"
         self.inbox.mkdir(mode=0o700, exist_ok=True)
+        # Inbox files once read, kept for the callback to write its next weights over (swarm_wire.spare_files).
+        self.inbox_spares = SpareFiles(self.inbox / INBOX_SPARES, max_files=INBOX_SPARE_FILES)
         self._identities: tuple[float, set[str]] = (0.0, set())
         self.metrics = ServiceMetrics(site)
         self.driver = RoundDriver(
@@ -438,13 +441,16 @@ class SwarmNetworkService:
         ``<32 hex>.safetensors``, of at most ``limit`` bytes. The bytes are then checked like an upload.
         """
         fd, path = self._open_inbox_file(name, limit)
+        data: bytes | None = None
         try:
             with os.fdopen(fd, "rb", closefd=False) as fh:
                 data = fh.read(limit + 1)
         finally:
             os.close(fd)
-            with contextlib.suppress(OSError):
-                path.unlink()
+            # Read whole: kept for the callback to write over (see swarm_wire.spare_files); else deleted.
+            if data is None or len(data) > limit or not self.inbox_spares.keep(path):
+                with contextlib.suppress(OSError):
+                    path.unlink()
         if len(data) > limit:
             raise ValueError(f"{path} grew past {limit} bytes while read")
         return data

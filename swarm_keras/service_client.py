@@ -16,6 +16,7 @@ import httpx
 import numpy as np
 
 from swarm_wire import safetensors_files, serialization
+from swarm_wire.spare_files import INBOX_SPARE_FILES, INBOX_SPARES, SpareFiles
 
 Weights = bytes | Sequence[np.ndarray]  # a safetensors blob, or the arrays, written chunk by chunk
 
@@ -49,6 +50,7 @@ class ServiceClient:
         # Same machine (the service's callback API answers on loopback only): weights go to and come from
         # the service's folders as files when this process can use them, instead of over HTTP.
         self.inbox: Path | None = None
+        self.inbox_spares: SpareFiles | None = None
         self.store: Path | None = None
 
     def _retry_after(self, exc: httpx.HTTPError, give_up: float, delay: float) -> float:
@@ -104,14 +106,16 @@ class ServiceClient:
             return None
         name = f"{uuid.uuid4().hex}.safetensors"
         try:
-            fd, tmp = tempfile.mkstemp(dir=self.inbox, prefix=".writing-")
-            with os.fdopen(fd, "wb") as fh:
-                for chunk in _chunks(blob):
-                    fh.write(chunk)
-            os.replace(tmp, self.inbox / name)
+            if self.inbox_spares is None or self.inbox_spares.dir.parent != self.inbox:
+                # Files the service read from the inbox and kept, written over (see swarm_wire.spare_files).
+                self.inbox_spares = SpareFiles(self.inbox / INBOX_SPARES, INBOX_SPARE_FILES)
+            tmp = self.inbox_spares.write_chunks_temp(self.inbox, ".writing-", _chunks(blob), _size(blob))
+            try:
+                os.replace(tmp, self.inbox / name)
+            except OSError:
+                tmp.unlink(missing_ok=True)
+                raise
         except OSError as exc:
-            with contextlib.suppress(OSError, UnboundLocalError):
-                os.unlink(tmp)
             self.log.warning("cannot write to the service's inbox %s (%s); uploading weights instead", self.inbox, exc)
             self.inbox = None
             return None

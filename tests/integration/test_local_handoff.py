@@ -56,6 +56,25 @@ def test_weights_go_through_the_inbox_and_come_back_from_the_store(services):
     assert merged in {serialization.sha256_hex(_weights(0)), serialization.sha256_hex(_weights(1))}
 
 
+def test_the_next_weights_are_written_over_an_inbox_file_the_service_read(services):
+    # Weights of 2 MiB: big enough for the service to keep the file it read (swarm_wire.spare_files).
+    model = [np.zeros((512, 1024), np.float32), np.zeros(3, np.float32)]
+    layout = serialization.layout_of(model)
+    spec = small_spec(min_peers=1) | {"layout": layout, "fingerprint": serialization.fingerprint(layout)}
+    client = ServiceClient(services.start("site-a"), logging.getLogger("site-a"))
+    client.join("t", spec)
+    rng = np.random.default_rng(7)
+    for i in range(3):
+        arrays = [rng.standard_normal(a.shape).astype(np.float32) for a in model]
+        status = client.sync("t", arrays, 1, timeout_s=60)
+        # One site: its weights are the round's model, bit for bit, whatever file they were written over.
+        assert status["merged_sha256"] == serialization.sha256_hex(serialization.to_bytes(arrays)), i
+        back = client.blob(status["merged_sha256"], layout)
+        assert all(np.array_equal(x, y) for x, y in zip(back, arrays, strict=True))
+    assert client.inbox_spares is not None and client.inbox_spares.reused == 2, "the 2nd and 3rd went over a spare"
+    assert client.inbox is not None and not [p for p in client.inbox.iterdir() if not p.name.startswith(".")]
+
+
 def test_a_client_whose_file_the_service_cannot_see_uploads_instead(services, tmp_path):
     url = services.start("site-a")
     client = ServiceClient(url, logging.getLogger("site-a"))

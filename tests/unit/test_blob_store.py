@@ -15,13 +15,13 @@ def _disk_full_for(store: BlobStore, writes: int, monkeypatch) -> list[int]:
     calls = [0]
     real = BlobStore._write
 
-    def write(target, data):
+    def write(self, target, data):
         calls[0] += 1
         if calls[0] <= writes:
             raise OSError(errno.ENOSPC, "No space left on device")
-        real(target, data)
+        real(self, target, data)
 
-    monkeypatch.setattr(BlobStore, "_write", staticmethod(write))
+    monkeypatch.setattr(BlobStore, "_write", write)
     return calls
 
 
@@ -53,10 +53,10 @@ def test_still_full_raises_store_full_saying_what_to_do_until_a_write_succeeds(t
 def test_other_write_errors_are_not_taken_for_a_full_disk(tmp_path, monkeypatch):
     store = BlobStore(tmp_path, on_full=lambda: pytest.fail("on_full called for EACCES"))
 
-    def write(target, data):
+    def write(self, target, data):
         raise OSError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(BlobStore, "_write", staticmethod(write))
+    monkeypatch.setattr(BlobStore, "_write", write)
     with pytest.raises(PermissionError):
         store.put(b"x")
     assert store.full is None
