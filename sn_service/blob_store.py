@@ -325,15 +325,18 @@ class BlobStore:
             raise
         self.spares.fill(len(data))  # the next blob of this size finds a spare too
 
-    def delete(self, sha256: str) -> int:
-        """Deletes a stored blob (its file may be kept as a spare to write over); returns the bytes freed, 0 if
-        it was not stored."""
+    def delete(self, sha256: str, reuse: bool = True) -> int:
+        """Deletes a stored blob; returns the bytes freed, 0 if it was not stored.
+
+        ``reuse``: its file may be kept as a spare and written over later; False for a blob a reader may
+        still hold a memory map of (a merged model the callback loaded): its file is only unlinked.
+        """
         path = self.path(sha256)
         try:
             size = path.stat().st_size
         except FileNotFoundError:
             return 0
-        if not self.spares.keep(path):
+        if not reuse or not self.spares.keep(path):
             path.unlink(missing_ok=True)
         return size
 

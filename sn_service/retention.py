@@ -69,6 +69,7 @@ class BlobRetention:
         self.tasks = tasks
         self.log = logger or log
         self._done_rounds: dict[tuple[str, int], set[str]] = {}  # finished rounds never change
+        self._merged: dict[tuple[str, int], set[str]] = {}  # the merged model of each of those
         # Blobs of a round the ledger does not name: a merged model handed over by a leader that then
         # could not publish it (another leader merged the round). Deleted with the round's others.
         self._handed_over: dict[tuple[str, int], set[str]] = {}
@@ -84,6 +85,11 @@ class BlobRetention:
     def _round(self, task: str, round_no: int) -> set[str]:
         return self._ledger_round(task, round_no) | self._handed_over.get((task, round_no), set())
 
+    def _models(self, task: str, round_no: int) -> set[str]:
+        """The merged models among a round's blobs (its own, and any handed over to this site for it)."""
+        self._ledger_round(task, round_no)
+        return self._merged.get((task, round_no), set()) | self._handed_over.get((task, round_no), set())
+
     def _ledger_round(self, task: str, round_no: int) -> set[str]:
         key = (task, round_no)
         if key in self._done_rounds:
@@ -97,6 +103,7 @@ class BlobRetention:
         shas = round_blobs(rnd)
         if rnd["status"] == "done":
             self._done_rounds[key] = shas
+            self._merged[key] = {rnd["merged_sha256"]}
         return shas
 
     def prune(self, task: str, keep_rounds: int | None = None) -> int:
@@ -133,6 +140,9 @@ class BlobRetention:
         revisit = first_kept  # the oldest round with a blob too recent to delete yet
         for r in range(start, first_kept):
             too_recent = False
+            # A merged model's file is never written over: the callback may still hold a memory map of it (a
+            # contribution equal to the previous round's model, e.g. a finished site's stand-in, counts too).
+            models = self._models(task, r) | self._models(task, r - 1) if r > 0 else self._models(task, r)
             for sha in self._round(task, r) - protected:
                 path = self.store.path(sha)
                 try:
@@ -142,13 +152,14 @@ class BlobRetention:
                 if now - stat.st_mtime < self.grace_s:
                     too_recent = True
                     continue
-                self.store.delete(sha)  # its file may be kept to write a later blob over
+                self.store.delete(sha, reuse=sha not in models)  # a contribution's file may be written over later
                 deleted += 1
                 freed += stat.st_size
             if too_recent:
                 revisit = min(revisit, r)
             elif r < revisit:
                 self._done_rounds.pop((task, r), None)
+                self._merged.pop((task, r - 1), None)
                 self._handed_over.pop((task, r), None)
         self._pruned_below[task] = revisit
         self.deleted += deleted

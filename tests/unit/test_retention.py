@@ -132,3 +132,17 @@ def test_keep_rounds_zero_keeps_everything_and_negative_is_refused(tmp_path):
     assert all(swarm.store.has(sha) for pair in blobs for sha in pair)
     with pytest.raises(ValueError, match="keep_rounds=-1"):
         swarm.retention(keep=-1)
+
+
+def test_pruned_contributions_files_are_kept_to_write_over_merged_models_files_are_not(tmp_path):
+    # The callback loads a merged model as memory maps of its file: that file must never change, so only
+    # contributions (read by peers, who check their hash) are kept as spares (swarm_wire.spare_files).
+    swarm = Swarm(tmp_path)
+    blobs = [swarm.round("t") for _ in range(6)]  # blobs under 1 MiB: none kept so far, no spare made
+    assert swarm.store.spares.count() == 0
+    swarm.store.spares.min_file_bytes, swarm.store.spares.max_files = 1, 100
+    assert swarm.retention(keep=2).prune("t") == 8
+    kept = sorted(os.path.getsize(swarm.store.spares.dir / n) for n in os.listdir(swarm.store.spares.dir))
+    assert kept == sorted(len(f"t contribution {r}") for r in range(4)), "rounds 0-3's contributions only"
+    for r in range(4):
+        assert not swarm.store.has(blobs[r][0]) and not swarm.store.has(blobs[r][1])
