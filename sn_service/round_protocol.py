@@ -29,7 +29,11 @@ import numpy as np
 from sn_service import contract
 from sn_service.blob_store import BlobRefused, BlobStore, IncomingBlob
 from sn_service.ledger.base import ContractError, Ledger, LedgerUnavailable, now_ms
-from sn_service.merge.stacked_models import StackedModels, merge_models  # noqa: F401 (merge_models: importable from here)
+from sn_service.merge.stacked_models import (  # merge_models: importable from here
+    StackBuffers,
+    StackedModels,
+    merge_models,  # noqa: F401
+)
 from sn_service.metrics import ServiceMetrics
 from sn_service.peer_client import BlobFetchError, PeerClient, PeerRequestError
 from sn_service.secagg.rounds import SecureRounds
@@ -209,6 +213,8 @@ class RoundDriver:
         self._notifier = ThreadPoolExecutor(max_workers=4, thread_name_prefix="notify")
         # The merged model goes to the round's other contributors before it is published (see _hand_over).
         self._handovers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="handover")
+        # The matrices of merges done, for the next merge of the same shape (see StackBuffers).
+        self.stack_buffers = StackBuffers()
         # Store writes off a round's critical path (a leader's copies of the contributions it fetched).
         self._writes = ThreadPoolExecutor(max_workers=2, thread_name_prefix="store-write")
         self.on_handover: Callable[[str, int, str], None] | None = None  # (task, round, sha256) taken over
@@ -825,7 +831,11 @@ class RoundDriver:
         layout = rec["spec"]["layout"]
         limit = serialization.max_blob_bytes(layout)
         initial = rnd["previous_merged_sha256"] is None
-        stack = None if initial else StackedModels(serialization.parse_layout(layout), len(rnd["contributors"]))
+        stack = (
+            None
+            if initial
+            else StackedModels(serialization.parse_layout(layout), len(rnd["contributors"]), self.stack_buffers)
+        )
         weights: list[int] = []
         failed: set[str] = set()  # contributors whose blob could not be had or was refused
         merged: list[np.ndarray] | None = None
@@ -879,6 +889,8 @@ class RoundDriver:
         try:
             self._lead_merge(rec, rnd, deadline, wait, stack, merged, weights, failed, initial, t0)
         finally:
+            if stack is not None:
+                self.stack_buffers.give(stack.rows)  # for the next round's merge
             # The leader keeps what it merged (a later lead of this round, after a failover, need not
             # fetch it again), written after the publish: no site waits for these writes.
             for data, sha in fetched:

@@ -2,11 +2,44 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from sn_service.merge import merge
 
-__all__ = ["StackedModels", "merge_models"]
+__all__ = ["StackBuffers", "StackedModels", "merge_models"]
+
+
+class StackBuffers:
+    """Matrices of merges gone by, kept for the next merge of the same shape.
+
+    A new matrix of n models is memory the process has not touched before: on a virtual machine every
+    page of it faults to the host the first time (measured: the 600 MB matrix of three 50 M-parameter
+    models took 1.3 s more to fill than one filled before). A leader merges models of the same shape
+    every round, so it keeps the last matrix of each shape, ``max_bytes`` in all; a merge takes one
+    (``take``), and gives it back when done (``give``); two merges at once never share one.
+    """
+
+    def __init__(self, max_bytes: int = 2 << 30) -> None:
+        self.max_bytes = max_bytes
+        self._free: dict[tuple[tuple[int, int], str], np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    def take(self, shape: tuple[int, int], dtype: np.dtype) -> np.ndarray:
+        """A matrix of ``shape`` and ``dtype`` (its values are whatever was left in it)."""
+        with self._lock:
+            kept = self._free.pop((shape, np.dtype(dtype).str), None)
+        return kept if kept is not None else np.empty(shape, dtype=dtype)
+
+    def give(self, rows: np.ndarray) -> None:
+        """Keeps ``rows`` for a later ``take`` (the oldest kept ones go past ``max_bytes``)."""
+        if rows.nbytes > self.max_bytes:
+            return
+        with self._lock:
+            self._free[(rows.shape, rows.dtype.str)] = rows
+            while sum(a.nbytes for a in self._free.values()) > self.max_bytes:
+                del self._free[next(iter(self._free))]
 
 
 class StackedModels:
@@ -17,12 +50,18 @@ class StackedModels:
     merged; other tensors (integer counters) are taken from the first model.
     """
 
-    def __init__(self, tensors: list[tuple[np.dtype, tuple[int, ...]]], capacity: int) -> None:
+    def __init__(
+        self,
+        tensors: list[tuple[np.dtype, tuple[int, ...]]],
+        capacity: int,
+        buffers: StackBuffers | None = None,
+    ) -> None:
         self.tensors = tensors
         self.float_idx = [i for i, (dt, _) in enumerate(tensors) if dt.kind == "f"]
         self.sizes = [int(np.prod(tensors[i][1])) for i in self.float_idx]
         dtype = np.result_type(*[tensors[i][0] for i in self.float_idx]) if self.float_idx else np.float32
-        self.rows = np.empty((capacity, sum(self.sizes)), dtype=dtype)
+        shape = (capacity, sum(self.sizes))
+        self.rows = buffers.take(shape, dtype) if buffers is not None else np.empty(shape, dtype=dtype)
         self.count = 0
         self.others: list[np.ndarray] | None = None
 

@@ -162,3 +162,38 @@ def test_a_zero_weight_model_is_left_out_of_every_merge_method(method):
     with_idle = merge_models(method, [*honest, outlier], np.array([1.0, 2.0, 1.0, 3.0, 0.0]))
     without = merge_models(method, honest, np.array([1.0, 2.0, 1.0, 3.0]))
     np.testing.assert_allclose(with_idle[0], without[0], rtol=1e-6)
+
+
+def test_stack_buffers_give_a_kept_matrix_back_never_to_two_merges_at_once_and_stay_under_max_bytes():
+    from sn_service.merge.stacked_models import StackBuffers, StackedModels
+
+    buffers = StackBuffers(max_bytes=3 * 8 * 4)
+    first = buffers.take((3, 8), np.float32)
+    second = buffers.take((3, 8), np.float32)  # the first is in use: a new one
+    assert first is not second
+    buffers.give(first)
+    assert buffers.take((3, 8), np.float32) is first
+    assert buffers.take((3, 8), np.float64) is not first  # another dtype, another matrix
+    buffers.give(first)
+    buffers.give(np.empty((2, 8), np.float32))  # over max_bytes with the first: the first goes
+    assert buffers.take((3, 8), np.float32) is not first
+    buffers.give(np.empty((100, 100), np.float32))  # larger than max_bytes alone: not kept
+
+    # A merge over a reused matrix full of another round's values gives the same model as over a new one.
+    rng = np.random.default_rng(0)
+    tensors = [(np.dtype(np.float32), (2, 3)), (np.dtype(np.float32), (2,))]
+    models = [[rng.standard_normal(s).astype(np.float32) for _, s in tensors] for _ in range(3)]
+    weights = np.array([1.0, 2.0, 3.0])
+    reused = StackBuffers()
+    stale = reused.take((3, 8), np.float32)
+    stale[:] = np.nan
+    reused.give(stale)
+    stack = StackedModels(tensors, 3, reused)
+    assert stack.rows is stale
+    for m in models[:2]:  # a contribution that failed: the third row keeps its NaNs, and is not merged
+        stack.add(m)
+    expected = StackedModels(tensors, 3)
+    for m in models[:2]:
+        expected.add(m)
+    for got, want in zip(stack.merge("mean", weights[:2]), expected.merge("mean", weights[:2]), strict=True):
+        assert np.array_equal(got, want) and np.isfinite(got).all()
