@@ -284,7 +284,7 @@ class BlobStore:
 
         Only for the store's one owner, at its start: another writer's temporary files would go too.
         """
-        gone = 0
+        gone = self.spares.discard_unfinished()
         for tmp in (self.root / "incoming").glob(".incoming-*"):
             with contextlib.suppress(OSError):
                 tmp.unlink()

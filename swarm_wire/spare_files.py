@@ -189,6 +189,15 @@ class SpareFiles:
             Path(name).unlink(missing_ok=True)
             raise
 
+    def discard_unfinished(self) -> int:
+        """Deletes spares a process stopped while making (``fill``); for the directory's one owner, at its start."""
+        gone = 0
+        for tmp in self.dir.glob(".filling-*") if self._enabled else ():
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+                gone += 1
+        return gone
+
     def clear(self) -> int:
         """Deletes every spare (the disk is full); returns how many went."""
         gone = 0

@@ -143,5 +143,8 @@ def test_discard_incoming_deletes_what_a_crash_left_half_written(tmp_path):
     blob._fh.close()  # the process died here
     blob._fh = None
     sha = store.put(b"kept")
-    assert store.discard_incoming() == 1
+    (store.spares.dir / ".filling-x").write_bytes(b"\0" * 10)  # a spare file being made when it died
+    (store.spares.dir / "spare-y").write_bytes(b"\0" * 10)  # a spare made whole: stays
+    assert store.discard_incoming() == 2
     assert not blob.tmp_path.exists() and store.get(sha) == b"kept"
+    assert [p.name for p in store.spares.dir.iterdir()] == ["spare-y"]
