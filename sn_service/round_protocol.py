@@ -624,8 +624,19 @@ class RoundDriver:
         """
         return min(self.peers.transfer_timeout_s(nbytes), max(1.0, 0.5 * (rnd["leader_deadline_ms"] - now_ms()) / 1000))
 
+    def store_later(self, blob: bytes, sha256: str) -> Future:
+        """Stores a merged model in the background (e.g. while it is handed over; see ``held_elsewhere``)."""
+        return self._writes.submit(self.store.put, blob, sha256)
+
     def held_elsewhere(
-        self, rec: dict, rnd: dict, blob: bytes | Path, sha256: str, wait: WaitState, skip: Collection[str] = ()
+        self,
+        rec: dict,
+        rnd: dict,
+        blob: bytes | Path,
+        sha256: str,
+        wait: WaitState,
+        skip: Collection[str] = (),
+        stored: Future | None = None,
     ) -> bool:
         """Hands the merged model to the round's other contributors; whether one took it (or there are none).
 
@@ -634,14 +645,20 @@ class RoundDriver:
         site host cut off the network). So the leader publishes only once another contributor holds it.
         The other hand-overs go on in the background; a site that gets the model this way need not fetch
         it after the publish either. ``skip``: contributors not to try (their blob could not be had).
-        ``blob``: the bytes, or the stored file (sent from disk, a megabyte at a time).
+        ``blob``: the bytes, or the stored file (sent from disk, a megabyte at a time). ``stored``: our own
+        store's write of it (``store_later``), waited for after the hand-over (its error raised): the
+        sites fetch the model from us once it is published.
         """
         others = [n for n in rnd["contributors"] if n != self.site and n not in skip]
-        if not others:
+        held = not others
+        if others:
+            with wait.timed("lead: hand over"):
+                held = self._hand_over(rec, rnd, others, blob, sha256)
+        if stored is not None:
+            with wait.timed("lead: store"):
+                stored.result()
+        if held:
             return True
-        with wait.timed("lead: hand over"):
-            if self._hand_over(rec, rnd, others, blob, sha256):
-                return True
         self.log.error(
             "round %d: no other site took the merged model %s... (%s); not publishing a model only this "
             "site holds, a site that reaches more takes over after our deadline",
@@ -929,8 +946,7 @@ class RoundDriver:
         with wait.timed("lead: serialise"):
             blob = serialization.to_bytes(merged)
             merged_sha = hashlib.sha256(blob).hexdigest()
-        # Written while it is handed over; stored before it is published (the sites fetch it from here).
-        stored = self._writes.submit(self.store.put, blob, merged_sha)
+        stored = self.store_later(blob, merged_sha)  # written while it is handed over
         self._publish(rec, rnd, deadline, wait, blob, merged_sha, failed, method, len(weights), t0, stored)
 
     def _publish(
@@ -949,14 +965,10 @@ class RoundDriver:
     ) -> None:
         """Hands the merged model over, then publishes it (see ``held_elsewhere``); logs and counts the merge.
 
-        ``stored``: the merged model's store write, when it runs during the hand-over (its error is raised).
+        ``stored``: the merged model's store write, when it runs during the hand-over (see ``held_elsewhere``).
         """
         task, round_no = rec["task"], rnd["round"]
-        held = self.held_elsewhere(rec, rnd, blob, merged_sha, wait, skip=failed)
-        if stored is not None:
-            with wait.timed("lead: store"):
-                stored.result()
-        if not held:
+        if not self.held_elsewhere(rec, rnd, blob, merged_sha, wait, skip=failed, stored=stored):
             return
         try:
             with wait.timed("lead: publish"):

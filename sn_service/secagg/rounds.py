@@ -23,6 +23,7 @@ to the Bonawitz rule across leaders.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -337,10 +338,11 @@ class SecureRounds:
         self, rec: dict, rnd: dict, merged: list[np.ndarray], deadline: float, wait: WaitState, how: str, n: int
     ) -> bool:
         d, task, round_no = self.driver, rec["task"], rnd["round"]
-        with wait.timed("lead: serialise and store"):
+        with wait.timed("lead: serialise"):
             blob = serialization.to_bytes(merged)
-            merged_sha = d.store.put(blob)
-        if not d.held_elsewhere(rec, rnd, blob, merged_sha, wait):  # published only once another site holds it
+            merged_sha = hashlib.sha256(blob).hexdigest()
+        # Published only once another site holds it (and our store, written meanwhile).
+        if not d.held_elsewhere(rec, rnd, blob, merged_sha, wait, stored=d.store_later(blob, merged_sha)):
             return False
         try:
             with wait.timed("lead: publish"):
