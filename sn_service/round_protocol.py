@@ -213,6 +213,9 @@ class RoundDriver:
         self._notifier = ThreadPoolExecutor(max_workers=4, thread_name_prefix="notify")
         # The merged model goes to the round's other contributors before it is published (see _hand_over).
         self._handovers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="handover")
+        # Hand-overs of merged models arriving now, by sha256 (see receiving).
+        self._receiving: dict[str, list[threading.Event]] = {}
+        self._receiving_lock = threading.Lock()
         # The matrices of merges done, for the next merge of the same shape (see StackBuffers).
         self.stack_buffers = StackBuffers()
         # Store writes off a round's critical path (a leader's copies of the contributions it fetched).
@@ -381,7 +384,7 @@ class RoundDriver:
         self, task_rec: dict, sha256: str, publisher: str | None, deadline: float, wait: WaitState | None = None
     ) -> None:
         """Makes sure a merged blob is in our store: else from its publisher, else from any node."""
-        if self.store.has(sha256):
+        if self.store.has(sha256) or self._handed_over_meanwhile(sha256, deadline):
             return
         layout = task_rec["spec"]["layout"]
         limit = serialization.max_blob_bytes(layout)
@@ -623,6 +626,35 @@ class RoundDriver:
         passed from leader to leader for 40 s+.
         """
         return min(self.peers.transfer_timeout_s(nbytes), max(1.0, 0.5 * (rnd["leader_deadline_ms"] - now_ms()) / 1000))
+
+    @contextlib.contextmanager
+    def receiving(self, sha256: str) -> Iterator[None]:
+        """Marks a leader's hand-over of ``sha256`` as arriving, until it is taken or refused."""
+        done = threading.Event()
+        with self._receiving_lock:
+            self._receiving.setdefault(sha256, []).append(done)
+        try:
+            yield
+        finally:
+            done.set()
+            with self._receiving_lock:
+                waits = self._receiving.get(sha256, [])
+                if done in waits:
+                    waits.remove(done)
+                if not waits:
+                    self._receiving.pop(sha256, None)
+
+    def _handed_over_meanwhile(self, sha256: str, deadline: float) -> bool:
+        """Whether a hand-over of ``sha256`` arriving now brings it (waited for): then it need not be fetched.
+
+        The leader publishes once one site took the model; the others' copies may still be on the way.
+        Fetching it again from the leader would move the model twice and take longer.
+        """
+        with self._receiving_lock:
+            arriving = list(self._receiving.get(sha256, []))
+        for done in arriving:
+            done.wait(min(self.peers.timeout_s, max(0.0, deadline - time.monotonic())))
+        return bool(arriving) and self.store.has(sha256)
 
     def store_later(self, blob: bytes, sha256: str) -> Future:
         """Stores a merged model in the background (e.g. while it is handed over; see ``held_elsewhere``)."""

@@ -227,3 +227,44 @@ def test_a_long_wait_is_logged_when_it_changes_and_every_log_every_s_not_every_p
         d.close()
     waits = [r for r in caplog.records if "waiting for submissions" in r.getMessage()]
     assert len(waits) == 1, [r.getMessage() for r in waits]
+
+
+def test_a_merged_model_being_handed_over_is_waited_for_not_fetched_again(tmp_path):
+    # The leader publishes once one site took its hand-over; another site's copy may still be arriving when
+    # that site learns of the publish: it takes that copy instead of fetching the model a second time.
+    import threading
+
+    from sn_service.blob_store import BlobStore
+
+    class NoPeers:
+        timeout_s = 10.0
+
+        def fetch(self, *args, **kwargs):
+            raise AssertionError("fetched the merged model although its hand-over was arriving")
+
+    store = BlobStore(tmp_path / "blobs")
+    d = RoundDriver("site-b", ledger=None, store=store, peers=NoPeers())  # type: ignore[arg-type]
+    data = b"merged model bytes"
+    import hashlib
+
+    sha = hashlib.sha256(data).hexdigest()
+    arriving = threading.Event()
+
+    def hand_over() -> None:
+        with d.receiving(sha):
+            arriving.set()
+            time.sleep(0.3)
+            store.put(data, sha)
+
+    t = threading.Thread(target=hand_over)
+    t.start()
+    try:
+        assert arriving.wait(5)
+        rec = {"spec": {"layout": "f32[2]"}, "nodes": {"site-a": {"endpoint": "https://a", "identity": "a"}}}
+        started = time.monotonic()
+        d.fetch_merged(rec, sha, "site-a", time.monotonic() + 10)
+        assert store.get(sha) == data and time.monotonic() - started < 5
+        assert d._receiving == {}
+    finally:
+        t.join()
+        d.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, Response
@@ -14,6 +15,9 @@ from sn_service.http.schemas import ErrorBody
 from sn_service.round_protocol import HandoverRefused
 from sn_service.tls.peer_tls import peer_certificate
 from swarm_wire.names import NAME_PATTERN, NAME_RE
+
+if TYPE_CHECKING:
+    from sn_service.service import SwarmNetworkService
 
 
 async def registered_peer(request: Request) -> None:
@@ -77,6 +81,14 @@ async def hand_over_merged(
         raise api_error(404, "NOT_JOINED", f"this site has not joined task {task!r}")
     if service.store.has(sha256):
         return Response(status_code=204)
+    with service.driver.receiving(sha256):  # a sync told of the publish meanwhile waits for this copy
+        return await _take_handover(request, service, sha256, task, round_no, spec)
+
+
+async def _take_handover(
+    request: Request, service: SwarmNetworkService, sha256: str, task: str, round_no: int, spec: dict
+) -> Response:
+    """``hand_over_merged`` once the checks that need no body are passed."""
     if service.streams(task):  # a model too big for memory: the body goes to a temporary file of the store
         limit = service.max_blob_bytes(task)
         incoming = service.store.incoming(max_bytes=limit, sha256=sha256, size_hint=limit)
