@@ -162,6 +162,20 @@ class CheckedBlobs:
                 self._items.popitem(last=False)
 
 
+HANDOVER_STALL_S = 2.0  # a hand-over arriving with no new byte for this long is not waited for
+
+
+@dataclass
+class Arriving:
+    """A hand-over being received: the bytes so far, and set once it is taken or refused."""
+
+    bytes: int = 0
+    done: threading.Event = field(default_factory=threading.Event)
+
+    def add(self, n: int) -> None:
+        self.bytes += n
+
+
 class RoundDriver:
     """Drives merge rounds for one site against a ledger.
 
@@ -214,7 +228,7 @@ class RoundDriver:
         # The merged model goes to the round's other contributors before it is published (see _hand_over).
         self._handovers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="handover")
         # Hand-overs of merged models arriving now, by sha256 (see receiving).
-        self._receiving: dict[str, list[threading.Event]] = {}
+        self._receiving: dict[str, list[Arriving]] = {}
         self._receiving_lock = threading.Lock()
         # The matrices of merges done, for the next merge of the same shape (see StackBuffers).
         self.stack_buffers = StackBuffers()
@@ -628,32 +642,39 @@ class RoundDriver:
         return min(self.peers.transfer_timeout_s(nbytes), max(1.0, 0.5 * (rnd["leader_deadline_ms"] - now_ms()) / 1000))
 
     @contextlib.contextmanager
-    def receiving(self, sha256: str) -> Iterator[None]:
-        """Marks a leader's hand-over of ``sha256`` as arriving, until it is taken or refused."""
-        done = threading.Event()
+    def receiving(self, sha256: str) -> Iterator[Arriving]:
+        """Marks a leader's hand-over of ``sha256`` as arriving, until it is taken or refused; the caller
+        counts its bytes (``Arriving.add``) so that a wait on it can tell a stalled one."""
+        arriving = Arriving()
         with self._receiving_lock:
-            self._receiving.setdefault(sha256, []).append(done)
+            self._receiving.setdefault(sha256, []).append(arriving)
         try:
-            yield
+            yield arriving
         finally:
-            done.set()
+            arriving.done.set()
             with self._receiving_lock:
-                waits = self._receiving.get(sha256, [])
-                if done in waits:
-                    waits.remove(done)
-                if not waits:
+                now = self._receiving.get(sha256, [])
+                if arriving in now:
+                    now.remove(arriving)
+                if not now:
                     self._receiving.pop(sha256, None)
 
     def _handed_over_meanwhile(self, sha256: str, deadline: float) -> bool:
         """Whether a hand-over of ``sha256`` arriving now brings it (waited for): then it need not be fetched.
 
         The leader publishes once one site took the model; the others' copies may still be on the way.
-        Fetching it again from the leader would move the model twice and take longer.
+        Fetching it again from the leader would move the model twice and take longer. A hand-over that
+        brings no byte for ``HANDOVER_STALL_S`` (its sender gone or cut off) is not waited for any longer.
         """
         with self._receiving_lock:
             arriving = list(self._receiving.get(sha256, []))
-        for done in arriving:
-            done.wait(min(self.peers.timeout_s, max(0.0, deadline - time.monotonic())))
+        for each in arriving:
+            seen, since = each.bytes, time.monotonic()
+            while not each.done.wait(0.1) and time.monotonic() < deadline:
+                if each.bytes != seen:
+                    seen, since = each.bytes, time.monotonic()
+                elif time.monotonic() - since > HANDOVER_STALL_S:
+                    return False
         return bool(arriving) and self.store.has(sha256)
 
     def store_later(self, blob: bytes, sha256: str) -> Future:

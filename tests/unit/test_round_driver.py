@@ -229,42 +229,57 @@ def test_a_long_wait_is_logged_when_it_changes_and_every_log_every_s_not_every_p
     assert len(waits) == 1, [r.getMessage() for r in waits]
 
 
-def test_a_merged_model_being_handed_over_is_waited_for_not_fetched_again(tmp_path):
+def test_a_merged_model_being_handed_over_is_waited_for_not_fetched_again(tmp_path, monkeypatch):
     # The leader publishes once one site took its hand-over; another site's copy may still be arriving when
-    # that site learns of the publish: it takes that copy instead of fetching the model a second time.
+    # that site learns of the publish: it takes that copy instead of fetching the model a second time,
+    # unless the hand-over stalls (its sender gone): then it fetches the model from the sites.
+    import hashlib
     import threading
 
-    from sn_service.blob_store import BlobStore
+    import numpy as np
 
-    class NoPeers:
+    from sn_service import round_protocol
+    from sn_service.blob_store import BlobStore
+    from swarm_wire import serialization
+
+    data = serialization.to_bytes([np.arange(2, dtype=np.float32)])
+    sha = hashlib.sha256(data).hexdigest()
+
+    class Peers:
         timeout_s = 10.0
+        fetched = 0
 
         def fetch(self, *args, **kwargs):
-            raise AssertionError("fetched the merged model although its hand-over was arriving")
+            Peers.fetched += 1
+            return data
 
     store = BlobStore(tmp_path / "blobs")
-    d = RoundDriver("site-b", ledger=None, store=store, peers=NoPeers())  # type: ignore[arg-type]
-    data = b"merged model bytes"
-    import hashlib
-
-    sha = hashlib.sha256(data).hexdigest()
+    d = RoundDriver("site-b", ledger=None, store=store, peers=Peers())  # type: ignore[arg-type]
+    rec = {"spec": {"layout": "f32[2]"}, "nodes": {"site-a": {"endpoint": "https://a", "identity": "a"}}}
     arriving = threading.Event()
 
-    def hand_over() -> None:
-        with d.receiving(sha):
+    def hand_over(stall: bool) -> None:
+        with d.receiving(sha) as progress:
             arriving.set()
-            time.sleep(0.3)
-            store.put(data, sha)
+            for _ in range(6):  # a chunk every 0.1 s; 0.6 s in all, longer than the stall bound below
+                time.sleep(0.1)
+                if not stall:
+                    progress.add(1000)
+            if not stall:
+                store.put(data, sha)
 
-    t = threading.Thread(target=hand_over)
-    t.start()
+    monkeypatch.setattr(round_protocol, "HANDOVER_STALL_S", 0.3)
     try:
-        assert arriving.wait(5)
-        rec = {"spec": {"layout": "f32[2]"}, "nodes": {"site-a": {"endpoint": "https://a", "identity": "a"}}}
-        started = time.monotonic()
-        d.fetch_merged(rec, sha, "site-a", time.monotonic() + 10)
-        assert store.get(sha) == data and time.monotonic() - started < 5
-        assert d._receiving == {}
+        for stall in (False, True):
+            arriving.clear()
+            t = threading.Thread(target=hand_over, args=(stall,))
+            t.start()
+            assert arriving.wait(5)
+            d.fetch_merged(rec, sha, "site-a", time.monotonic() + 10)
+            t.join()
+            assert store.get(sha) == data and d._receiving == {}
+            # Arriving (bytes coming in): waited for, not fetched; stalled: fetched from the sites.
+            assert Peers.fetched == (1 if stall else 0), stall
+            store.delete(sha)
     finally:
-        t.join()
         d.close()

@@ -7,6 +7,7 @@ import ipaddress
 import json
 import math
 import time
+from collections.abc import Callable
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import Response
@@ -104,8 +105,8 @@ def _joined_spec(service: SwarmNetworkService, task: str) -> dict:
     return spec
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """Reads the request body, refusing it once it passes ``limit`` bytes."""
+async def read_body(request: Request, limit: int, on_chunk: Callable[[int], None] | None = None) -> bytes:
+    """Reads the request body, refusing it once it passes ``limit`` bytes; ``on_chunk(n)`` after each chunk."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         request.app.state.service.metrics.rejected_blobs.labels(reason="too_large").inc()
@@ -117,11 +118,16 @@ async def read_body(request: Request, limit: int) -> bytes:
             request.app.state.service.metrics.rejected_blobs.labels(reason="too_large").inc()
             raise api_error(413, "TOO_LARGE", f"the body passed {limit} bytes, the most this task's model allows")
         chunks.append(chunk)
+        if on_chunk is not None:
+            on_chunk(len(chunk))
     return b"".join(chunks)
 
 
-async def stream_body(request: Request, incoming: IncomingBlob, limit: int) -> None:
+async def stream_body(
+    request: Request, incoming: IncomingBlob, limit: int, on_chunk: Callable[[int], None] | None = None
+) -> None:
     """Writes the request body into ``incoming`` as it arrives (never whole in memory); 413 past ``limit``.
+    ``on_chunk(n)`` after each chunk.
 
     The caller commits or aborts ``incoming``; a refusal here aborts it.
     """
@@ -135,6 +141,8 @@ async def stream_body(request: Request, incoming: IncomingBlob, limit: int) -> N
         try:
             async for chunk in request.stream():
                 incoming.write(chunk)
+                if on_chunk is not None:
+                    on_chunk(len(chunk))
         except BlobRefused:
             service.metrics.rejected_blobs.labels(reason="too_large").inc()
             raise api_error(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -81,18 +82,24 @@ async def hand_over_merged(
         raise api_error(404, "NOT_JOINED", f"this site has not joined task {task!r}")
     if service.store.has(sha256):
         return Response(status_code=204)
-    with service.driver.receiving(sha256):  # a sync told of the publish meanwhile waits for this copy
-        return await _take_handover(request, service, sha256, task, round_no, spec)
+    with service.driver.receiving(sha256) as arriving:  # a sync told of the publish meanwhile waits for it
+        return await _take_handover(request, service, sha256, task, round_no, spec, arriving.add)
 
 
 async def _take_handover(
-    request: Request, service: SwarmNetworkService, sha256: str, task: str, round_no: int, spec: dict
+    request: Request,
+    service: SwarmNetworkService,
+    sha256: str,
+    task: str,
+    round_no: int,
+    spec: dict,
+    on_chunk: Callable[[int], None],
 ) -> Response:
     """``hand_over_merged`` once the checks that need no body are passed."""
     if service.streams(task):  # a model too big for memory: the body goes to a temporary file of the store
         limit = service.max_blob_bytes(task)
         incoming = service.store.incoming(max_bytes=limit, sha256=sha256, size_hint=limit)
-        await stream_body(request, incoming, limit)
+        await stream_body(request, incoming, limit, on_chunk)
         try:
             taken = await asyncio.to_thread(
                 service.driver.accept_handover_file,
@@ -111,7 +118,7 @@ async def _take_handover(
         if taken:
             service.metrics.bytes_received.inc(incoming.size)
         return Response(status_code=204)
-    data = await read_body(request, service.max_blob_bytes(task))
+    data = await read_body(request, service.max_blob_bytes(task), on_chunk)
     try:
         taken = await asyncio.to_thread(
             service.driver.accept_handover, task, round_no, sha256, data, spec["layout"], request.state.peer_identity
