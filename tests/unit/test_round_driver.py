@@ -6,10 +6,35 @@ from __future__ import annotations
 import logging
 import time
 
+import numpy as np
 import pytest
 
+from sn_service.blob_store import BlobStore
 from sn_service.ledger.base import LedgerUnavailable
+from sn_service.ledger.embedded import EmbeddedLedger
 from sn_service.round_protocol import RoundDriver, SyncFailed, WaitState
+from swarm_wire import serialization
+
+MODEL = [np.ones((4, 2), np.float32), np.zeros(2, np.float32)]
+
+
+def _spec(model: list[np.ndarray] = MODEL, **kw: object) -> dict:
+    layout = serialization.layout_of(model)
+    spec = {
+        "fingerprint": serialization.fingerprint(layout),
+        "layout": layout,
+        "min_peers": 2,
+        "merge_method": "mean",
+        "quorum_wait_ms": 5000,
+        "leader_timeout_ms": 10000,
+        "max_rounds": 0,
+    }
+    return spec | kw
+
+
+def _ledgers(tmp_path, sites=("site-a", "site-b")) -> dict[str, EmbeddedLedger]:
+    """Each site's view of one embedded ledger file."""
+    return {s: EmbeddedLedger(tmp_path / "ledger.sqlite", f"Org1MSP::CN={s}") for s in sites}
 
 
 class FlakyCall:
@@ -76,27 +101,12 @@ def test_a_reachable_ledger_is_called_once_and_logs_nothing(caplog):
 def test_a_round_closed_when_the_task_ended_is_not_merged_and_the_final_model_stays(tmp_path):
     # Both sites leave while round 1 is closed: the contract refuses its publish (TASK_DONE), and a site
     # following that round takes the task's final model (round 0's), instead of failing or waiting.
-    import numpy as np
-
-    from sn_service.blob_store import BlobStore
     from sn_service.ledger.base import ContractError
-    from sn_service.ledger.embedded import EmbeddedLedger
-    from swarm_wire import serialization
 
-    model = [np.ones((4, 2), np.float32), np.zeros(2, np.float32)]
-    layout = serialization.layout_of(model)
-    spec = {
-        "fingerprint": serialization.fingerprint(layout),
-        "layout": layout,
-        "min_peers": 2,
-        "merge_method": "mean",
-        "quorum_wait_ms": 5000,
-        "leader_timeout_ms": 10000,
-        "max_rounds": 0,
-    }
-    ledgers = {s: EmbeddedLedger(tmp_path / "ledger.sqlite", f"Org1MSP::CN={s}") for s in ("site-a", "site-b")}
+    spec = _spec()
+    ledgers = _ledgers(tmp_path)
     store = BlobStore(tmp_path / "blobs")
-    merged0 = store.put(serialization.to_bytes(model))
+    merged0 = store.put(serialization.to_bytes(MODEL))
     a, b = ledgers["site-a"], ledgers["site-b"]
     a.init_task("t", spec)
     for site, ledger in ledgers.items():
@@ -129,26 +139,10 @@ def test_a_follower_learns_the_task_ended_when_the_last_round_is_published_betwe
     # follow() reads the task, then the round. When the leader publishes the task's last round (max_rounds)
     # between the two reads, the round is done but the task read says "running": the site must still be told
     # the task is over, or its callback syncs once more than the task has rounds.
-    import numpy as np
-
-    from sn_service.blob_store import BlobStore
-    from sn_service.ledger.embedded import EmbeddedLedger
-    from swarm_wire import serialization
-
-    model = [np.ones((4, 2), np.float32), np.zeros(2, np.float32)]
-    layout = serialization.layout_of(model)
-    spec = {
-        "fingerprint": serialization.fingerprint(layout),
-        "layout": layout,
-        "min_peers": 2,
-        "merge_method": "mean",
-        "quorum_wait_ms": 5000,
-        "leader_timeout_ms": 10000,
-        "max_rounds": 1,
-    }
-    ledgers = {s: EmbeddedLedger(tmp_path / "ledger.sqlite", f"Org1MSP::CN={s}") for s in ("site-a", "site-b")}
+    spec = _spec(max_rounds=1)
+    ledgers = _ledgers(tmp_path)
     store = BlobStore(tmp_path / "blobs")
-    merged = store.put(serialization.to_bytes(model))
+    merged = store.put(serialization.to_bytes(MODEL))
     ledgers["site-a"].init_task("t", spec)
     for site, ledger in ledgers.items():
         ledger.register("t", site, f"https://127.0.0.1:1/{site}", spec["fingerprint"])
@@ -196,28 +190,12 @@ def test_a_wait_whose_text_only_changes_its_clock_is_the_same_wait():
 def test_a_long_wait_is_logged_when_it_changes_and_every_log_every_s_not_every_poll(tmp_path, caplog):
     # Three sites not seen for a while: their "last seen N s ago" ticks every second, which once logged
     # the same wait three times a second for as long as a host was cut off.
-    import numpy as np
-
-    from sn_service.blob_store import BlobStore
-    from sn_service.ledger.embedded import EmbeddedLedger
-    from swarm_wire import serialization
-
-    layout = serialization.layout_of([np.zeros(2, np.float32)])
-    spec = {
-        "fingerprint": serialization.fingerprint(layout),
-        "layout": layout,
-        "min_peers": 3,
-        "merge_method": "mean",
-        "quorum_wait_ms": 5000,
-        "leader_timeout_ms": 10000,
-        "max_rounds": 0,
-    }
-    ledger = EmbeddedLedger(tmp_path / "ledger.sqlite", "Org1MSP::CN=site-a")
+    spec = _spec([np.zeros(2, np.float32)], min_peers=3)
+    ledgers = _ledgers(tmp_path, ("site-a", "site-b", "site-c"))
+    ledger = ledgers["site-a"]
     ledger.init_task("t", spec)
-    for site in ("site-a", "site-b", "site-c"):
-        EmbeddedLedger(tmp_path / "ledger.sqlite", f"Org1MSP::CN={site}").register(
-            "t", site, f"https://127.0.0.1:1/{site}", spec["fingerprint"]
-        )
+    for site, each in ledgers.items():
+        each.register("t", site, f"https://127.0.0.1:1/{site}", spec["fingerprint"])
     ledger.submit("t", 0, "site-a", "a" * 64, 1)
     d = RoundDriver("site-a", ledger=ledger, store=BlobStore(tmp_path / "b"), peers=None, log_every_s=60)  # type: ignore[arg-type]
     try:
@@ -236,11 +214,7 @@ def test_a_merged_model_being_handed_over_is_waited_for_not_fetched_again(tmp_pa
     import hashlib
     import threading
 
-    import numpy as np
-
     from sn_service import round_protocol
-    from sn_service.blob_store import BlobStore
-    from swarm_wire import serialization
 
     data = serialization.to_bytes([np.arange(2, dtype=np.float32)])
     sha = hashlib.sha256(data).hexdigest()
