@@ -242,9 +242,10 @@ def test_a_merged_model_being_handed_over_is_waited_for_not_fetched_again(tmp_pa
             if not stall:
                 store.put(data, sha)
 
-    monkeypatch.setattr(round_protocol, "HANDOVER_STALL_S", 0.3)
     try:
         for stall in (False, True):
+            # Bytes every 0.1 s are progress even on a busy machine (5 s bound); none for 0.6 s is a stall (0.3 s).
+            monkeypatch.setattr(round_protocol, "HANDOVER_STALL_S", 0.3 if stall else 5.0)
             arriving.clear()
             t = threading.Thread(target=hand_over, args=(stall,))
             t.start()
