@@ -317,12 +317,7 @@ class BlobStore:
 
     def _write(self, target: Path, data: bytes) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.spares.write_temp(target.parent, ".incoming-", data)
-        try:
-            os.replace(tmp, target)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        self.spares.write_file(target, ".incoming-", (data,), len(data))
         self.spares.fill(len(data))  # the next blob of this size finds a spare too
 
     def delete(self, sha256: str, reuse: bool = True) -> int:

@@ -138,11 +138,13 @@ class BlobRetention:
         now = time.time()
         deleted = freed = 0
         revisit = first_kept  # the oldest round with a blob too recent to delete yet
+        previous = self._models(task, start - 1) if start > 0 else set()
         for r in range(start, first_kept):
             too_recent = False
             # A merged model's file is never written over: the callback may still hold a memory map of it (a
             # contribution equal to the previous round's model, e.g. a finished site's stand-in, counts too).
-            models = self._models(task, r) | self._models(task, r - 1) if r > 0 else self._models(task, r)
+            current = self._models(task, r)
+            models, previous = current | previous, current
             for sha in self._round(task, r) - protected:
                 path = self.store.path(sha)
                 try:
@@ -159,7 +161,7 @@ class BlobRetention:
                 revisit = min(revisit, r)
             elif r < revisit:
                 self._done_rounds.pop((task, r), None)
-                self._merged.pop((task, r - 1), None)
+                self._merged.pop((task, r), None)
                 self._handed_over.pop((task, r), None)
         self._pruned_below[task] = revisit
         self.deleted += deleted

@@ -967,7 +967,7 @@ class RoundDriver:
                 self._writes.submit(self._store_quietly, data, sha)
 
     def _store_quietly(self, data: bytes, sha256: str) -> None:
-        """Stores a blob kept only as a spare copy; a failure is logged, not raised (the blob is had elsewhere)."""
+        """Stores a copy of a blob its site holds too; a failure is logged, not raised (it is had elsewhere)."""
         try:
             self.store.put(data, sha256)
         except OSError as exc:

@@ -109,12 +109,7 @@ class ServiceClient:
             if self.inbox_spares is None or self.inbox_spares.dir.parent != self.inbox:
                 # Files the service read from the inbox and kept, written over (see swarm_wire.spare_files).
                 self.inbox_spares = SpareFiles(self.inbox / INBOX_SPARES, INBOX_SPARE_FILES)
-            tmp = self.inbox_spares.write_chunks_temp(self.inbox, ".writing-", _chunks(blob), _size(blob))
-            try:
-                os.replace(tmp, self.inbox / name)
-            except OSError:
-                tmp.unlink(missing_ok=True)
-                raise
+            self.inbox_spares.write_file(self.inbox / name, ".writing-", _chunks(blob), _size(blob))
         except OSError as exc:
             self.log.warning("cannot write to the service's inbox %s (%s); uploading weights instead", self.inbox, exc)
             self.inbox = None

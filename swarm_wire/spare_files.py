@@ -39,7 +39,7 @@ class SpareFiles:
     """A directory of at most ``max_files`` spare files, each of ``min_file_bytes`` to ``max_file_bytes``,
     ``max_bytes`` in all.
 
-    ``write_temp`` writes bytes into a spare (or a new file when none fits) under a temporary name;
+    ``write_file`` writes bytes into a spare (or a new file when none fits), then renames it into place;
     ``keep`` takes a file no longer needed instead of deleting it; ``fill`` makes spares in the
     background until there are ``max_files`` (so the first rounds gain too, before any file is freed).
     """
@@ -76,6 +76,11 @@ class SpareFiles:
             return []
         return sorted(found)
 
+    def _room_for(self, size: int) -> bool:
+        """Whether one more spare of ``size`` bytes stays within ``max_files`` and ``max_bytes``."""
+        spares = self._spares()
+        return len(spares) < self.max_files and sum(s for s, _ in spares) + size <= self.max_bytes
+
     def count(self) -> int:
         """How many spares there are."""
         return len(self._spares())
@@ -92,15 +97,19 @@ class SpareFiles:
                 continue  # taken by another writer meanwhile
         return False
 
-    def write_temp(self, directory: Path, prefix: str, data: bytes | memoryview) -> Path:
-        """Writes ``data`` to a new temporary name in ``directory`` (a spare's pages if one is big enough).
-
-        The caller renames the file into place; on any error here nothing is left behind.
-        """
-        return self.write_chunks_temp(directory, prefix, (data,), len(data))
+    def write_file(self, path: Path, prefix: str, chunks: Iterable[bytes | memoryview], size: int) -> None:
+        """Writes the chunks (``size`` bytes in all) to ``path``: under a temporary name beside it (a spare's
+        pages if one is big enough), then renamed into place; on any error nothing is left behind."""
+        tmp = self.write_chunks_temp(path.parent, prefix, chunks, size)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     def write_chunks_temp(self, directory: Path, prefix: str, chunks: Iterable[bytes | memoryview], size: int) -> Path:
-        """``write_temp`` for bytes given as chunks, ``size`` bytes in all (a different total is an error)."""
+        """Writes the chunks (``size`` bytes in all; a different total is an error) to a new temporary name in
+        ``directory``, over a spare's pages if one is big enough; returns it. On any error nothing is left behind."""
         tmp = directory / f"{prefix}{uuid.uuid4().hex}"
         reused = self._enabled and size <= self.max_file_bytes and self._claim(size, tmp)
         if reused:
@@ -139,8 +148,7 @@ class SpareFiles:
             return False
         if info.st_nlink != 1 or not self.min_file_bytes <= info.st_size <= self.max_file_bytes:
             return False  # another name still refers to it, or it is not worth keeping
-        spares = self._spares()
-        if len(spares) >= self.max_files or sum(s for s, _ in spares) + info.st_size > self.max_bytes:
+        if not self._room_for(info.st_size):
             return False
         try:
             os.rename(path, self.dir / f"{PREFIX}{uuid.uuid4().hex}")
@@ -163,8 +171,7 @@ class SpareFiles:
     def _fill(self, size: int) -> None:
         try:
             while True:
-                spares = self._spares()
-                if len(spares) >= self.max_files or sum(s for s, _ in spares) + size > self.max_bytes:
+                if not self._room_for(size):
                     return
                 if shutil.disk_usage(self.dir).free < size * (self.max_files + 4):
                     return  # leave the space to blobs

@@ -18,7 +18,7 @@ def spares_in(tmp_path: Path, **kw) -> SpareFiles:
 
 def test_without_a_spare_a_new_file_is_written(tmp_path):
     spares = spares_in(tmp_path)
-    tmp = spares.write_temp(tmp_path, ".incoming-", b"weights")
+    tmp = spares.write_chunks_temp(tmp_path, ".incoming-", [b"weights"], 7)
     assert tmp.read_bytes() == b"weights" and tmp.parent == tmp_path and tmp.name.startswith(".incoming-")
     assert spares.reused == 0
 
@@ -39,9 +39,9 @@ def test_the_smallest_spare_big_enough_is_taken(tmp_path):
         f = tmp_path / f"f{size}"
         f.write_bytes(b"z" * size)
         assert spares.keep(f)
-    spares.write_temp(tmp_path, ".w-", b"y" * 50)
+    spares.write_chunks_temp(tmp_path, ".w-", [b"y" * 50], 50)
     assert sorted(os.path.getsize(spares.dir / n) for n in os.listdir(spares.dir)) == [10, 500]
-    spares.write_temp(tmp_path, ".w-", b"y" * 600)  # none is big enough: a new file
+    spares.write_chunks_temp(tmp_path, ".w-", [b"y" * 600], 600)  # none is big enough: a new file
     assert spares.reused == 1 and spares.count() == 2
 
 
