@@ -275,7 +275,7 @@ def _touch(task_rec: dict, node: str, ts: int) -> None:
     info["last_seen_ms"] = max(info["last_seen_ms"], ts)
 
 
-def _expected_nodes(task_rec: dict) -> list[str]:
+def expected_nodes(task_rec: dict) -> list[str]:
     """Nodes a round waits for: those training and those standing in with a final model."""
     return sorted(n for n, i in task_rec["nodes"].items() if i["status"] in ("active", "finished"))
 
@@ -291,7 +291,7 @@ def closable(task_rec: dict, round_rec: dict, ts: int) -> tuple[bool, str]:
     if round_rec["status"] != "open":
         return False, f"round {round_rec['round']} is {round_rec['status']}, not open"
     submitted = set(round_rec["submissions"])
-    missing = [n for n in _expected_nodes(task_rec) if n not in submitted]
+    missing = [n for n in expected_nodes(task_rec) if n not in submitted]
     if len(submitted) < spec["min_peers"]:
         return False, (
             f"{len(submitted)} of min_peers {spec['min_peers']} submitted; "

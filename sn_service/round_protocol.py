@@ -575,7 +575,9 @@ class RoundDriver:
                     try:
                         with wait.timed("close"):
                             closed = self._ledger(self.ledger.close_round, deadline, task, round_no, wait=wait)
-                        self._notify(rec, [closed["contributors"][closed["leader_index"]]], round_no)
+                        # The leader has work to do now; in a secure round every contributor (it masks).
+                        woken = closed["contributors"] if contract.is_secure(rec) else []
+                        self._notify(rec, woken or [closed["contributors"][closed["leader_index"]]], round_no)
                         self.log.info("round %d: closed (%s)", round_no, why)
                     except ContractError as exc:
                         if exc.code not in ("ROUND_NOT_OPEN", "NOT_CLOSABLE", "TASK_DONE"):

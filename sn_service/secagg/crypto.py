@@ -32,7 +32,6 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 
 RING_BITS = 56
 RING_MASK = np.uint64((1 << RING_BITS) - 1)
-RING_BYTES = RING_BITS // 8
 MAX_ABS = 2.0**16  # the largest |weight value| secure aggregation accepts
 MAX_FRAC_BITS = 40
 MIN_FRAC_BITS = 16
@@ -179,8 +178,11 @@ def frac_bits(total_weight: int) -> int:
     return min(bits, MAX_FRAC_BITS)
 
 
-def quantise(values: np.ndarray, weight: int, bits: int) -> np.ndarray:
-    """``weight * values`` in fixed point, as ring elements (uint64); refuses values that could wrap."""
+def quantise(values: np.ndarray, weight: int, bits: int, out: np.ndarray | None = None) -> np.ndarray:
+    """``weight * values`` in fixed point, as ring elements (uint64); refuses values that could wrap.
+
+    ``out``: a uint64 array of ``values.size`` to write into (e.g. a masked blob's payload); new by default.
+    """
     values = np.asarray(values, dtype=np.float64)
     biggest = float(np.abs(values).max()) if values.size else 0.0
     if not biggest <= MAX_ABS:  # also NaN
@@ -190,9 +192,13 @@ def quantise(values: np.ndarray, weight: int, bits: int) -> np.ndarray:
             f"a weight of magnitude {biggest:.4g} exceeds the secure aggregation bound {MAX_ABS:.0f}: the masked "
             f"sum could overflow Z_2^{RING_BITS}; rescale the model (or train without secureAggregation)"
         )
-    scaled = values * (weight * 2.0**bits)
+    if out is None:
+        out = np.empty(values.size, dtype=np.uint64)
+    elif out.dtype != np.uint64 or out.shape != (values.size,):
+        raise ValueError(f"out must be a uint64 array of {values.size} values, not {out.dtype}{out.shape}")
+    scaled = values.reshape(-1) * (weight * 2.0**bits)
     np.rint(scaled, out=scaled)
-    out = scaled.astype(np.int64).view(np.uint64)
+    np.copyto(out.view(np.int64), scaled, casting="unsafe")  # two's complement: -k is 2^64 - k
     out &= RING_MASK
     return out
 
@@ -202,40 +208,3 @@ def dequantise(total: np.ndarray, bits: int, total_weight: int) -> np.ndarray:
     # Sign-extend the 56-bit value: shift it to the top of an int64 and back.
     signed = ((total & RING_MASK) << np.uint64(64 - RING_BITS)).view(np.int64) >> (64 - RING_BITS)
     return signed.astype(np.float64) / (2.0**bits * total_weight)
-
-
-# One ring value on the wire: its low 7 bytes, little-endian, written as 4 + 2 + 1 byte fields (numpy copies
-# fields of 4, 2 and 1 bytes much faster than a 7-byte slice of every 8-byte value).
-_WIRE_VALUE = np.dtype(
-    {"names": ["lo", "mid", "hi"], "formats": ["<u4", "<u2", "u1"], "offsets": [0, 4, 6], "itemsize": RING_BYTES}
-)
-
-
-def pack_into(values: np.ndarray, buffer: bytearray | memoryview, offset: int = 0) -> None:
-    """Writes ring values (reduced mod 2^56) into ``buffer`` from ``offset``, RING_BYTES little-endian bytes each."""
-    out = np.ndarray((values.size,), dtype=_WIRE_VALUE, buffer=buffer, offset=offset)
-    out["lo"] = values.astype(np.uint32)  # astype keeps the low bits: mod 2^32, 2^16, 2^8
-    out["mid"] = (values >> np.uint64(32)).astype(np.uint16)
-    out["hi"] = (values >> np.uint64(48)).astype(np.uint8)
-
-
-def pack(values: np.ndarray) -> bytes:
-    """Ring values (reduced mod 2^56) in RING_BYTES little-endian bytes each."""
-    buffer = bytearray(RING_BYTES * values.size)
-    pack_into(values, buffer)
-    return bytes(buffer)
-
-
-def unpack(data: bytes | memoryview) -> np.ndarray:
-    """The inverse of ``pack`` (reads ``data`` in place, no copy of it)."""
-    count = len(data) // RING_BYTES
-    out = np.empty(count, dtype=np.uint64)
-    if count == 0:
-        return out
-    buf = np.frombuffer(data, dtype=np.uint8, count=RING_BYTES * count)
-    # One unaligned uint64 read every RING_BYTES bytes, the top byte masked off: one vectorised pass. The last
-    # value has no byte after it to read: it is read on its own.
-    windows = np.ndarray((count - 1,), dtype="<u8", buffer=buf, strides=(RING_BYTES,))
-    np.bitwise_and(windows, RING_MASK, out=out[:-1])
-    out[-1] = int.from_bytes(buf[-RING_BYTES:].tobytes(), "little")
-    return out

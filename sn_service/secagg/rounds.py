@@ -28,15 +28,16 @@ import json
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from sn_service import contract
 from sn_service.ledger.base import ContractError, now_ms
 from sn_service.peer_client import BlobFetchError, PeerRequestError
-from sn_service.secagg.crypto import RING_BYTES, SecAggError
-from sn_service.secagg.protocol import MaskedSum, SiteRound, threshold
+from sn_service.secagg.crypto import SecAggError
+from sn_service.secagg.protocol import MASKED_MAGIC, MAX_HEADER_BYTES, VALUE_BYTES, MaskedSum, SiteRound, threshold
 from swarm_wire import serialization
 
 if TYPE_CHECKING:
@@ -51,6 +52,7 @@ class _Entry:
     arrays: list[np.ndarray]  # this site's plain model: the initial round publishes it; its int tensors
     premask_job: Future | None = None
     premasked: frozenset[str] = frozenset()  # the submitters the latest premask job was given
+    own_blobs: dict[str, bytes | memoryview] = field(default_factory=dict)  # sha256 -> our masked and shares blobs
 
 
 class SecureRounds:
@@ -105,14 +107,19 @@ class SecureRounds:
         if set(keys) <= entry.premasked or (entry.premask_job is not None and not entry.premask_job.done()):
             return
         entry.premasked = frozenset(keys)
+        # The weights the round will likely sum to: those submitted, and the largest again for each site
+        # still expected (a wrong guess costs one more quantisation at Close, nothing else).
+        weights = [int(sub["weight"]) for sub in rnd["submissions"].values()]
+        waiting = [n for n in contract.expected_nodes(rec) if n not in rnd["submissions"]]
+        total = sum(weights) + len(waiting) * max(weights)
         try:
-            entry.premask_job = self._premasker.submit(self._premask, entry.site_round, keys, rnd["round"])
+            entry.premask_job = self._premasker.submit(self._premask, entry.site_round, keys, total, rnd["round"])
         except RuntimeError:  # shutting down
             return
 
-    def _premask(self, site_round: SiteRound, keys: dict[str, str], round_no: int) -> None:
+    def _premask(self, site_round: SiteRound, keys: dict[str, str], total_weight: int, round_no: int) -> None:
         try:
-            site_round.premask(keys)
+            site_round.premask(keys, total_weight)
         except (SecAggError, ValueError) as exc:  # mask() at Close computes it again and says what is wrong
             self.driver.log.warning("round %d: premasking stopped: %s", round_no, exc)
 
@@ -130,6 +137,7 @@ class SecureRounds:
         with wait.timed("secagg: mask"):
             masked, shares = entry.site_round.mask(keys, weights)
             masked_sha, shares_sha = d.store.put(masked), d.store.put(shares)
+        entry.own_blobs = {masked_sha: masked, shares_sha: shares}  # if we lead: no read back from the store
         # Only the float tensors' shapes are needed from here on (the integer ones are kept): no plain copy.
         entry.arrays = [
             np.broadcast_to(np.zeros((), a.dtype), a.shape) if a.dtype.kind == "f" else a for a in entry.arrays
@@ -264,20 +272,26 @@ class SecureRounds:
         until_ms = rnd["leader_deadline_ms"] - rec["spec"]["leader_timeout_ms"] // 2
         timeout_s = d.leader_wait_s(rnd)
 
-        def get(node: str, sha: str, max_bytes: int) -> bytes:
+        own = self._rounds.get((task, round_no))
+        own_blobs = own.own_blobs if own is not None else {}
+
+        def get(node: str, sha: str, max_bytes: int) -> bytes | memoryview:
+            if sha in own_blobs:  # ours, as masked (its hash is what we submitted)
+                return own_blobs[sha]
             if d.store.has(sha):
                 return d.store.get(sha)
             info = rec["nodes"][node]
             data = d.peers.fetch(info["endpoint"], sha, max_bytes, info["identity"], timeout_s)
             d.metrics.bytes_received.inc(len(data))
-            d.store.put(data, sha)  # the survivors and a next leader may fetch it from us too
+            # A next leader may fetch it from us too: stored in the background, off the round's path.
+            d._writes.submit(d._store_quietly, data, sha)
             return data
 
         keys, weights = _keys_and_weights(rnd)
         summed = MaskedSum(task, round_no, keys, weights, count)
 
         def both(node: str, entry: dict) -> dict:
-            masked = get(node, entry["sha256"], RING_BYTES * count + 4096)
+            masked = get(node, entry["sha256"], VALUE_BYTES * count + len(MASKED_MAGIC) + MAX_HEADER_BYTES + 1)
             shares = json.loads(get(node, entry["shares_sha256"], 1 << 20))
             summed.add(node, masked)  # only with its shares: a survivor needs both
             return shares

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from sn_service.secagg import shamir
-from sn_service.secagg.crypto import MAX_ABS, RING_BITS, SecAggError, dequantise, frac_bits, pack, prg, quantise, unpack
+from sn_service.secagg.crypto import MAX_ABS, RING_BITS, SecAggError, dequantise, frac_bits, prg, quantise
 from sn_service.secagg.protocol import SiteRound, decode_masked, threshold, unmask
 
 # ---------------------------------------------------------------- Shamir
@@ -190,11 +190,15 @@ def test_a_masked_contribution_is_indistinguishable_from_uniform_noise():
     assert stats.kstest(plain.astype(np.float64) / 2.0**RING_BITS, "uniform").pvalue < 1e-10
 
 
-def test_ring_values_pack_into_seven_bytes_and_negative_sums_come_back():
+def test_negative_values_quantise_to_ring_elements_and_their_sums_come_back():
     values = quantise(np.array([-1.5, 0.0, 2.25, -MAX_ABS]), 2, 20)
-    assert len(pack(values)) == 4 * RING_BITS // 8
-    assert np.array_equal(unpack(pack(values)), values)
+    assert values.max() < 2**RING_BITS
+    into = np.full(4, 7, dtype=np.uint64)
+    assert quantise(np.array([-1.5, 0.0, 2.25, -MAX_ABS]), 2, 20, out=into) is into
+    assert np.array_equal(into, values)
     np.testing.assert_array_equal(dequantise(values + values, 20, 4), [-1.5, 0.0, 2.25, -MAX_ABS])
+    with pytest.raises(ValueError, match="uint64 array of 4 values"):
+        quantise(np.zeros(4), 2, 20, out=np.zeros(3, dtype=np.uint64))
 
 
 def test_the_prg_is_deterministic_and_seed_dependent():

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from sn_service.secagg.crypto import RING_MASK, RoundKey, SecAggError, add_prgs, pack, prg, unpack
-from sn_service.secagg.protocol import MaskedSum, SiteRound, decode_masked, unmask
+from sn_service.secagg.crypto import RING_MASK, RoundKey, SecAggError, add_prgs, frac_bits, prg
+from sn_service.secagg.protocol import MaskedSum, SiteRound, decode_masked, encode_masked, unmask
 
 # ---------------------------------------------------------------- PRG and wire format
 
@@ -52,13 +52,28 @@ def test_streams_added_block_by_block_equal_each_stream_added_whole(count, block
 
 
 @pytest.mark.parametrize("count", [0, 1, 2, 3, 1001])
-def test_pack_is_the_low_seven_bytes_of_each_value_and_unpack_inverts_it(count):
+def test_a_masked_blob_holds_each_ring_value_as_8_aligned_little_endian_bytes(count):
     values = np.random.default_rng(count).integers(0, 2**63, count, dtype=np.int64).view(np.uint64)
-    packed = pack(values)  # high bits beyond 2^56 are dropped
-    reference = (values & RING_MASK).astype("<u8").view(np.uint8).reshape(-1, 8)[:, :7].tobytes()
-    assert packed == reference
-    assert np.array_equal(unpack(packed), values & RING_MASK)
-    assert np.array_equal(unpack(memoryview(b"xx" + packed)[2:]), values & RING_MASK)  # in place, any offset
+    blob = encode_masked({"node": "site-a", "count": count}, values)  # high bits beyond 2^56 are dropped
+    payload = bytes(blob)[len(bytes(blob)) - 8 * count :]
+    assert (len(bytes(blob)) - 8 * count) % 8 == 0  # the header line is padded: the payload is read in place
+    assert payload == (values & RING_MASK).astype("<u8").tobytes()
+    header, decoded = decode_masked(bytes(blob))
+    assert header == {"node": "site-a", "count": count}
+    assert np.array_equal(decoded, values & RING_MASK)
+    assert np.array_equal(decode_masked(memoryview(b"xx" + bytes(blob))[2:])[1], values & RING_MASK)  # any offset
+
+
+def test_a_masked_blob_with_a_value_past_the_ring_or_the_wrong_length_is_refused():
+    values = np.arange(4, dtype=np.uint64)
+    blob = bytearray(encode_masked({"count": 4}, values))
+    blob[-1] = 1  # the last value's top byte: 2^56 or more
+    with pytest.raises(SecAggError, match="2\\^56 or more"):
+        decode_masked(bytes(blob))
+    with pytest.raises(SecAggError, match="holds 31 bytes, its header says 4 values"):
+        decode_masked(bytes(blob[:-1]))
+    with pytest.raises(SecAggError, match="bad magic"):
+        decode_masked(b"SWARM-SECAGG-MASKED-1\n{}\n")
 
 
 # ---------------------------------------------------------------- premasking
@@ -92,6 +107,27 @@ def test_masks_summed_while_the_round_is_open_give_the_masked_blob_of_masking_at
     assert early.mask(keys, weights)[0] == fresh.mask(keys, weights)[0]
     assert early.premask(keys) == 0  # masked: nothing more to do, and the sum is forgotten
     assert early._mask_sum is None and early._b_seed is None and early.values is None
+
+
+@pytest.mark.parametrize("guess", [10, 11, 2, 5000])  # the round's weights sum to 10 (5 sites of weight 2)
+def test_the_model_quantised_while_the_round_is_open_gives_the_same_blob_whatever_the_weights_guessed(guess):
+    fresh, early = _twins(5)
+    keys = dict(_other_keys(5), **{"site-02": fresh.public_hex})
+    weights = dict.fromkeys(keys, 2)
+    early.premask({n: keys[n] for n in ("site-02", "site-04")}, total_weight=guess)
+    assert early._quantised is not None and early._quantised[0] == frac_bits(guess)
+    assert early.mask(keys, weights)[0] == fresh.mask(keys, weights)[0]  # quantised again if the guess was off
+    assert early._quantised is None  # forgotten with the model
+
+
+def test_a_model_that_cannot_be_quantised_stops_premasking_with_the_reason_and_leaves_it_to_mask():
+    fresh, early = _twins(6)
+    early.values[7] = np.nan
+    keys = dict(_other_keys(3), **{"site-02": fresh.public_hex})
+    with pytest.raises(SecAggError, match="NaN or infinite"):
+        early.premask(keys, total_weight=6)
+    with pytest.raises(SecAggError, match="NaN or infinite"):
+        early.mask(keys, dict.fromkeys(keys, 2))
 
 
 def test_a_premasked_key_that_is_not_a_contributors_is_taken_out_again():
