@@ -197,7 +197,7 @@ class BlobStore:
         """Whether the blob is stored."""
         return self.path(sha256).is_file()
 
-    def put(self, data: bytes, sha256: str | None = None) -> str:
+    def put(self, data: bytes | memoryview, sha256: str | None = None) -> str:
         """Stores ``data`` and returns its sha256; storing it twice only refreshes its time.
 
         ``sha256``: the hash, when the caller has just computed and checked it.

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import urlsplit
 
 from sn_service.blob_store import BlobRefused, BlobStore, StoreFull
+from swarm_wire import serialization
 
 if TYPE_CHECKING:
     from sn_service.tls.identity import PeerTLS
@@ -125,10 +126,10 @@ class PeerClient:
             raise BlobFetchError(endpoint, sha256, str(exc)) from None
         except _WrongServer as exc:
             raise BlobFetchError(endpoint, sha256, str(exc)) from None
-        if status != 200:
-            raise BlobFetchError(endpoint, sha256, f"HTTP {status}: {body[:200].decode(errors='replace')}")
         if body is None:
             raise BlobFetchError(endpoint, sha256, f"larger than the {max_bytes} bytes allowed")
+        if status != 200:
+            raise BlobFetchError(endpoint, sha256, f"HTTP {status}: {bytes(body[:200]).decode(errors='replace')}")
         if hashlib.sha256(body).hexdigest() != sha256:
             raise BlobFetchError(endpoint, sha256, "its bytes do not match the hash on the ledger", tampered=True)
         return body
@@ -316,9 +317,9 @@ class PeerClient:
         if body is None:
             raise PeerRequestError(endpoint, path, f"larger than the {max_bytes} bytes allowed")
         if status != 200:
-            raise PeerRequestError(endpoint, path, f"HTTP {status}: {body[:200].decode(errors='replace')}")
+            raise PeerRequestError(endpoint, path, f"HTTP {status}: {bytes(body[:200]).decode(errors='replace')}")
         try:
-            return json.loads(body)
+            return json.loads(bytes(body) if isinstance(body, memoryview) else body)
         except ValueError as exc:
             raise PeerRequestError(endpoint, path, f"the answer is not JSON: {exc}") from exc
 
@@ -334,15 +335,22 @@ class PeerClient:
         max_bytes: int,
         payload: bytes | None = None,
         content_type: str | None = None,
-    ) -> tuple[int, bytes | None]:
-        """(status, body) — body None if it passed ``max_bytes`` (the connection is then dropped)."""
+    ) -> tuple[int, bytes | memoryview | None]:
+        """(status, body) — body None if it passed ``max_bytes`` (the connection is then dropped).
+
+        A body of ``serialization.BIG_BUFFER_BYTES`` or more comes as a read-only view of a numpy buffer
+        (``serialization.new_buffer``), read straight into it: no zeroed buffer first, no copy after.
+        """
         conn, resp = self._open(method, endpoint, path, expected, timeout_s, payload, content_type)
         try:
             length = resp.getheader("content-length")
             if length is not None and length.isdigit() and int(length) > max_bytes:
                 conn.close()
                 return resp.status, None
-            body = resp.read(max_bytes + 1)
+            if length is not None and length.isdigit() and int(length) >= serialization.BIG_BUFFER_BYTES:
+                body = _read_into_buffer(resp, int(length))
+            else:
+                body = resp.read(max_bytes + 1)
             if len(body) > max_bytes:
                 conn.close()
                 return resp.status, None
@@ -498,3 +506,15 @@ class PeerClient:
 
 class _WrongServer(Exception):
     """The TLS server is not the node the ledger names."""
+
+
+def _read_into_buffer(resp: http.client.HTTPResponse, length: int) -> memoryview:
+    """The ``length`` bytes of a response's body, read into a new buffer; raises IncompleteRead if it ends early."""
+    buf = serialization.new_buffer(length)
+    got = 0
+    while got < length:
+        n = resp.readinto(buf[got:])
+        if not n:
+            raise http.client.IncompleteRead(bytes(buf[:0]), length - got)
+        got += n
+    return buf.toreadonly()

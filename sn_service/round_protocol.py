@@ -679,7 +679,7 @@ class RoundDriver:
                     return False
         return bool(arriving) and self.store.has(sha256)
 
-    def store_later(self, blob: bytes, sha256: str) -> Future:
+    def store_later(self, blob: bytes | memoryview, sha256: str) -> Future:
         """Stores a merged model in the background (e.g. while it is handed over; see ``held_elsewhere``)."""
         return self._writes.submit(self.store.put, blob, sha256)
 
@@ -687,7 +687,7 @@ class RoundDriver:
         self,
         rec: dict,
         rnd: dict,
-        blob: bytes | Path,
+        blob: bytes | memoryview | Path,
         sha256: str,
         wait: WaitState,
         skip: Collection[str] = (),
@@ -723,7 +723,7 @@ class RoundDriver:
         )
         return False
 
-    def _hand_over(self, rec: dict, rnd: dict, nodes: list[str], blob: bytes | Path, sha256: str) -> bool:
+    def _hand_over(self, rec: dict, rnd: dict, nodes: list[str], blob: bytes | memoryview | Path, sha256: str) -> bool:
         """Sends the merged model to ``nodes`` in parallel; whether one of them took it."""
         task, round_no = rec["task"], rnd["round"]
         path = f"/v1/merged/{sha256}?task={task}&round={round_no}"
@@ -999,8 +999,7 @@ class RoundDriver:
             method = "leader's initial weights"
         assert merged is not None
         with wait.timed("lead: serialise"):
-            blob = serialization.to_bytes(merged)
-            merged_sha = hashlib.sha256(blob).hexdigest()
+            blob, merged_sha = safetensors_files.to_buffer(merged)
         stored = self.store_later(blob, merged_sha)  # written while it is handed over
         self._publish(rec, rnd, deadline, wait, blob, merged_sha, failed, method, len(weights), t0, stored)
 
@@ -1010,7 +1009,7 @@ class RoundDriver:
         rnd: dict,
         deadline: float,
         wait: WaitState,
-        blob: bytes | Path,
+        blob: bytes | memoryview | Path,
         merged_sha: str,
         failed: set[str],
         method: str,

@@ -434,25 +434,32 @@ class SwarmNetworkService:
         self.driver.checked.put(sha, found[0])
         return sha, blob.size
 
-    def take_from_inbox(self, name: str, limit: int) -> bytes:
-        """The bytes of a weights file the callback left in the inbox (deleted once read).
+    def take_from_inbox(self, name: str, limit: int) -> memoryview:
+        """The bytes of a weights file the callback left in the inbox (deleted once read), read-only.
 
         Raises ValueError naming what is wrong: only plain files directly in the inbox, named
         ``<32 hex>.safetensors``, of at most ``limit`` bytes. The bytes are then checked like an upload.
+        Read into a ``serialization.new_buffer`` of the file's size (no fresh ``bytes`` of it).
         """
         fd, path = self._open_inbox_file(name, limit)
-        data: bytes | None = None
+        data: memoryview | None = None
         try:
+            size = os.fstat(fd).st_size
+            buffer = serialization.new_buffer(size + 1)  # one byte more: a file still growing shows
+            got = 0
             with os.fdopen(fd, "rb", closefd=False) as fh:
-                data = fh.read(limit + 1)
+                while got < len(buffer) and (n := fh.readinto(buffer[got:])):
+                    got += n
+            if got <= size:
+                data = buffer[:got].toreadonly()
         finally:
             os.close(fd)
             # Read whole: kept for the callback to write over (see swarm_wire.spare_files); else deleted.
-            if data is None or len(data) > limit or not self.inbox_spares.keep(path):
+            if data is None or not self.inbox_spares.keep(path):
                 with contextlib.suppress(OSError):
                     path.unlink()
-        if len(data) > limit:
-            raise ValueError(f"{path} grew past {limit} bytes while read")
+        if data is None:
+            raise ValueError(f"{path} grew while read (it had {size} bytes); is a writer still at it?")
         return data
 
     def max_blob_bytes(self, task: str) -> int:

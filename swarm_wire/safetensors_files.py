@@ -5,7 +5,8 @@ right for small models and wrong for models of gigabytes. Here the same
 format is written and read in pieces:
 
 - ``blob_chunks(arrays)`` yields exactly the bytes of ``to_bytes(arrays)``,
-  the tensors' own memory, never a joined copy; ``write_file`` writes them.
+  the tensors' own memory, never a joined copy; ``write_file`` writes them,
+  ``to_buffer`` copies them into one buffer (hashing them on the way).
 - ``file_plan(tensors)`` is the header ``to_bytes`` writes for a layout and
   where each tensor's bytes go: a writer that computes tensors piece by
   piece (the leader's streamed merge) writes the same file.
@@ -31,7 +32,7 @@ from typing import BinaryIO
 import numpy as np
 from safetensors.numpy import save as _st_save
 
-from swarm_wire.serialization import FORMAT, HEADER_ALLOWANCE, WeightsFormatError, parse_layout
+from swarm_wire.serialization import FORMAT, HEADER_ALLOWANCE, WeightsFormatError, new_buffer, parse_layout
 
 CHUNK_BYTES = 16 << 20  # what one read, check or write takes at a time
 
@@ -134,6 +135,22 @@ def blob_chunks(arrays: Sequence[np.ndarray], chunk_bytes: int = CHUNK_BYTES) ->
             yield view[start : start + chunk_bytes]
 
 
+def to_buffer(arrays: Sequence[np.ndarray]) -> tuple[memoryview, str]:
+    """The bytes of ``to_bytes(arrays)`` in a ``serialization.new_buffer`` (read-only), and their sha256.
+
+    Each piece is hashed right after it is copied, while it is still in the cache; no ``bytes`` of the
+    blob's size is made (see ``new_buffer``).
+    """
+    buffer = new_buffer(blob_size(arrays))
+    digest, at = hashlib.sha256(), 0
+    for chunk in blob_chunks(arrays, 1 << 20):
+        piece = buffer[at : at + len(chunk)]
+        piece[:] = chunk
+        digest.update(piece)
+        at += len(chunk)
+    return buffer.toreadonly(), digest.hexdigest()
+
+
 def blob_size(arrays: Sequence[np.ndarray]) -> int:
     """``len(to_bytes(arrays))``, without making it."""
     return file_plan([(a.dtype, a.shape) for a in arrays]).total_bytes
@@ -166,8 +183,25 @@ def _bad(message: str) -> WeightsFormatError:
     return WeightsFormatError("NOT_SAFETENSORS", f"not a valid safetensors blob: {message}")
 
 
-def read_spans(fh: BinaryIO, file_size: int) -> list[TensorSpan]:
-    """The tensors of an open safetensors file, by index, after safetensors' own structural checks.
+class BufferReader:
+    """The ``read`` and ``seek`` of a file over bytes in memory, for ``read_spans`` (reads copy, the rest stays)."""
+
+    def __init__(self, view: memoryview) -> None:
+        self.view, self.pos = view, 0
+
+    def seek(self, pos: int) -> int:
+        self.pos = pos
+        return pos
+
+    def read(self, n: int) -> bytes:
+        out = bytes(self.view[self.pos : self.pos + n])
+        self.pos += len(out)
+        return out
+
+
+def read_spans(fh: BinaryIO | BufferReader, file_size: int) -> list[TensorSpan]:
+    """The tensors of an open safetensors file (or a ``BufferReader``), by index, after safetensors' own
+    structural checks.
 
     Raises WeightsFormatError: ``NOT_SAFETENSORS`` (header, offsets, a size that does not add up)
     or ``WRONG_TENSORS`` (names other than 00000, 00001, ...), as ``from_bytes`` does.

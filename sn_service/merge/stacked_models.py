@@ -91,7 +91,7 @@ class StackedModels:
         for i, (dt, shape) in enumerate(self.tensors):
             if dt.kind == "f":
                 size = self.sizes[k]
-                out.append(flat[offset : offset + size].reshape(shape).astype(dt))  # type: ignore[index]
+                out.append(flat[offset : offset + size].reshape(shape).astype(dt, copy=False))  # type: ignore[index]
                 offset += size
                 k += 1
             else:

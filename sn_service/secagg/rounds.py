@@ -23,7 +23,6 @@ to the Bonawitz rule across leaders.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 import time
@@ -38,7 +37,7 @@ from sn_service.ledger.base import ContractError, now_ms
 from sn_service.peer_client import BlobFetchError, PeerRequestError
 from sn_service.secagg.crypto import SecAggError
 from sn_service.secagg.protocol import MASKED_MAGIC, MAX_HEADER_BYTES, VALUE_BYTES, MaskedSum, SiteRound, threshold
-from swarm_wire import serialization
+from swarm_wire import safetensors_files, serialization
 
 if TYPE_CHECKING:
     from sn_service.round_protocol import RoundDriver, WaitState
@@ -353,8 +352,7 @@ class SecureRounds:
     ) -> bool:
         d, task, round_no = self.driver, rec["task"], rnd["round"]
         with wait.timed("lead: serialise"):
-            blob = serialization.to_bytes(merged)
-            merged_sha = hashlib.sha256(blob).hexdigest()
+            blob, merged_sha = safetensors_files.to_buffer(merged)
         # Published only once another site holds it (and our store, written meanwhile).
         if not d.held_elsewhere(rec, rnd, blob, merged_sha, wait, stored=d.store_later(blob, merged_sha)):
             return False

@@ -1,4 +1,5 @@
-"""The weights format written and read chunk by chunk: the bytes of ``to_bytes``, the verdicts of ``from_bytes``."""
+"""The weights format written and read chunk by chunk, and parsed in place: the bytes of ``to_bytes``, the
+verdicts of the safetensors library."""
 
 from __future__ import annotations
 
@@ -8,12 +9,53 @@ import struct
 
 import numpy as np
 import pytest
+from safetensors import SafetensorError
+from safetensors.numpy import load as library_load
 
 from swarm_wire import safetensors_files as stf
 from swarm_wire import serialization
 from swarm_wire.serialization import WeightsFormatError
 
 DTYPES = ["float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool"]
+
+
+def library_from_bytes(data: bytes, layout: str, max_bytes: int | None = None) -> list[np.ndarray]:
+    """``from_bytes`` as it was before it parsed blobs itself: the safetensors library's ``load``, then our checks.
+
+    The reference our own parser (``read_spans``, for ``from_bytes`` and ``check_file``) must agree with.
+    """
+    if max_bytes is not None and len(data) > max_bytes:
+        raise WeightsFormatError("TOO_LARGE", "size")
+    (n,) = struct.unpack("<Q", data[:8]) if len(data) >= 8 else (-1,)
+    if n < 0 or n > len(data) - 8 or n > serialization.HEADER_ALLOWANCE:
+        raise WeightsFormatError("NOT_SAFETENSORS", "header length")
+    try:
+        header = json.loads(data[8 : 8 + n])
+    except ValueError:
+        raise WeightsFormatError("NOT_SAFETENSORS", "header not JSON") from None
+    if not isinstance(header, dict):
+        raise WeightsFormatError("NOT_SAFETENSORS", "header not an object")
+    try:
+        tensors = library_load(data)
+    except (SafetensorError, ValueError, TypeError) as exc:
+        raise WeightsFormatError("NOT_SAFETENSORS", str(exc)) from None
+    names = sorted(tensors)
+    if names != [f"{i:05d}" for i in range(len(names))]:
+        raise WeightsFormatError("WRONG_TENSORS", "names")
+    arrays = [tensors[k] for k in names]
+    spec = serialization.parse_layout(layout)
+    if len(spec) != len(arrays):
+        raise WeightsFormatError("WRONG_TENSORS", "count")
+    for i, (a, (dt, shape)) in enumerate(zip(arrays, spec, strict=True)):
+        if shape == () and a.shape == (1,):
+            arrays[i] = a = a.reshape(())
+        if a.dtype != dt:
+            raise WeightsFormatError("WRONG_DTYPE", "dtype")
+        if tuple(a.shape) != shape:
+            raise WeightsFormatError("WRONG_SHAPE", "shape")
+    if any(a.dtype.kind == "f" and not np.isfinite(a).all() for a in arrays):
+        raise WeightsFormatError("NOT_FINITE", "values")
+    return arrays
 
 
 def _random_model(rng: np.random.Generator, n_tensors: int) -> list[np.ndarray]:
@@ -129,27 +171,25 @@ def _corruptions(data: bytes, layout_arrays: list[np.ndarray]) -> dict[str, byte
     return out
 
 
-def test_every_bad_file_gets_the_code_from_bytes_gives_its_bytes(tmp_path):
+def test_every_bad_blob_gets_the_safetensors_librarys_verdict_from_both_our_readers(tmp_path):
     arrays = [np.ones((4, 2), np.float32), np.arange(3, dtype=np.int64), np.ones(5, np.float16)]
     layout = serialization.layout_of(arrays)
     data = serialization.to_bytes(arrays)
     limit = serialization.max_blob_bytes(layout)
     checked = 0
     for name, bad in _corruptions(data, arrays).items():
-        try:
-            serialization.from_bytes(bad, layout, limit)
-            expected = None
-        except WeightsFormatError as exc:
-            expected = exc.code
+        verdicts = []
         path = tmp_path / "bad"
         path.write_bytes(bad)
-        try:
-            stf.check_file(path, layout, limit)
-            got = None
-        except WeightsFormatError as exc:
-            got = exc.code
-        assert got == expected, f"{name}: from_bytes says {expected}, check_file says {got}"
-        checked += expected is not None
+        for read in (library_from_bytes, serialization.from_bytes, stf.check_file):
+            try:
+                read(path if read is stf.check_file else bad, layout, limit)
+                verdicts.append(None)
+            except WeightsFormatError as exc:
+                verdicts.append(exc.code)
+        assert verdicts[1] == verdicts[0], f"{name}: the library says {verdicts[0]}, from_bytes {verdicts[1]}"
+        assert verdicts[2] == verdicts[0], f"{name}: the library says {verdicts[0]}, check_file {verdicts[2]}"
+        checked += verdicts[0] is not None
     assert checked > 30
 
 
@@ -170,7 +210,7 @@ def test_scalars_come_back_with_the_layouts_shape(tmp_path):
     assert got[0].shape == () and got[0] == 1.0 and got[1].shape == (3,)
 
 
-def test_random_byte_changes_get_the_same_verdict_from_both_readers(tmp_path):
+def test_random_byte_changes_get_the_librarys_verdict_from_both_our_readers(tmp_path):
     rng = np.random.default_rng(7)
     arrays = [np.ones((4, 2), np.float32), np.arange(3, dtype=np.int64), np.ones(5, np.float16)]
     layout = serialization.layout_of(arrays)
@@ -182,14 +222,14 @@ def test_random_byte_changes_get_the_same_verdict_from_both_readers(tmp_path):
             bad[pos] = int(rng.integers(0, 256))
         verdicts = []
         path.write_bytes(bad)
-        for read in (serialization.from_bytes, stf.check_file):
+        for read in (library_from_bytes, serialization.from_bytes, stf.check_file):
             try:
-                read(bytes(bad) if read is serialization.from_bytes else path, layout)
+                read(path if read is stf.check_file else bytes(bad), layout)
                 verdicts.append(None)
             except WeightsFormatError as exc:
                 verdicts.append(exc.code)
-            except (KeyError, TypeError, OverflowError) as exc:  # a crash of from_bytes is not ours to copy
+            except (KeyError, TypeError, OverflowError) as exc:  # a crash of the library is not ours to copy
                 verdicts.append(type(exc).__name__)
         if verdicts[0] in ("KeyError", "TypeError", "OverflowError"):
             continue
-        assert verdicts[0] == verdicts[1], f"{bytes(bad)[:120]!r}: {verdicts}"
+        assert verdicts[0] == verdicts[1] == verdicts[2], f"{bytes(bad)[:120]!r}: library, from_bytes, file {verdicts}"
