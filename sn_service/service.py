@@ -27,7 +27,7 @@ from sn_service.retention import BlobRetention
 from sn_service.round_protocol import RoundDriver, SyncFailed, SyncResult, WaitState
 from sn_service.streamed_merge import in_memory_merge_problem
 from sn_service.tls.identity import PeerTLS
-from swarm_wire import serialization
+from swarm_wire import safetensors_files, serialization
 from swarm_wire.spare_files import INBOX_SPARE_FILES, INBOX_SPARES, SpareFiles
 
 log = logging.getLogger("sn_service.service")
@@ -439,19 +439,16 @@ class SwarmNetworkService:
 
         Raises ValueError naming what is wrong: only plain files directly in the inbox, named
         ``<32 hex>.safetensors``, of at most ``limit`` bytes. The bytes are then checked like an upload.
-        Read into a ``serialization.new_buffer`` of the file's size (no fresh ``bytes`` of it).
+        Read into one buffer of the file's size (``safetensors_files.read_whole``; no fresh ``bytes`` of it).
         """
         fd, path = self._open_inbox_file(name, limit)
         data: memoryview | None = None
         try:
             size = os.fstat(fd).st_size
-            buffer = serialization.new_buffer(size + 1)  # one byte more: a file still growing shows
-            got = 0
             with os.fdopen(fd, "rb", closefd=False) as fh:
-                while got < len(buffer) and (n := fh.readinto(buffer[got:])):
-                    got += n
-            if got <= size:
-                data = buffer[:got].toreadonly()
+                read = safetensors_files.read_whole(fh, size)
+            if len(read) <= size:
+                data = read
         finally:
             os.close(fd)
             # Read whole: kept for the callback to write over (see swarm_wire.spare_files); else deleted.

@@ -19,6 +19,9 @@ from swarm_wire import safetensors_files, serialization
 from swarm_wire.spare_files import INBOX_SPARE_FILES, INBOX_SPARES, SpareFiles
 
 Weights = bytes | Sequence[np.ndarray]  # a safetensors blob, or the arrays, written chunk by chunk
+# A merged model up to this size is read into memory once and checked there; a larger one is checked a
+# chunk at a time and memory-mapped (the service's --stream-above-bytes default is the same size).
+READ_WHOLE_BYTES = 256 << 20
 
 # httpx logs every request at INFO; a sync makes several. Quiet unless the user chose a level.
 if logging.getLogger("httpx").level == logging.NOTSET:
@@ -178,8 +181,8 @@ class ServiceClient:
     def blob(self, sha256: str, layout: str) -> list:
         """A merged blob, read from the service's store or downloaded; checks its hash and layout; the arrays.
 
-        The arrays are read-only memory maps of the file (checked chunk by chunk, never read whole
-        into this process's memory): loading them into Keras copies them once, into the model.
+        The arrays are read-only (see ``_map_checked``): loading them into Keras copies them once, into
+        the model.
         """
         if self.store is not None and serialization.is_sha256(sha256):
             path = self.store / sha256[:2] / sha256
@@ -200,10 +203,23 @@ class ServiceClient:
 
     @staticmethod
     def _map_checked(path: Path, sha256: str, layout: str, what: str = "blob") -> list:
-        """The tensors of the blob file at ``path`` as memory maps, after checking its hash, layout and values."""
+        """The tensors of the blob file at ``path``, after checking its hash, layout and values.
+
+        A file of up to READ_WHOLE_BYTES is read once, into one buffer, and hashed and checked there: the
+        arrays are views of it. A larger one is hashed and checked a chunk at a time and its arrays are
+        memory maps of the file: a model of gigabytes is never whole in this process's memory.
+        """
+        limit = serialization.max_blob_bytes(layout)
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            data = safetensors_files.read_whole(fh, size) if size <= READ_WHOLE_BYTES else None
+        if data is not None:
+            if len(data) != size or serialization.sha256_hex(data) != sha256:
+                raise SwarmServiceError(f"{what} {sha256[:12]}... from the service does not match its hash")
+            return serialization.from_bytes(data, layout, limit)
         if safetensors_files.file_sha256(path) != sha256:
             raise SwarmServiceError(f"{what} {sha256[:12]}... from the service does not match its hash")
-        spans = safetensors_files.check_file(path, layout, serialization.max_blob_bytes(layout))
+        spans = safetensors_files.check_file(path, layout, limit)
         return safetensors_files.memmap_arrays(path, spans)
 
     @contextlib.contextmanager

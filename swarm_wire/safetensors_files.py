@@ -167,6 +167,18 @@ def write_file(arrays: Sequence[np.ndarray], path: str | Path) -> tuple[str, int
     return digest.hexdigest(), size
 
 
+def read_whole(fh: BinaryIO, size: int) -> memoryview:
+    """Reads an open file of ``size`` bytes into one ``new_buffer``; the bytes read, read-only.
+
+    Reads up to one byte more than ``size``: a result longer than ``size`` says the file grew meanwhile.
+    """
+    buffer = new_buffer(size + 1)
+    got = 0
+    while got < len(buffer) and (n := fh.readinto(buffer[got:])):  # type: ignore[attr-defined]
+        got += n
+    return buffer[:got].toreadonly()
+
+
 def file_sha256(path: str | Path) -> str:
     """The sha256 hex digest of a file, read chunk by chunk."""
     digest = hashlib.sha256()

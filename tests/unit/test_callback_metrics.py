@@ -133,3 +133,30 @@ def test_a_download_retries_a_service_that_is_not_answering_yet_then_names_it(mo
     with pytest.raises(Exception, match="connection refused") as err:
         gone.blob(sha, serialization.layout_of(model))
     assert getattr(err.value, "code", "") == "UNREACHABLE"
+
+
+@pytest.mark.parametrize("read_whole", [True, False])  # read into memory once, or checked and memory-mapped
+def test_a_merged_model_file_is_hashed_and_checked_before_its_arrays_are_given(tmp_path, monkeypatch, read_whole):
+    from swarm_keras import service_client
+    from swarm_wire import serialization
+
+    if not read_whole:
+        monkeypatch.setattr(service_client, "READ_WHOLE_BYTES", 0)
+    model = [np.arange(12, dtype=np.float32).reshape(3, 4), np.array([1.5, -2.0], np.float32)]
+    layout = serialization.layout_of(model)
+    path = tmp_path / "merged"
+    blob = serialization.to_bytes(model)
+    path.write_bytes(blob)
+    arrays = ServiceClient._map_checked(path, serialization.sha256_hex(blob), layout)
+    for got, want in zip(arrays, model, strict=True):
+        np.testing.assert_array_equal(got, want)
+        assert not got.flags.writeable  # the file's bytes, never changed through them
+    tampered = bytearray(blob)
+    tampered[-1] ^= 1
+    path.write_bytes(tampered)
+    with pytest.raises(service_client.SwarmServiceError, match="does not match its hash"):
+        ServiceClient._map_checked(path, serialization.sha256_hex(blob), layout)
+    bad = serialization.to_bytes([model[0], np.array([np.nan, 0], np.float32)])
+    path.write_bytes(bad)  # its own hash, but not finite: refused all the same
+    with pytest.raises(serialization.WeightsFormatError, match="NaN or infinite"):
+        ServiceClient._map_checked(path, serialization.sha256_hex(bad), layout)

@@ -135,7 +135,7 @@ def test_keep_rounds_zero_keeps_everything_and_negative_is_refused(tmp_path):
 
 
 def test_pruned_contributions_files_are_kept_to_write_over_merged_models_files_are_not(tmp_path):
-    # The callback loads a merged model as memory maps of its file: that file must never change, so only
+    # The callback loads a large merged model as memory maps of its file: that file must never change, so only
     # contributions (read by peers, who check their hash) are kept as spares (swarm_wire.spare_files).
     swarm = Swarm(tmp_path)
     blobs = [swarm.round("t") for _ in range(6)]  # blobs under 1 MiB: none kept so far, no spare made
