@@ -61,9 +61,18 @@ def render_task(
         f"quorum wait {spec['quorum_wait_ms'] / 1000:g} s, leader timeout {spec['leader_timeout_ms'] / 1000:g} s",
         f"  {'site':14s} {'status':9s} {'last seen':13s} round {r['round']}",
     ]
+    # A secure round's submission is a round key, not a model's hash; the masked model comes after Close.
+    secure = bool(spec.get("secure_aggregation")) and r.get("previous_merged_sha256") is not None
+    masked = r.get("masked", {})
     for node, info in sorted(task["nodes"].items()):
         sub = r["submissions"].get(node)
-        if sub is not None:
+        if sub is not None and secure:
+            what = f"submitted round key {sub['sha256'][:12]} (weight {sub['weight']}, {_age(now_ms, sub['ts_ms'])})"
+            if node in masked:
+                what += f", masked model {masked[node]['sha256'][:12]} ({_age(now_ms, masked[node]['ts_ms'])})"
+            elif r["status"] == "closed" and node in r["contributors"]:
+                what += ", masked model not in yet"
+        elif sub is not None:
             what = f"submitted {sub['sha256'][:12]} (weight {sub['weight']}, {_age(now_ms, sub['ts_ms'])})"
         elif info["status"] == "left":
             what = "left the task"
@@ -85,8 +94,18 @@ def render_task(
         leader = r["contributors"][r["leader_index"]]
         left = (r["leader_deadline_ms"] - now_ms) / 1000
         deadline = f"deadline in {left:.1f} s" if left >= 0 else f"deadline passed {-left:.1f} s ago: failover due"
+        doing = f"merging {len(r['contributors'])} models"
+        if secure:
+            sealed = r.get("sealed")
+            in_yet = sum(1 for n in r["contributors"] if n in masked)
+            doing = (
+                f"unmasking the sum of {len(sealed['survivors'])} sealed by {sealed['by']}"
+                + (f" (dropped {', '.join(sealed['dropped'])})" if sealed["dropped"] else "")
+                if sealed
+                else f"collecting masked models, {in_yet} of {len(r['contributors'])} in"
+            )
         lines.append(
-            f"  round {r['round']}: closed, leader {leader} merging {len(r['contributors'])} models; {deadline}"
+            f"  round {r['round']}: closed, leader {leader} {doing}; {deadline}"
             + (f"; {r['failovers']} failovers" if r["failovers"] else "")
         )
     latest = task["latest_merged"]

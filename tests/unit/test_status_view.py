@@ -1,0 +1,85 @@
+"""``swarm-status``'s rendering of a task, from a real (embedded) ledger's records."""
+
+from __future__ import annotations
+
+import hashlib
+
+from sn_service.ledger import EmbeddedLedger
+from sn_service.ledger.base import now_ms
+from sn_service.status_view import render_task, snapshot
+from swarm_wire.serialization import fingerprint
+
+LAYOUT = "f32[4,2];f32[2]"
+SITES = ["site-a", "site-b", "site-c"]
+
+
+def h(x: str) -> str:
+    return hashlib.sha256(x.encode()).hexdigest()
+
+
+def _secure_swarm(tmp_path) -> dict[str, EmbeddedLedger]:
+    spec = {
+        "fingerprint": fingerprint(LAYOUT),
+        "layout": LAYOUT,
+        "min_peers": 2,
+        "merge_method": "mean",
+        "quorum_wait_ms": 0,
+        "leader_timeout_ms": 60_000,
+        "max_rounds": 0,
+        "secure_aggregation": True,
+    }
+    ledgers = {s: EmbeddedLedger(tmp_path / "l.sqlite", identity=f"id-{s}") for s in SITES}
+    ledgers["site-a"].init_task("t", spec)
+    for s, ledger in ledgers.items():
+        ledger.register("t", s, f"http://{s}", fingerprint(LAYOUT))
+    for s, ledger in ledgers.items():  # round 0 aligns the starting point, unmasked
+        ledger.submit("t", 0, s, h(f"model-{s}"), 1)
+    closed = ledgers["site-a"].close_round("t", 0)
+    leader = closed["contributors"][closed["leader_index"]]
+    ledgers[leader].publish("t", 0, leader, h(f"model-{leader}"))
+    for s, ledger in ledgers.items():
+        ledger.submit("t", 1, s, h(f"round key of {s}"), 4)
+    ledgers["site-a"].close_round("t", 1)
+    return ledgers
+
+
+def _render(ledger: EmbeddedLedger) -> str:
+    return render_task(*snapshot(ledger, "t"), now_ms())
+
+
+def test_a_secure_round_shows_round_keys_and_masked_models_not_model_hashes(tmp_path):
+    ledgers = _secure_swarm(tmp_path)
+    for s in SITES[:2]:
+        ledgers[s].submit_masked("t", 1, s, h(f"masked {s}"), h(f"shares {s}"))
+    text = _render(ledgers["site-a"])
+    assert f"submitted round key {h('round key of site-a')[:12]} (weight 4" in text
+    assert f"masked model {h('masked site-a')[:12]}" in text
+    assert "site-c" in text and "masked model not in yet" in text
+    assert "collecting masked models, 2 of 3 in" in text
+
+    ledgers["site-c"].submit_masked("t", 1, "site-c", h("masked site-c"), h("shares site-c"))
+    rnd = ledgers["site-a"].get_round("t", 1)
+    leader = rnd["contributors"][rnd["leader_index"]]
+    ledgers[leader].seal("t", 1, leader, SITES)
+    text = _render(ledgers["site-a"])
+    assert f"unmasking the sum of 3 sealed by {leader}" in text and "not in yet" not in text
+
+
+def test_a_plain_round_shows_the_submitted_models_hashes(tmp_path):
+    ledger = EmbeddedLedger(tmp_path / "l.sqlite", identity="id-a")
+    ledger.init_task(
+        "t",
+        {
+            "fingerprint": fingerprint(LAYOUT),
+            "layout": LAYOUT,
+            "min_peers": 2,
+            "merge_method": "mean",
+            "quorum_wait_ms": 0,
+            "leader_timeout_ms": 60_000,
+            "max_rounds": 0,
+        },
+    )
+    ledger.register("t", "site-a", "http://a", fingerprint(LAYOUT))
+    ledger.submit("t", 0, "site-a", h("model"), 3)
+    text = _render(ledger)
+    assert f"submitted {h('model')[:12]} (weight 3" in text and "round key" not in text
