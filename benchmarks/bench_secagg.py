@@ -32,11 +32,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.numpy_sync_worker import paper_weights
+from benchmarks.swarm_run import run_numpy_swarm
 from sn_service.cli.launcher import SwarmLauncher
 from sn_service.ledger import EmbeddedLedger
 from swarm_wire import serialization
 
-HERE = Path(__file__).resolve().parent
 FIGURES = ("close_to_publish_ms", "sync_ms", "peer_mb_per_round", "service_cpu_s_per_round")
 
 
@@ -46,25 +46,23 @@ def run(n_sites: int, rounds: int, secure: bool, timeout_s: float) -> dict:
     task = f"{'sec' if secure else 'plain'}-{n_sites}-{int(time.time())}"
     blob_bytes = len(serialization.to_bytes(paper_weights(np.random.default_rng(0))))
     with tempfile.TemporaryDirectory() as tmp:
-        launcher = SwarmLauncher(sites, Path(tmp), echo=None, service_args=["--keep-rounds", "3"])
-        try:
-            launcher.start_services(timeout_s=300)
-            services = [c.proc.pid for c in launcher.children if c.role == "sn"]
-            cpu_before = sum(map(_cpu_seconds, services))  # the services' start-up left out
-            args = [str(rounds)] + (["secure"] if secure else [])
-            launcher.start_training(str(HERE / "numpy_sync_worker.py"), args, task)
-            code = launcher.wait(timeout_s=timeout_s)
-            received = sum(
-                httpx.get(launcher.service_url(s) + "/v1/status", timeout=30).json()["counters"]["bytes_received"]
-                for s in sites
-            )
-            service_cpu_s = sum(map(_cpu_seconds, services)) - cpu_before
-        finally:
-            launcher.stop()
-        if code != 0:
-            for s in sites[:3]:
-                print((Path(tmp) / s / "train.log").read_text()[-2000:])
-            raise SystemExit("benchmark run failed")
+        cpu: dict[str, float] = {}
+        received = []
+        services: list[int] = []
+
+        def started(launcher: SwarmLauncher) -> None:
+            services.extend(c.proc.pid for c in launcher.children if c.role == "sn")
+            cpu["before"] = sum(map(_cpu_seconds, services))  # the services' start-up left out
+
+        def finished(launcher: SwarmLauncher) -> None:
+            for s in sites:
+                status = httpx.get(launcher.service_url(s) + "/v1/status", timeout=30).json()
+                received.append(status["counters"]["bytes_received"])
+            cpu["after"] = sum(map(_cpu_seconds, services))
+
+        args = [str(rounds)] + (["secure"] if secure else [])
+        run_numpy_swarm(sites, Path(tmp), task, args, timeout_s, started, finished)
+        service_cpu_s = cpu["after"] - cpu["before"]
         history = EmbeddedLedger(Path(tmp) / "ledger.sqlite", identity="bench", create=False).get_history(task)
         records = [json.loads((Path(tmp) / s / "sync_times.json").read_text()) for s in sites]
         # "(k of n masks summed before close)": how much of its masking a site did while the round was open.
@@ -86,7 +84,7 @@ def run(n_sites: int, rounds: int, secure: bool, timeout_s: float) -> dict:
     names = sorted({part for parts in per_round.values() for part in parts})
     parts_ms = {part: statistics.median(parts.get(part, 0.0) for parts in per_round.values()) for part in names}
     merges = [r for r in history["rounds"] if r["previous_merged_sha256"] is not None]
-    peer_bytes = received - n_sites * rounds * blob_bytes  # minus what each worker uploaded to its own service
+    peer_bytes = sum(received) - n_sites * rounds * blob_bytes  # minus what each worker uploaded to its own service
     return {
         "sites": n_sites,
         "secure": secure,

@@ -21,10 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sn_service.cli.launcher import SwarmLauncher
+from benchmarks.swarm_run import run_numpy_swarm
 from sn_service.ledger import EmbeddedLedger
-
-HERE = Path(__file__).resolve().parent
 
 
 def main() -> None:
@@ -36,19 +34,8 @@ def main() -> None:
     sites = [f"site-{i:02d}" for i in range(args.sites)]
     task = f"sites-{int(time.time())}"
     with tempfile.TemporaryDirectory() as tmp:
-        launcher = SwarmLauncher(sites, Path(tmp), echo=None, service_args=["--keep-rounds", "3"])
         t0 = time.perf_counter()
-        try:
-            launcher.start_services(timeout_s=300)
-            up = time.perf_counter() - t0
-            launcher.start_training(str(HERE / "numpy_sync_worker.py"), [str(args.rounds)], task)
-            code = launcher.wait(timeout_s=args.timeout)
-        finally:
-            launcher.stop()
-        if code != 0:
-            for s in sites[:3]:
-                print((Path(tmp) / s / "train.log").read_text()[-2000:])
-            raise SystemExit("benchmark run failed")
+        up = run_numpy_swarm(sites, Path(tmp), task, [str(args.rounds)], args.timeout)
         history = EmbeddedLedger(Path(tmp) / "ledger.sqlite", identity="bench", create=False).get_history(task)
         syncs = [t for s in sites for t in json.loads((Path(tmp) / s / "sync_times.json").read_text())["sync_s"][1:]]
     published = [r["published_ms"] for r in history["rounds"]]

@@ -102,11 +102,11 @@ BIG_BUFFER_BYTES = 1 << 20  # a blob this size or larger is read into ``new_buff
 
 
 def new_buffer(nbytes: int) -> memoryview:
-    """A writable buffer of ``nbytes`` (not zeroed) for a blob: numpy memory, not ``bytes`` or ``bytearray``.
+    """A writable buffer of ``nbytes`` (not zeroed) for a blob, to read or write it in place.
 
-    numpy asks the kernel for huge pages for a buffer of megabytes; the first touch of a new ``bytes`` of
-    the same size took 4x the page faults on the 2-core VM of docs/benchmarks.md (0.55 against 0.13 ms a
-    MB), and ``bytearray`` also zeroes it first.
+    What it saves against ``bytes``: reading a body in chunks and joining them, or reading into a
+    ``bytearray`` (zeroed first) and copying that into ``bytes``, touches the blob's size of new memory
+    two or three times; this, once. numpy memory, so ``np.frombuffer`` views of it are writable.
     """
     return memoryview(np.empty(nbytes, dtype=np.uint8))
 

@@ -106,6 +106,16 @@ def build_parser() -> argparse.ArgumentParser:
         "a time; smaller models stay in memory, which is faster (default 268435456, 256 MiB)",
     )
     p.add_argument(
+        "--huge-pages",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="whether numpy asks the kernel for transparent huge pages for this service's arrays of 4 MB and more "
+        "(numpy's own default: on). auto: only while a task's blobs may be 128 MiB or more: on virtual machines "
+        "whose host takes freed memory back, a new huge page is often a fault the host serves; smaller models "
+        "synced 10-30%% faster without them, a 200 MB one 1.8x slower (docs/benchmarks.md). "
+        "NUMPY_MADVISE_HUGEPAGE in the environment, if set, wins (default auto)",
+    )
+    p.add_argument(
         "--min-transfer-rate",
         type=float,
         default=10.0,
@@ -389,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
         prune_grace_s=args.prune_grace,
         body_timeout_s=args.body_timeout,
         stream_above_bytes=args.stream_above_bytes,
+        huge_pages=None if "NUMPY_MADVISE_HUGEPAGE" in os.environ else args.huge_pages,
     )
     write_service_file(
         args.data_dir,

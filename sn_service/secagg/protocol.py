@@ -74,8 +74,8 @@ def masked_buffer(header: dict, count: int) -> tuple[memoryview, np.ndarray]:
     """A masked contribution's buffer with its header written, and its payload as a uint64 array to fill.
 
     The blob: magic, one JSON header line (padded with spaces so that the payload starts 8-byte aligned),
-    then ``count`` ring values, VALUE_BYTES each, little-endian. A numpy buffer: numpy asks the kernel for
-    huge pages for one this size, which a ``bytes`` of 15 MB does not get (4x the page faults here).
+    then ``count`` ring values, VALUE_BYTES each, little-endian. The masking writes the values straight
+    into the buffer: no packed copy, no ``bytes`` of it.
     """
     head = MASKED_MAGIC + json.dumps(header, sort_keys=True).encode()
     head += b" " * (-(len(head) + 1) % VALUE_BYTES) + b"\n"

@@ -42,3 +42,21 @@ def test_bad_env_is_refused_naming_the_value_and_the_form(tmp_path, capsys, valu
     assert launcher.main(["--sites", "2", "--env", value, str(script)]) == 2
     err = capsys.readouterr().err
     assert f"--env {value!r}" in err and "SITE:NAME=VALUE" in err and "site-a, site-b" in err
+
+
+def test_huge_pages_are_asked_for_only_while_a_task_has_big_blobs_and_numpy_takes_the_choice():
+    import numpy as np
+
+    from sn_service.service import huge_pages_wanted, set_huge_pages
+
+    small, big = "f32[1817729]", "f32[50000000]"  # 6.9 MB and 200 MB blobs
+    assert not huge_pages_wanted("auto", [small]) and not huge_pages_wanted("auto", [])
+    assert huge_pages_wanted("auto", [small, big])
+    assert huge_pages_wanted("on", [small]) and not huge_pages_wanted("off", [big])
+    switch = np._core.multiarray._set_madvise_hugepage
+    before = switch(True)
+    try:
+        assert set_huge_pages(False) and switch(True) is False  # the switch returns what it was
+        assert set_huge_pages(True) and switch(True) is True
+    finally:
+        switch(before)
