@@ -17,8 +17,8 @@ def h(x: str) -> str:
     return hashlib.sha256(x.encode()).hexdigest()
 
 
-def _secure_swarm(tmp_path) -> dict[str, EmbeddedLedger]:
-    spec = {
+def _spec(**extra) -> dict:
+    return {
         "fingerprint": fingerprint(LAYOUT),
         "layout": LAYOUT,
         "min_peers": 2,
@@ -26,10 +26,13 @@ def _secure_swarm(tmp_path) -> dict[str, EmbeddedLedger]:
         "quorum_wait_ms": 0,
         "leader_timeout_ms": 60_000,
         "max_rounds": 0,
-        "secure_aggregation": True,
+        **extra,
     }
+
+
+def _secure_swarm(tmp_path) -> dict[str, EmbeddedLedger]:
     ledgers = {s: EmbeddedLedger(tmp_path / "l.sqlite", identity=f"id-{s}") for s in SITES}
-    ledgers["site-a"].init_task("t", spec)
+    ledgers["site-a"].init_task("t", _spec(secure_aggregation=True))
     for s, ledger in ledgers.items():
         ledger.register("t", s, f"http://{s}", fingerprint(LAYOUT))
     for s, ledger in ledgers.items():  # round 0 aligns the starting point, unmasked
@@ -67,18 +70,7 @@ def test_a_secure_round_shows_round_keys_and_masked_models_not_model_hashes(tmp_
 
 def test_a_plain_round_shows_the_submitted_models_hashes(tmp_path):
     ledger = EmbeddedLedger(tmp_path / "l.sqlite", identity="id-a")
-    ledger.init_task(
-        "t",
-        {
-            "fingerprint": fingerprint(LAYOUT),
-            "layout": LAYOUT,
-            "min_peers": 2,
-            "merge_method": "mean",
-            "quorum_wait_ms": 0,
-            "leader_timeout_ms": 60_000,
-            "max_rounds": 0,
-        },
-    )
+    ledger.init_task("t", _spec())
     ledger.register("t", "site-a", "http://a", fingerprint(LAYOUT))
     ledger.submit("t", 0, "site-a", h("model"), 3)
     text = _render(ledger)
