@@ -171,7 +171,7 @@ class SiteRound:
                 return 0
             done = self._sum_masks(keys, exact=False)
             self.premasked_streams += done
-            if total_weight is not None:
+            if total_weight is not None and self._quantised is None:  # once: a later guess is not likelier
                 self._quantise(frac_bits(total_weight))
             return done
 

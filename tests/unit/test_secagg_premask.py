@@ -116,6 +116,8 @@ def test_the_model_quantised_while_the_round_is_open_gives_the_same_blob_whateve
     weights = dict.fromkeys(keys, 2)
     early.premask({n: keys[n] for n in ("site-02", "site-04")}, total_weight=guess)
     assert early._quantised is not None and early._quantised[0] == frac_bits(guess)
+    early.premask(keys, total_weight=10)  # quantised once while open: a later guess leaves it to mask()
+    assert early._quantised[0] == frac_bits(guess)
     assert early.mask(keys, weights)[0] == fresh.mask(keys, weights)[0]  # quantised again if the guess was off
     assert early._quantised is None  # forgotten with the model
 
