@@ -291,7 +291,7 @@ class SecureRounds:
 
         def both(node: str, entry: dict) -> dict:
             masked = get(node, entry["sha256"], VALUE_BYTES * count + len(MASKED_MAGIC) + MAX_HEADER_BYTES + 1)
-            shares = json.loads(get(node, entry["shares_sha256"], 1 << 20))
+            shares = json.loads(bytes(get(node, entry["shares_sha256"], 1 << 20)))  # 1 MiB comes as a buffer
             summed.add(node, masked)  # only with its shares: a survivor needs both
             return shares
 
