@@ -191,3 +191,33 @@ def test_a_trickling_peer_gives_up_when_the_transfer_takes_longer_than_its_size_
     assert error is not None and "took more than" in error.reason, error
     assert time.monotonic() - t0 < 30
     assert _stored_files(store) == []
+
+
+# ---------------------------------------------------------------------------- fetches into memory
+
+BIG = bytes(range(256)) * 4500  # 1.15 MB: read into one buffer (serialization.BIG_BUFFER_BYTES), not bytes
+BIG_SHA = hashlib.sha256(BIG).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("case", "respond", "reason"),
+    [
+        ("whole", lambda s: s.sendall(_head(len(BIG)) + BIG), None),
+        ("tampered", lambda s: s.sendall(_head(len(BIG)) + BIG[:-1] + b"x"), "do not match the hash"),
+        ("declared too large", lambda s: s.sendall(_head(len(BIG) + 1) + BIG + b"x"), "larger than the"),
+        ("truncated", lambda s: (s.sendall(_head(len(BIG)) + BIG[:5000]), s.shutdown(socket.SHUT_WR)), "ReadError"),
+        ("refused", lambda s: s.sendall(_head(len(BIG)).replace(b"200 OK", b"500 Oops") + BIG), "HTTP 500"),
+    ],
+)
+def test_a_big_body_is_read_into_one_buffer_and_checked_like_any_other(case, respond, reason):
+    peer = ScriptedPeer(respond)
+    try:
+        if reason is None:
+            body = PeerClient(timeout_s=5).fetch(peer.url, BIG_SHA, len(BIG))
+            assert isinstance(body, memoryview) and body.readonly and body == BIG
+        else:
+            with pytest.raises(BlobFetchError) as info:
+                PeerClient(timeout_s=5).fetch(peer.url, BIG_SHA, len(BIG))
+            assert reason in info.value.reason, (case, info.value.reason)
+    finally:
+        peer.close()
