@@ -190,3 +190,102 @@ any_alive() {
     done
     return 1
 }
+
+# ---------------------------------------------------------------------------- configtx.yaml
+# The pieces of the channel's configtx.yaml that start_network.sh (one host) and fabric_host.sh (across
+# hosts) write alike; they differ only in addresses and in where the sites' MSP folders are.
+
+# configtx_orderer_org HOST: the "Organizations:" list's first entry, the orderer organisation at HOST.
+configtx_orderer_org() {
+    cat <<EOF
+Organizations:
+  - &OrdererOrg
+    Name: OrdererOrg
+    ID: OrdererMSP
+    MSPDir: $NET_CRYPTO/$ORDERER_ORG_DIR_REL/msp
+    Policies:
+      Readers: {Type: Signature, Rule: "OR('OrdererMSP.member')"}
+      Writers: {Type: Signature, Rule: "OR('OrdererMSP.member')"}
+      Admins: {Type: Signature, Rule: "OR('OrdererMSP.admin')"}
+    OrdererEndpoints:
+      - $1:$(port_orderer)
+EOF
+}
+
+# configtx_site_org ANCHOR MSPID MSPDIR PEER_HOST PEER_PORT: one site's organisation entry.
+configtx_site_org() {
+    local anchor=$1 m=$2
+    cat <<EOF
+  - &$anchor
+    Name: $m
+    ID: $m
+    MSPDir: $3
+    Policies:
+      Readers: {Type: Signature, Rule: "OR('$m.admin', '$m.peer', '$m.client')"}
+      Writers: {Type: Signature, Rule: "OR('$m.admin', '$m.client')"}
+      Admins: {Type: Signature, Rule: "OR('$m.admin')"}
+      Endorsement: {Type: Signature, Rule: "OR('$m.peer')"}
+    AnchorPeers:
+      - Host: $4
+        Port: $5
+EOF
+}
+
+# configtx_profile HOST ANCHOR...: the "Profiles:" section, the raft consenter at HOST, the sites' entries.
+configtx_profile() {
+    local host=$1 anchor od
+    shift
+    od=$(orderer_dir)
+    cat <<EOF
+
+Profiles:
+  SwarmChannel:
+    Policies:
+      Readers: {Type: ImplicitMeta, Rule: "ANY Readers"}
+      Writers: {Type: ImplicitMeta, Rule: "ANY Writers"}
+      Admins: {Type: ImplicitMeta, Rule: "MAJORITY Admins"}
+    Capabilities:
+      V2_0: true
+    Orderer:
+      OrdererType: etcdraft
+      BatchTimeout: $BATCH_TIMEOUT
+      BatchSize:
+        MaxMessageCount: $MAX_MESSAGE_COUNT
+        AbsoluteMaxBytes: 10 MB
+        PreferredMaxBytes: 2 MB
+      EtcdRaft:
+        Consenters:
+          - Host: $host
+            Port: $(port_orderer)
+            ClientTLSCert: $od/tls/server.crt
+            ServerTLSCert: $od/tls/server.crt
+        Options:
+          TickInterval: 100ms
+          ElectionTick: 10
+          HeartbeatTick: 1
+          MaxInflightBlocks: 5
+          SnapshotIntervalSize: 16 MB
+      Organizations:
+        - *OrdererOrg
+      Policies:
+        Readers: {Type: ImplicitMeta, Rule: "ANY Readers"}
+        Writers: {Type: ImplicitMeta, Rule: "ANY Writers"}
+        Admins: {Type: ImplicitMeta, Rule: "MAJORITY Admins"}
+        BlockValidation: {Type: ImplicitMeta, Rule: "ANY Writers"}
+      Capabilities:
+        V2_0: true
+    Application:
+      Organizations:
+EOF
+    for anchor in "$@"; do echo "        - *$anchor"; done
+    cat <<EOF
+      Policies:
+        Readers: {Type: ImplicitMeta, Rule: "ANY Readers"}
+        Writers: {Type: ImplicitMeta, Rule: "ANY Writers"}
+        Admins: {Type: ImplicitMeta, Rule: "MAJORITY Admins"}
+        LifecycleEndorsement: {Type: ImplicitMeta, Rule: "MAJORITY Endorsement"}
+        Endorsement: {Type: ImplicitMeta, Rule: "MAJORITY Endorsement"}
+      Capabilities:
+        V2_5: true
+EOF
+}
