@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import urlsplit
 
 from sn_service.blob_store import BlobRefused, BlobStore, StoreFull
-from swarm_wire import serialization
+from swarm_wire import safetensors_files, serialization
 
 if TYPE_CHECKING:
     from sn_service.tls.identity import PeerTLS
@@ -348,7 +348,9 @@ class PeerClient:
                 conn.close()
                 return resp.status, None
             if length is not None and length.isdigit() and int(length) >= serialization.BIG_BUFFER_BYTES:
-                body = _read_into_buffer(resp, int(length))
+                body = safetensors_files.read_whole(resp, int(length))
+                if len(body) != int(length):  # readinto returns what came before the peer closed: cut short
+                    raise http.client.IncompleteRead(b"", int(length) - len(body))
             else:
                 body = resp.read(max_bytes + 1)
             if len(body) > max_bytes:
@@ -506,15 +508,3 @@ class PeerClient:
 
 class _WrongServer(Exception):
     """The TLS server is not the node the ledger names."""
-
-
-def _read_into_buffer(resp: http.client.HTTPResponse, length: int) -> memoryview:
-    """The ``length`` bytes of a response's body, read into a new buffer; raises IncompleteRead if it ends early."""
-    buf = serialization.new_buffer(length)
-    got = 0
-    while got < length:
-        n = resp.readinto(buf[got:])
-        if not n:
-            raise http.client.IncompleteRead(bytes(buf[:0]), length - got)
-        got += n
-    return buf.toreadonly()

@@ -84,13 +84,6 @@ def masked_buffer(header: dict, count: int) -> tuple[memoryview, np.ndarray]:
     return memoryview(buffer).toreadonly(), buffer[len(head) :].view("<u8")
 
 
-def encode_masked(header: dict, values: np.ndarray) -> memoryview:
-    """A masked contribution of ring ``values`` (see ``masked_buffer``)."""
-    blob, payload = masked_buffer(header, values.size)
-    np.bitwise_and(values, RING_MASK, out=payload)
-    return blob
-
-
 def decode_masked(data: bytes | bytearray | memoryview) -> tuple[dict, np.ndarray]:
     """The header and ring values (read-only, in place) of a masked contribution; raises SecAggError if malformed."""
     data = memoryview(data).cast("B")

@@ -9,7 +9,7 @@ import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from sn_service.secagg.crypto import RING_MASK, RoundKey, SecAggError, add_prgs, frac_bits, prg
-from sn_service.secagg.protocol import MaskedSum, SiteRound, decode_masked, encode_masked, unmask
+from sn_service.secagg.protocol import MaskedSum, SiteRound, decode_masked, masked_buffer, unmask
 
 # ---------------------------------------------------------------- PRG and wire format
 
@@ -49,6 +49,13 @@ def test_streams_added_block_by_block_equal_each_stream_added_whole(count, block
         add_prgs(total, [(seeds[0], 2)])
     with pytest.raises(ValueError, match="contiguous 1-d uint64"):
         add_prgs(total.astype(np.int64), [(seeds[0], 1)])
+
+
+def encode_masked(header: dict, values: np.ndarray) -> memoryview:
+    """A masked contribution of ring ``values``, as ``SiteRound.mask`` writes one."""
+    blob, payload = masked_buffer(header, values.size)
+    np.bitwise_and(values, RING_MASK, out=payload)
+    return blob
 
 
 @pytest.mark.parametrize("count", [0, 1, 2, 3, 1001])
