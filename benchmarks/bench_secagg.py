@@ -11,7 +11,10 @@ seconds all services used per round (less noisy than times on a shared machine).
 On a shared, loaded machine one run says little: ``--repeat`` alternates plain and secure runs and
 reports the median of each figure over the repeats.
 
-Run: .venv/bin/python benchmarks/bench_secagg.py --sites 3 16 [--rounds 6] [--repeat 3] [--parts]
+``--train-ms`` puts that long between a worker's syncs, as if it trained (asleep, as on hardware of its own):
+what secure aggregation can do while the sites train (advertise round keys, sum masks) it then does.
+
+Run: .venv/bin/python benchmarks/bench_secagg.py --sites 3 16 [--rounds 6] [--repeat 3] [--train-ms 400] [--parts]
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from swarm_wire import serialization
 FIGURES = ("close_to_publish_ms", "sync_ms", "peer_mb_per_round", "service_cpu_s_per_round")
 
 
-def run(n_sites: int, rounds: int, secure: bool, timeout_s: float) -> dict:
+def run(n_sites: int, rounds: int, secure: bool, timeout_s: float, train_ms: float = 0) -> dict:
     """One swarm of ``n_sites`` for ``rounds`` syncs; its medians and bytes per merge round."""
     sites = [f"site-{i:02d}" for i in range(n_sites)]
     task = f"{'sec' if secure else 'plain'}-{n_sites}-{int(time.time())}"
@@ -60,7 +63,7 @@ def run(n_sites: int, rounds: int, secure: bool, timeout_s: float) -> dict:
                 received.append(status["counters"]["bytes_received"])
             cpu["after"] = sum(map(_cpu_seconds, services))
 
-        args = [str(rounds)] + (["secure"] if secure else [])
+        args = [str(rounds)] + (["secure"] if secure else []) + ([f"train_ms={train_ms:g}"] if train_ms else [])
         run_numpy_swarm(sites, Path(tmp), task, args, timeout_s, started, finished)
         service_cpu_s = cpu["after"] - cpu["before"]
         history = EmbeddedLedger(Path(tmp) / "ledger.sqlite", identity="bench", create=False).get_history(task)
@@ -114,15 +117,25 @@ def main() -> None:
     p.add_argument("--timeout", type=float, default=1800)
     p.add_argument("--repeat", type=int, default=1, help="alternating plain/secure runs per site count")
     p.add_argument("--json", type=Path, help="also write the results here")
+    p.add_argument(
+        "--train-ms",
+        type=float,
+        default=0,
+        help="each worker waits this long between syncs, as if training on hardware of its own (default: syncs "
+        "back to back)",
+    )
     p.add_argument("--parts", action="store_true", help="also print each run's slowest site's ms per part of a sync")
     args = p.parse_args()
-    print(f"{time.strftime('%Y-%m-%d %H:%M')} on {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
+    print(
+        f"{time.strftime('%Y-%m-%d %H:%M')} on {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}, "
+        f"{args.train_ms:g} ms of training between syncs"
+    )
     results = []
     for n in args.sites:
         runs = []
         for _ in range(args.repeat):
             for secure in (False, True):
-                runs.append(run(n, args.rounds, secure, args.timeout))
+                runs.append(run(n, args.rounds, secure, args.timeout, args.train_ms))
                 r, arm = runs[-1], "secure" if secure else "plain "
                 print(
                     f"  {n} sites {arm}: close->publish {r['close_to_publish_ms']:.0f} ms, "

@@ -53,11 +53,14 @@ def main() -> None:
         "leader_timeout_ms": 120_000,
         "max_rounds": 0,
     }
-    if sys.argv[2:3] == ["secure"]:
+    if "secure" in sys.argv[2:]:
         spec["secure_aggregation"] = True
+    # "train_ms=N": N ms between a sync and the next, as if training there (asleep: on hardware of its own)
+    train_s = next((float(a.split("=", 1)[1]) / 1000 for a in sys.argv[2:] if a.startswith("train_ms=")), 0.0)
     client.join(os.environ["SWARM_TASK"], spec)
     times, rounds_seen, timings = [], [], []
     for _ in range(rounds):
+        time.sleep(train_s)
         weights = [w + rng.normal(0.0, 1e-4, w.shape).astype(w.dtype) for w in weights]
         t0 = time.perf_counter()
         status = client.sync(os.environ["SWARM_TASK"], serialization.to_bytes(weights), 1, timeout_s=600)

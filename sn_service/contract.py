@@ -48,6 +48,7 @@ TRANSACTIONS = (
     "Leave",
     "SubmitMasked",
     "Seal",
+    "AdvertiseKey",
 )
 QUERIES = ("GetTask", "GetRound", "GetHistory")
 
@@ -572,6 +573,44 @@ def seal(view: StateView, caller: str, ts: int, task: str, round_no: Any, node: 
     return rnd
 
 
+def advertise_key(view: StateView, caller: str, ts: int, task: str, round_no: Any, node: str, key: Any) -> dict:
+    """A site of a secure task announces its round key for the open round before its model is ready.
+
+    Only a hint, so that the others can sum their pairwise masks with it while they train: the key the
+    node ``Submit``s is the one the round uses (a site that restarted since submits a fresh one). One
+    per node per round; it writes the round only (nothing of the task, so that it conflicts with as
+    few transactions of a block as it can).
+    """
+    rec = _load_task(view, task)
+    round_no = _int(round_no, "round")
+    key = _sha(key, "key")
+    _require_open_task(rec)
+    info = _check_node_caller(rec, node, caller)
+    if not is_secure(rec):
+        raise ContractError("NOT_SECURE", f"task {task!r} does not use secure aggregation")
+    if info["status"] == "left":
+        raise ContractError("NODE_NOT_ACTIVE", f"node {node!r} has left task {task!r}; Register again")
+    current = rec["current_round"]
+    if round_no > current:
+        raise ContractError("WRONG_ROUND", f"round {round_no} is not open yet; the open round is {current}")
+    rnd = _load_round(view, task, round_no)
+    previous = rnd.get("advertised", {}).get(node)
+    if previous is not None:
+        if previous["key"] == key:
+            return rnd  # a replay: idempotent, nothing changes
+        raise ContractError(
+            "DUPLICATE_SUBMISSION",
+            f"node {node!r} already advertised key {previous['key'][:12]}... in round {round_no}",
+        )
+    if rnd["status"] != "open":
+        raise ContractError("ROUND_CLOSED", f"round {round_no} is {rnd['status']}; advertising a key is too late")
+    if node in rnd["submissions"]:
+        raise ContractError("DUPLICATE_SUBMISSION", f"node {node!r} already submitted its key to round {round_no}")
+    rnd.setdefault("advertised", {})[node] = {"key": key, "ts_ms": ts}
+    view.put(round_key(task, round_no), rnd)
+    return rnd
+
+
 def _set_status(view: StateView, caller: str, ts: int, task: str, node: str, status: str) -> dict:
     rec = _load_task(view, task)
     info = _check_node_caller(rec, node, caller)
@@ -631,6 +670,7 @@ _TX_FUNCS: dict[str, Callable[..., dict]] = {
     "Leave": leave,
     "SubmitMasked": submit_masked,
     "Seal": seal,
+    "AdvertiseKey": advertise_key,
 }
 _QUERY_FUNCS: dict[str, Callable[..., dict]] = {
     "GetTask": get_task,

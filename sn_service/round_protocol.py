@@ -510,7 +510,11 @@ class RoundDriver:
                     continue
                 else:
                     raise
-            return self.follow(task, round_no, deadline, wait, contributed)
+            result = self.follow(task, round_no, deadline, wait, contributed)
+            if contract.is_secure(rec) and result.task_status != "done":
+                # While the trainer works towards the next sync: advertise our key of the next round, premask.
+                self.secure.prepare(task, result.round + 1, rec["spec"]["layout"])
+            return result
 
     def follow(
         self, task: str, round_no: int, deadline: float, wait: WaitState, contributed: bool = True

@@ -78,6 +78,10 @@ class Ledger(abc.ABC):
         """SubmitMasked: records this node's masked model and sealed shares in a closed secure round."""
         return self.invoke("SubmitMasked", task, round_no, node, masked_sha256, shares_sha256)
 
+    def advertise_key(self, task: str, round_no: int, node: str, key: str) -> dict:
+        """AdvertiseKey: announces this node's round key of an open secure round before it submits."""
+        return self.invoke("AdvertiseKey", task, round_no, node, key)
+
     def seal(self, task: str, round_no: int, node: str, survivors: list[str]) -> dict:
         """Seal: as the leader of a secure round, names the contributions it unmasks."""
         return self.invoke("Seal", task, round_no, node, ",".join(survivors))

@@ -118,11 +118,15 @@ class SiteRound:
     left once ``Close`` has frozen the contributors (a key it used that is not a contributor's is
     taken out again: the result is the same sum as computed from scratch).
 
+    A site may make its ``SiteRound`` before its model exists (``values`` None, ``count`` given), to
+    advertise the key and premask while it trains; ``set_model`` brings the model once it is ready.
+
     Args:
         task, round_no, site: where this is.
-        values: the model's float weights, flattened (float64).
+        values: the model's float weights, flattened (float64); None until ``set_model``.
         weight: the site's public weight in the mean.
         key: the round key (a fresh one by default).
+        count: how many float weights the model has (taken from ``values`` when they are given).
     """
 
     task: str
@@ -131,6 +135,7 @@ class SiteRound:
     values: np.ndarray | None
     weight: int
     key: RoundKey = field(default_factory=RoundKey)
+    count: int = -1
     masked: tuple[memoryview, bytes] | None = None  # the masked blob and the shares blob, once masked
     # subject -> kind ("b" or "seed") -> recipients it was revealed to
     revealed: dict[str, dict[str, set[str]]] = field(default_factory=dict)
@@ -146,6 +151,34 @@ class SiteRound:
     # premask guessed them (``mask`` quantises again if the frozen contributors' weights need others).
     _quantised: tuple[int, np.ndarray] | None = field(default=None, init=False, repr=False)
 
+    def __post_init__(self) -> None:
+        if self.values is not None:
+            self.count = self.values.size
+        elif self.count < 0:
+            raise ValueError("a SiteRound needs the model's values or their count")
+
+    def set_model(self, values: np.ndarray, weight: int) -> bool:
+        """Gives a round made before its model was ready the model; False if it has one or is masked.
+
+        Not under the mask lock, which a premask may hold for a while: nothing masks before the key is
+        submitted, which is after this; a premask running now quantises the model or leaves it to the next.
+        """
+        if self.values is not None or self.masked is not None or self._b_seed is None:
+            return False
+        if values.size != self.count:
+            raise SecAggError(
+                f"round {self.round_no}: the model has {values.size} float weights, its round key was made "
+                f"for {self.count}"
+            )
+        self.weight = weight
+        self.values = values  # last: premask quantises once it sees the values (and so the weight)
+        return True
+
+    @property
+    def has_model(self) -> bool:
+        """Whether the model to mask is here (False before ``set_model`` and after masking)."""
+        return self.values is not None
+
     @property
     def public_hex(self) -> str:
         """The round's public key, to submit to the ledger."""
@@ -160,11 +193,12 @@ class SiteRound:
         quantised for it now, not after Close. Returns how many keystreams it computed; 0 once masked.
         """
         with self._mask_lock:
-            if self.masked is not None or self.values is None or self._premask_off:
+            if self.masked is not None or self._b_seed is None or self._premask_off:
                 return 0
             done = self._sum_masks(keys, exact=False)
             self.premasked_streams += done
-            if total_weight is not None and self._quantised is None:  # once: a later guess is not likelier
+            # Once, with the model: a later guess is not likelier.
+            if total_weight is not None and self.values is not None and self._quantised is None:
                 self._quantise(frac_bits(total_weight))
             return done
 
@@ -182,7 +216,7 @@ class SiteRound:
         contributors). Returns how many keystreams it computed. Called holding the lock. Every seed
         is derived before the sum changes: a key that fails (SecAggError) leaves the sum as it was.
         """
-        assert self.values is not None and self._b_seed is not None
+        assert self._b_seed is not None
         streams: list[tuple[bytes, int]] = []
         fresh = self._mask_sum is None
         if fresh:
@@ -199,7 +233,7 @@ class SiteRound:
             streams.append((self._pairwise_seed(node, keys[node]), self._sign(node)))
             added[node] = keys[node]
         if fresh:
-            self._mask_sum = np.zeros(self.values.size, dtype=np.uint64)
+            self._mask_sum = np.zeros(self.count, dtype=np.uint64)
         assert self._mask_sum is not None
         add_prgs(self._mask_sum, streams)
         for node in taken_out:
@@ -229,8 +263,10 @@ class SiteRound:
                     f"{self.round_no}, not this service's {self.public_hex[:16]}...: another process submitted "
                     "for this site"
                 )
-            if self.values is None or self._b_seed is None:
+            if self._b_seed is None:
                 raise SecAggError(f"round {self.round_no}: this site's model is gone; it cannot mask it")
+            if self.values is None:
+                raise SecAggError(f"round {self.round_no}: this site's key was advertised, its model never given")
             contributors = sorted(keys)
             bits = frac_bits(sum(int(weights[n]) for n in contributors))
             points = share_points(contributors)

@@ -1,14 +1,19 @@
 """Secure rounds on the ledger and between the sites: the I/O around ``protocol``.
 
-The round driver calls in at four points of a secure task's round:
+The round driver calls in at five points of a secure task's round:
 
+* ``prepare`` as soon as the round before is merged (the site's trainer
+  starts on the next batches): make the round key, ``AdvertiseKey`` it, and
+  sum the self mask and the pairwise masks with the keys the others
+  advertise while everyone trains (the masks do not depend on the model);
 * ``key_for`` when it submits: the site's round key, submitted instead of a
   blob hash (the plain model stays in this process's memory, never in the
   blob store where peers could fetch it);
-* ``premask`` while the round is open: in the background, sum the self mask
-  and the pairwise masks with the keys submitted so far (they do not depend
-  on the model, and a submitted key cannot change), so that little is left
-  to do once the round closes;
+* ``premask`` while the round is open: in the background, sum the masks of
+  the keys advertised or submitted since (a submitted key cannot change; a
+  site that submits another key than it advertised has its advertised one
+  taken out), and quantise the model, so that little is left to do once the
+  round closes;
 * ``contribute`` once the round closed: mask, store the masked blob and the
   sealed shares, ``SubmitMasked`` their hashes;
 * ``lead`` when this site leads: wait for the masked models (all, or until
@@ -50,7 +55,8 @@ class _Entry:
     site_round: SiteRound
     arrays: list[np.ndarray]  # this site's plain model: the initial round publishes it; its int tensors
     premask_job: Future | None = None
-    premasked: frozenset[str] = frozenset()  # the submitters the latest premask job was given
+    premasked: frozenset[tuple[str, str]] = frozenset()  # the (node, key) the latest premask job was given
+    quantised: bool = False  # a premask job was given the weights to quantise the model for
     own_blobs: dict[str, bytes | memoryview] = field(default_factory=dict)  # sha256 -> our masked and shares blobs
 
 
@@ -58,6 +64,7 @@ class SecureRounds:
     """This site's secure rounds, keyed by (task, round); the few latest are kept."""
 
     KEEP = 8
+    ADVERTISE_POLL_S = 0.05  # how often a site that advertised its key reads the others' while it trains
 
     def __init__(self, driver: RoundDriver) -> None:
         self.driver = driver
@@ -65,47 +72,126 @@ class SecureRounds:
         self._lock = threading.Lock()
         # One thread: a site premasks one round at a time, and leaves the other core to the swarm.
         self._premasker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="secagg-premask")
+        # One thread: advertising the next round's key and summing the masks of the keys others advertise.
+        self._advertiser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="secagg-advertise")
+        self._closing = threading.Event()
 
     def close(self) -> None:
-        """Stops the premasking thread (a running premask finishes; queued ones are dropped)."""
+        """Stops the background threads (a running premask finishes; queued ones are dropped)."""
+        self._closing.set()
         self._premasker.shutdown(wait=False, cancel_futures=True)
+        self._advertiser.shutdown(wait=False, cancel_futures=True)
 
     # ------------------------------------------------------------------ site side
 
+    def _keep(self, task: str, round_no: int, entry: _Entry) -> _Entry:
+        """Holds ``entry`` as (task, round)'s, and only the KEEP latest rounds; called holding the lock."""
+        self._rounds[(task, round_no)] = entry
+        for old in sorted(self._rounds)[: max(0, len(self._rounds) - self.KEEP)]:
+            del self._rounds[old]
+        return entry
+
     def key_for(self, task: str, round_no: int, layout: str, blob: bytes, arrays: list | None, weight: int) -> str:
-        """This site's public key for ``round_no`` (made on first call), holding on to the plain model."""
+        """This site's public key for ``round_no`` (made on first call), holding on to the plain model.
+
+        If ``prepare`` advertised a key for the round, that key, given the model now.
+        """
         with self._lock:
             entry = self._rounds.get((task, round_no))
-            if entry is None:
+            if entry is None or not entry.arrays:  # none yet, or advertised by prepare and waiting for the model
                 if arrays is None:
                     arrays = serialization.from_bytes(blob, layout)
                 floats = [a.ravel() for a in arrays if a.dtype.kind == "f"]
                 values = np.concatenate(floats).astype(np.float64) if floats else np.zeros(0)
-                site_round = SiteRound(task, round_no, self.driver.site, values, weight)
-                entry = _Entry(site_round, list(arrays))
+                try:
+                    given = entry is not None and entry.site_round.set_model(values, weight)
+                except SecAggError as exc:  # not the model the key was made for: a fresh key then
+                    self.driver.log.warning("round %d: %s; submitting a fresh key", round_no, exc)
+                    given = False
+                if not given:
+                    fresh = SiteRound(task, round_no, self.driver.site, values, weight)
+                    entry = self._keep(task, round_no, _Entry(fresh, []))
+                assert entry is not None
+                entry.arrays = list(arrays)
                 for (other_task, other_round), other in self._rounds.items():
                     if other_task == task and other_round < round_no:  # a sync moved on: free its mask sum
                         other.site_round.drop_premask()
-                self._rounds[(task, round_no)] = entry
-                for old in sorted(self._rounds)[: max(0, len(self._rounds) - self.KEEP)]:
-                    del self._rounds[old]
             return entry.site_round.public_hex
 
-    def premask(self, rec: dict, rnd: dict) -> None:
-        """While our round is open: sums our masks with the keys submitted so far, in the background.
+    def prepare(self, task: str, round_no: int, layout: str) -> None:
+        """Once the round before ``round_no`` is merged: advertise our key of ``round_no`` and premask.
 
-        Returns at once; a job runs when there are keys its predecessors were not given. ``contribute``
-        (``SiteRound.mask``) takes over from wherever it got to, under the round's lock.
+        Returns at once. In the background: makes the round's key, ``AdvertiseKey``s it, then sums the
+        self mask and the pairwise masks with the keys the others advertise, reading the round every
+        ADVERTISE_POLL_S while it is open, until every expected site's key is in or this site submits
+        (``premask`` takes over from there). Anything that fails here only leaves more to do at Close.
+        """
+        count = sum(
+            int(np.prod(shape, dtype=np.int64))
+            for dtype, shape in serialization.parse_layout(layout)
+            if dtype.kind == "f"
+        )
+        with self._lock:
+            if (task, round_no) in self._rounds:
+                return  # made already (by a sync that got there first)
+            waiting = SiteRound(task, round_no, self.driver.site, None, 0, count=count)
+            entry = self._keep(task, round_no, _Entry(waiting, []))
+        try:
+            self._advertiser.submit(self._advertise, task, round_no, entry)
+        except RuntimeError:  # shutting down
+            return
+
+    def _advertise(self, task: str, round_no: int, entry: _Entry) -> None:
+        d, site_round = self.driver, entry.site_round
+        deadline = time.monotonic() + 120.0
+        try:
+            d._ledger(d.ledger.advertise_key, deadline, task, round_no, d.site, site_round.public_hex)
+        except ContractError as exc:  # the round moved on, or this site submitted already: nothing to win
+            d.log.debug("round %d: key not advertised: %s", round_no, exc)
+            return
+        except Exception as exc:  # a hint only: Submit carries the key anyway
+            d.log.warning("round %d: could not advertise the round key (%s); masking at Close instead", round_no, exc)
+            return
+        summed: dict[str, str] = {}
+        while not self._closing.is_set() and time.monotonic() < deadline:
+            try:
+                rec = d.ledger.get_task(task)
+                rnd = d.ledger.get_round(task, round_no)
+            except Exception as exc:  # premask at submit and mask at Close do the rest
+                d.log.debug("round %d: stopped reading advertised keys: %s", round_no, exc)
+                return
+            if rnd["status"] != "open" or d.site in rnd["submissions"] or entry.site_round.has_model:
+                return  # from our submission on, premask (called by the round driver) carries on
+            keys = _round_keys(rnd)
+            if keys != summed:
+                try:
+                    site_round.premask(keys)
+                except (SecAggError, ValueError) as exc:  # a bad key: mask() at Close says what is wrong
+                    d.log.warning("round %d: premasking stopped: %s", round_no, exc)
+                    return
+                summed = keys
+            if all(n in keys for n in contract.expected_nodes(rec)):
+                return
+            self._closing.wait(self.ADVERTISE_POLL_S)
+
+    def premask(self, rec: dict, rnd: dict) -> None:
+        """While our round is open: sums our masks with the keys advertised or submitted so far, in the background.
+
+        Returns at once; a job runs when there are keys its predecessors were not given, or the model to
+        quantise. ``contribute`` (``SiteRound.mask``) takes over from wherever it got to, under the round's lock.
         """
         entry = self._rounds.get((rec["task"], rnd["round"]))
         if entry is None or entry.site_round.masked is not None:
             return
-        keys = {node: sub["sha256"] for node, sub in rnd["submissions"].items()}
-        if keys.get(self.driver.site) != entry.site_round.public_hex:
+        sub = rnd["submissions"].get(self.driver.site)
+        if sub is None or sub["sha256"] != entry.site_round.public_hex:
             return  # not our submission of this round (yet)
-        if set(keys) <= entry.premasked or (entry.premask_job is not None and not entry.premask_job.done()):
+        keys = _round_keys(rnd)
+        if set(keys.items()) <= entry.premasked and entry.quantised:
             return
-        entry.premasked = frozenset(keys)
+        if entry.premask_job is not None and not entry.premask_job.done():
+            return
+        entry.premasked, entry.quantised = frozenset(keys.items()), True
         # The weights the round will likely sum to: those submitted, and the largest again for each site
         # still expected (a wrong guess costs one more quantisation at Close, nothing else).
         weights = [int(sub["weight"]) for sub in rnd["submissions"].values()]
@@ -368,6 +454,13 @@ class SecureRounds:
         d.log.info("round %d: led the merge of %d models (%s) -> %s...", round_no, n, how, merged_sha[:12])
         d.metrics.rounds_led.inc()
         return True
+
+
+def _round_keys(rnd: dict) -> dict[str, str]:
+    """The keys of an open round's sites: those advertised, and those submitted (which win)."""
+    keys = {node: advert["key"] for node, advert in rnd.get("advertised", {}).items()}
+    keys.update({node: sub["sha256"] for node, sub in rnd["submissions"].items()})
+    return keys
 
 
 def _keys_and_weights(rnd: dict) -> tuple[dict[str, str], dict[str, int]]:

@@ -125,6 +125,31 @@ def test_secure_mean_equals_the_plain_weighted_mean_and_the_leader_sees_noise(se
     assert stats.kstest(q.astype(np.float64) / 2.0**RING_BITS, "uniform").pvalue < 1e-10
 
 
+def test_keys_are_advertised_while_the_sites_train_so_every_mask_is_summed_before_close(services):
+    swarm = Swarm(services, "adv")
+    swarm.round0()
+    # Round 0's merge opened round 1: each service advertises its key of it without waiting for its model.
+    advertised = swarm.wait_for(lambda: len(a := swarm.ledger.get_round("adv", 1).get("advertised", {})) == 3 and a)
+    assert swarm.ledger.get_round("adv", 1)["submissions"] == {}  # a key advertised is not a submission
+    for _ in range(2):  # two rounds: the second one's keys are advertised after the first one's merge
+        rnd_no = swarm.ledger.get_task("adv")["current_round"]
+        adverts = swarm.wait_for(
+            lambda n=rnd_no: len(a := swarm.ledger.get_round("adv", n).get("advertised", {})) == 3 and a
+        )
+        time.sleep(0.5)  # the sites "train": their services sum the masks of the advertised keys meanwhile
+        jobs = {s: swarm.submit(s, weight=w) for s, w in zip(SITES, (2, 1, 5), strict=True)}
+        results = {s: wait_sync(swarm.urls[s], j, timeout_s=120) for s, j in jobs.items()}
+        assert all(r["state"] == "done" and r["round"] == rnd_no for r in results.values()), results
+        rnd = swarm.ledger.get_round("adv", rnd_no)
+        # Each site submitted the key it advertised; the merge is the weighted mean, as without advertising.
+        assert {s: sub["sha256"] for s, sub in rnd["submissions"].items()} == {s: a["key"] for s, a in adverts.items()}
+        swarm.assert_mean_of(swarm.merged(rnd["published_by"], rnd["merged_sha256"]), list(SITES))
+        said = rf"round {rnd_no}: submitted masked model .*?; (\d+) of 3 masks summed before close"
+        ready = [int(m) for site in SITES for m in re.findall(said, services.log(site))]
+        assert ready == [3, 3, 3], ready  # every site's masks were all summed before Close
+    assert advertised == swarm.ledger.get_round("adv", 1)["advertised"]
+
+
 def test_a_site_that_dies_after_masking_is_still_merged(services):
     """Its masked model reached the leader; then it died: its self mask comes back from the others' shares."""
     swarm = Swarm(services, "sd", leader_timeout_ms=40_000)

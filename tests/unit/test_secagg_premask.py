@@ -169,6 +169,33 @@ def test_a_key_that_is_not_one_leaves_the_mask_sum_as_it_was():
     assert early.mask(keys, weights)[0] == fresh.mask(keys, weights)[0]
 
 
+def test_a_round_made_before_its_model_premasks_the_advertised_keys_and_masks_the_same_once_given_it():
+    fresh, _ = _twins(7)
+    early = SiteRound("t", 4, "site-02", None, 0, key=fresh.key, count=COUNT)
+    early._b_seed = fresh._b_seed
+    keys = dict(_other_keys(5), **{"site-02": fresh.public_hex})
+    weights = dict.fromkeys(keys, 3)
+    assert not early.has_model
+    # While the site trains: the keys advertised so far, one of them (site-04's) not the one it will submit.
+    advertised = dict({n: keys[n] for n in ("site-00", "site-02")}, **{"site-04": RoundKey().public_hex})
+    assert early.premask(advertised, total_weight=15) == 3  # no model yet: nothing quantised
+    assert early._quantised is None
+    with pytest.raises(SecAggError, match="its model never given"):
+        (waiting := SiteRound("t", 4, "site-02", None, 0, count=COUNT)).mask(
+            {"site-02": waiting.public_hex}, {"site-02": 1}
+        )
+    with pytest.raises(SecAggError, match="has 5 float weights, its round key was made for 513"):
+        early.set_model(np.zeros(5), 3)
+    assert early.set_model(fresh.values.copy(), 3) and early.has_model
+    assert not early.set_model(fresh.values.copy(), 3)  # once
+    assert early.premask(keys, total_weight=15) == 4  # site-04's submitted key taken out and in, two more
+    assert early._quantised is not None
+    assert early.mask(keys, weights)[0] == fresh.mask(keys, weights)[0]
+    assert not early.set_model(np.zeros(COUNT), 3)  # masked: no model taken any more
+    with pytest.raises(ValueError, match="needs the model's values or their count"):
+        SiteRound("t", 4, "site-02", None, 0)
+
+
 def test_a_round_premasked_by_every_site_unmasks_to_the_weighted_mean_with_a_dropout():
     rng = np.random.default_rng(3)
     names = [f"site-{i:02d}" for i in range(5)]

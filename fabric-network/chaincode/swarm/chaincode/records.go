@@ -91,9 +91,17 @@ type Round struct {
 	MergedSha256         *string                `json:"merged_sha256"`
 	PublishedMs          *int64                 `json:"published_ms"`
 	PublishedBy          *string                `json:"published_by"`
-	// Secure aggregation only: each contributor's masked model and sealed shares, and the leader's seal.
-	Masked map[string]*MaskedEntry `json:"masked,omitempty"`
-	Sealed *Seal                   `json:"sealed,omitempty"`
+	// Secure aggregation only: the round keys advertised before submitting, each contributor's masked
+	// model and sealed shares, and the leader's seal.
+	Advertised map[string]*Advert      `json:"advertised,omitempty"`
+	Masked     map[string]*MaskedEntry `json:"masked,omitempty"`
+	Sealed     *Seal                   `json:"sealed,omitempty"`
+}
+
+// Advert is a round key a site of a secure task announced before submitting (a hint: Submit decides).
+type Advert struct {
+	Key  string `json:"key"`
+	TsMs int64  `json:"ts_ms"`
 }
 
 // MaskedEntry is one contributor's masked model hash and sealed-shares hash in a secure round.

@@ -29,13 +29,13 @@ type SmartContract struct {
 // functionNames are the contract's functions, transactions then queries.
 var functionNames = []string{
 	"InitTask", "Register", "Submit", "Close", "Publish", "Failover", "Finish", "Leave",
-	"SubmitMasked", "Seal", "GetTask", "GetRound", "GetHistory",
+	"SubmitMasked", "Seal", "AdvertiseKey", "GetTask", "GetRound", "GetHistory",
 }
 
 // functionArity is how many arguments each function takes.
 var functionArity = map[string]int{
 	"InitTask": 2, "Register": 4, "Submit": 5, "Close": 2, "Publish": 4, "Failover": 2,
-	"Finish": 2, "Leave": 2, "SubmitMasked": 5, "Seal": 4, "GetTask": 1, "GetRound": 2, "GetHistory": 1,
+	"Finish": 2, "Leave": 2, "SubmitMasked": 5, "Seal": 4, "AdvertiseKey": 4, "GetTask": 1, "GetRound": 2, "GetHistory": 1,
 }
 
 // NewSmartContract returns the contract, reading caller and time from Fabric.
@@ -118,6 +118,13 @@ func (s *SmartContract) SubmitMasked(ctx contractapi.TransactionContextInterface
 func (s *SmartContract) Seal(ctx contractapi.TransactionContextInterface, task string, round string, node string, survivors string) (string, error) {
 	return s.transact(ctx, func(v *stateView, caller string, ts int64) (any, error) {
 		return seal(v, caller, ts, task, round, node, survivors)
+	})
+}
+
+// AdvertiseKey announces a site's round key of an open secure round before it submits.
+func (s *SmartContract) AdvertiseKey(ctx contractapi.TransactionContextInterface, task string, round string, node string, key string) (string, error) {
+	return s.transact(ctx, func(v *stateView, caller string, ts int64) (any, error) {
+		return advertiseKey(v, caller, ts, task, round, node, key)
 	})
 }
 

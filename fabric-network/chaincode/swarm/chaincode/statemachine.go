@@ -543,6 +543,62 @@ func submitMasked(v *stateView, caller string, ts int64, task, roundArg, node, m
 	return rnd, nil
 }
 
+// advertiseKey lets a site of a secure task announce its round key for the open round before its model
+// is ready, so that the others can sum their pairwise masks with it while they train. Only a hint: the
+// key the node submits is the one the round uses. One per node per round; it writes the round only.
+func advertiseKey(v *stateView, caller string, ts int64, task, roundArg, node, key string) (any, error) {
+	rec, err := loadTask(v, task)
+	if err != nil {
+		return nil, err
+	}
+	round, err := parseInt(roundArg, "round", 0)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkSha256(key, "key"); err != nil {
+		return nil, err
+	}
+	if err := requireOpenTask(rec); err != nil {
+		return nil, err
+	}
+	info, err := checkNodeCaller(rec, node, caller)
+	if err != nil {
+		return nil, err
+	}
+	if !rec.Spec.SecureAggregation {
+		return nil, refuse(CodeNotSecure, "task '%s' does not use secure aggregation", task)
+	}
+	if info.Status == NodeLeft {
+		return nil, refuse(CodeNodeNotActive, "node '%s' has left task '%s'; Register again", node, task)
+	}
+	if round > rec.CurrentRound {
+		return nil, refuse(CodeWrongRound, "round %d is not open yet; the open round is %d", round, rec.CurrentRound)
+	}
+	rnd, err := loadRound(v, task, round)
+	if err != nil {
+		return nil, err
+	}
+	if previous, ok := rnd.Advertised[node]; ok {
+		if previous.Key == key {
+			return rnd, nil // a replay: idempotent, nothing changes
+		}
+		return nil, refuse(CodeDuplicateSubmission, "node '%s' already advertised key %s... in round %d",
+			node, previous.Key[:min(12, len(previous.Key))], round)
+	}
+	if rnd.Status != StatusOpen {
+		return nil, refuse(CodeRoundClosed, "round %d is %s; advertising a key is too late", round, rnd.Status)
+	}
+	if _, ok := rnd.Submissions[node]; ok {
+		return nil, refuse(CodeDuplicateSubmission, "node '%s' already submitted its key to round %d", node, round)
+	}
+	if rnd.Advertised == nil {
+		rnd.Advertised = map[string]*Advert{}
+	}
+	rnd.Advertised[node] = &Advert{Key: key, TsMs: ts}
+	v.putRound(rnd)
+	return rnd, nil
+}
+
 // seal lets the leader of a closed secure round name the masked models it unmasks; the rest are dropped.
 // A leader after a failover may seal again.
 func seal(v *stateView, caller string, ts int64, task, roundArg, node, survivorsArg string) (any, error) {

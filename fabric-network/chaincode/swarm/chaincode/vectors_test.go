@@ -39,6 +39,7 @@ var jsonParams = map[string][]bool{
 	"GetRound":     {false, true},
 	"SubmitMasked": {false, true, false, false, false},
 	"Seal":         {false, true, false, false},
+	"AdvertiseKey": {false, true, false, false},
 }
 
 type vectorFile struct {
