@@ -62,7 +62,10 @@ def render_task(
         f"  {'site':14s} {'status':9s} {'last seen':13s} round {r['round']}",
     ]
     # A secure round's submission is a round key, not a model's hash; the masked model comes after Close.
-    secure = bool(spec.get("secure_aggregation")) and r.get("previous_merged_sha256") is not None
+    # Round 0 (the leader's initial weights) is not masked: a round after the first merge is. An open round's
+    # previous merged hash is set only at Close, so an open round looks at the task's latest merge.
+    first_merge_done = task["latest_merged"] is not None if r["status"] == "open" else r["previous_merged_sha256"]
+    secure = bool(spec.get("secure_aggregation")) and bool(first_merge_done)
     masked = r.get("masked", {})
     for node, info in sorted(task["nodes"].items()):
         sub = r["submissions"].get(node)
@@ -78,7 +81,14 @@ def render_task(
             what = "left the task"
         elif r["status"] == "open" and task["status"] != "done":
             waiting = "" if r["first_submit_ms"] is None else f" for {_age(now_ms, r['first_submit_ms'])[:-4]}"
-            what = f"MISSING - the round waits for it{waiting}"
+            advert = r.get("advertised", {}).get(node)  # only secure tasks advertise
+            if advert is not None:  # alive and training: its key is in, its model not yet
+                what = (
+                    f"training - round key {advert['key'][:12]} advertised {_age(now_ms, advert['ts_ms'])}, "
+                    f"the round waits for its model{waiting}"
+                )
+            else:
+                what = f"MISSING - the round waits for it{waiting}"
         else:
             what = "not in this round"
         lines.append(f"  {node:14s} {info['status']:9s} {_age(now_ms, info['last_seen_ms']):13s} {what}")

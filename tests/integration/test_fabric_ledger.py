@@ -435,6 +435,9 @@ def test_three_sites_train_by_secure_aggregation_on_fabric(profile, tmp_path):
     for rnd in merges:
         assert rnd["sealed"]["survivors"] == sorted(SITES) and rnd["sealed"]["by"] == rnd["published_by"]
         assert sorted(rnd["masked"]) == sorted(SITES)
+        # A key advertised while the sites trained (through the chaincode's AdvertiseKey) is the one submitted.
+        for node, advert in rnd.get("advertised", {}).items():
+            assert rnd["submissions"][node]["sha256"] == advert["key"], (rnd["round"], node)
     finals = {(workdir / s / "final.safetensors").read_bytes() for s in SITES}
     assert len(finals) == 1 and hashlib.sha256(finals.pop()).hexdigest() == history[-1]["merged_sha256"]
 

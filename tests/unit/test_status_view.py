@@ -75,3 +75,21 @@ def test_a_plain_round_shows_the_submitted_models_hashes(tmp_path):
     ledger.submit("t", 0, "site-a", h("model"), 3)
     text = _render(ledger)
     assert f"submitted {h('model')[:12]} (weight 3" in text and "round key" not in text
+
+
+def test_a_site_that_advertised_its_round_key_shows_as_training_not_missing(tmp_path):
+    ledgers = {s: EmbeddedLedger(tmp_path / "l.sqlite", identity=f"id-{s}") for s in SITES}
+    ledgers["site-a"].init_task("t", _spec(secure_aggregation=True, quorum_wait_ms=60_000))
+    for s, ledger in ledgers.items():
+        ledger.register("t", s, f"http://{s}", fingerprint(LAYOUT))
+        ledger.submit("t", 0, s, h(f"model-{s}"), 1)
+    closed = ledgers["site-a"].close_round("t", 0)
+    leader = closed["contributors"][closed["leader_index"]]
+    ledgers[leader].publish("t", 0, leader, h(f"model-{leader}"))
+    ledgers["site-b"].advertise_key("t", 1, "site-b", h("key b"))
+    ledgers["site-a"].submit("t", 1, "site-a", h("key a"), 1)
+    lines = {line.split()[0]: line for line in _render(ledgers["site-a"]).splitlines()[2:5]}
+    assert f"training - round key {h('key b')[:12]} advertised " in lines["site-b"]
+    assert "the round waits for its model" in lines["site-b"]
+    assert "MISSING - the round waits for it" in lines["site-c"]  # nothing from site-c: missing indeed
+    assert f"submitted round key {h('key a')[:12]}" in lines["site-a"]
