@@ -234,6 +234,9 @@ class RoundDriver:
         self.stack_buffers = StackBuffers()
         # Store writes off a round's critical path (a leader's copies of the contributions it fetched).
         self._writes = ThreadPoolExecutor(max_workers=2, thread_name_prefix="store-write")
+        # Blobs peers may fetch now, served from memory while ``serve_then_store`` writes them to the store.
+        self._serving: dict[str, bytes | memoryview] = {}
+        self._serving_lock = threading.Lock()
         self.on_handover: Callable[[str, int, str], None] | None = None  # (task, round, sha256) taken over
         self.handover_settle_s = 3.0
         self.secure = SecureRounds(self)  # the rounds of tasks with spec.secure_aggregation
@@ -686,6 +689,35 @@ class RoundDriver:
     def store_later(self, blob: bytes | memoryview, sha256: str) -> Future:
         """Stores a merged model in the background (e.g. while it is handed over; see ``held_elsewhere``)."""
         return self._writes.submit(self.store.put, blob, sha256)
+
+    def serve_then_store(self, blob: bytes | memoryview, sha256: str) -> None:
+        """Makes ``blob`` fetchable by peers at once (from memory) and stores it in the background.
+
+        For a blob whose hash goes on the ledger now and that a peer fetches at once (a secure round's
+        masked model): its write is off the round's critical path. A write that fails is logged (the blob
+        is then not served any more; the leader drops the contribution, as for a site it cannot reach).
+        """
+        with self._serving_lock:
+            self._serving[sha256] = blob
+
+        def write() -> None:
+            try:
+                self.store.put(blob, sha256)
+            except OSError as exc:
+                self.log.error("could not store blob %s...: %s", sha256[:12], exc)
+            finally:
+                with self._serving_lock:
+                    self._serving.pop(sha256, None)
+
+        try:
+            self._writes.submit(write)
+        except RuntimeError:  # shutting down: write it now
+            write()
+
+    def serving(self, sha256: str) -> bytes | memoryview | None:
+        """A blob being stored by ``serve_then_store``, until it is in the store (then None: serve the file)."""
+        with self._serving_lock:
+            return self._serving.get(sha256)
 
     def held_elsewhere(
         self,

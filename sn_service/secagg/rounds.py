@@ -28,6 +28,7 @@ to the Bonawitz rule across leaders.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -221,7 +222,10 @@ class SecureRounds:
         keys, weights = _keys_and_weights(rnd)
         with wait.timed("secagg: mask"):
             masked, shares = entry.site_round.mask(keys, weights)
-            masked_sha, shares_sha = d.store.put(masked), d.store.put(shares)
+            # The leader fetches the masked blob as soon as its hash is on the ledger: served from memory
+            # meanwhile, it is written to the store off the round's critical path.
+            masked_sha, shares_sha = hashlib.sha256(masked).hexdigest(), d.store.put(shares)
+            d.serve_then_store(masked, masked_sha)
         entry.own_blobs = {masked_sha: masked, shares_sha: shares}  # if we lead: no read back from the store
         # Only the float tensors' shapes are needed from here on (the integer ones are kept): no plain copy.
         entry.arrays = [

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import FileResponse, Response, StreamingResponse
 
 from sn_service.http.blob_response import BlobResponse
 from sn_service.http.errors import api_error
@@ -39,6 +39,8 @@ async def registered_peer(request: Request) -> None:
     request.state.peer_identity = identity
 
 
+MEMORY_CHUNK_BYTES = 4 << 20  # a blob served from memory goes out in copies of this size, not whole
+
 router = APIRouter(
     prefix="/v1",
     tags=["peer"],
@@ -48,12 +50,24 @@ router = APIRouter(
 
 
 @router.get("/blobs/{sha256}", response_class=FileResponse)
-async def get_blob(sha256: str, request: Request) -> FileResponse:
+async def get_blob(sha256: str, request: Request) -> Response:
     """Serves a stored blob; its name is its sha256, so the fetcher can verify it."""
     service = request.app.state.service
     store = service.store
     if not store.valid_sha(sha256):
         raise api_error(400, "INVALID_ARGUMENT", "the blob name must be 64 lowercase hex characters")
+    held = service.driver.serving(sha256)  # before the file: it leaves this map only once the file is whole
+    if held is not None:
+        view = memoryview(held).cast("B")
+        service.metrics.bytes_sent.inc(view.nbytes)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for begin in range(0, view.nbytes, MEMORY_CHUNK_BYTES):
+                yield bytes(view[begin : begin + MEMORY_CHUNK_BYTES])
+
+        return StreamingResponse(
+            chunks(), media_type="application/octet-stream", headers={"content-length": str(view.nbytes)}
+        )
     path = store.path(sha256)
     if not path.is_file():
         raise api_error(404, "NO_SUCH_BLOB", f"this site holds no blob {sha256}")
