@@ -204,7 +204,14 @@ def quantise(values: np.ndarray, weight: int, bits: int, out: np.ndarray | None 
 
 
 def dequantise(total: np.ndarray, bits: int, total_weight: int) -> np.ndarray:
-    """The weighted mean from the unmasked ring sum of ``weight * values`` (any uint64 representative)."""
+    """The weighted mean from the unmasked ring sum of ``weight * values`` (any uint64 representative).
+
+    Works in ``total`` (a contiguous uint64 array, overwritten): the only new array is the mean. Each
+    temporary of a model's size is fresh memory, which costs more than the arithmetic.
+    """
     # Sign-extend the 56-bit value: shift it to the top of an int64 and back.
-    signed = ((total & RING_MASK) << np.uint64(64 - RING_BITS)).view(np.int64) >> (64 - RING_BITS)
-    return signed.astype(np.float64) / (2.0**bits * total_weight)
+    np.bitwise_and(total, RING_MASK, out=total)
+    np.left_shift(total, np.uint64(64 - RING_BITS), out=total)
+    signed = total.view(np.int64)
+    np.right_shift(signed, 64 - RING_BITS, out=signed)
+    return np.divide(signed, 2.0**bits * total_weight)
