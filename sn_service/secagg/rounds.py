@@ -65,7 +65,7 @@ class SecureRounds:
     """This site's secure rounds, keyed by (task, round); the few latest are kept."""
 
     KEEP = 8
-    ADVERTISE_POLL_S = 0.05  # how often a site that advertised its key reads the others' while it trains
+    ADVERTISE_POLL_S = 0.1  # how often a site that advertised its key reads the others' while it trains
 
     def __init__(self, driver: RoundDriver) -> None:
         self.driver = driver
@@ -124,7 +124,8 @@ class SecureRounds:
 
         Returns at once. In the background: makes the round's key, ``AdvertiseKey``s it, then sums the
         self mask and the pairwise masks with the keys the others advertise, reading the round every
-        ADVERTISE_POLL_S while it is open, until every expected site's key is in or this site submits
+        ADVERTISE_POLL_S (the task every 20th time) while it is open, until every expected site's key is
+        in or this site submits
         (``premask`` takes over from there). Anything that fails here only leaves more to do at Close.
         """
         count = sum(
@@ -154,10 +155,13 @@ class SecureRounds:
             d.log.warning("round %d: could not advertise the round key (%s); masking at Close instead", round_no, exc)
             return
         summed: dict[str, str] = {}
+        reads = 0
         while not self._closing.is_set() and time.monotonic() < deadline:
             try:
-                rec = d.ledger.get_task(task)
+                if reads % 20 == 0:  # who is expected changes rarely: the task is read now and then only
+                    rec = d.ledger.get_task(task)
                 rnd = d.ledger.get_round(task, round_no)
+                reads += 1
             except Exception as exc:  # premask at submit and mask at Close do the rest
                 d.log.debug("round %d: stopped reading advertised keys: %s", round_no, exc)
                 return
