@@ -154,7 +154,8 @@ class SecureRounds:
         except Exception as exc:  # a hint only: Submit carries the key anyway
             d.log.warning("round %d: could not advertise the round key (%s); masking at Close instead", round_no, exc)
             return
-        summed: dict[str, str] = {}
+        summed: dict[str, str] = {}  # the keys in our mask sum
+        seen: dict[str, str] = {}  # the keys of the read before
         reads = 0
         while not self._closing.is_set() and time.monotonic() < deadline:
             try:
@@ -168,15 +169,19 @@ class SecureRounds:
             if rnd["status"] != "open" or d.site in rnd["submissions"] or entry.site_round.has_model:
                 return  # from our submission on, premask (called by the round driver) carries on
             keys = _round_keys(rnd)
-            if keys != summed:
+            everyone = all(n in keys for n in contract.expected_nodes(rec))
+            # Keys come in one by one: they are summed once every expected one is in, or once no new one
+            # came for a poll. One pass over the sum for many keystreams costs much less than one pass each.
+            if keys != summed and (everyone or keys == seen):
                 try:
                     site_round.premask(keys)
                 except (SecAggError, ValueError) as exc:  # a bad key: mask() at Close says what is wrong
                     d.log.warning("round %d: premasking stopped: %s", round_no, exc)
                     return
                 summed = keys
-            if all(n in keys for n in contract.expected_nodes(rec)):
+            if everyone:
                 return
+            seen = keys
             self._closing.wait(self.ADVERTISE_POLL_S)
 
     def premask(self, rec: dict, rnd: dict) -> None:
