@@ -76,6 +76,7 @@ class SecureRounds:
         # One thread: advertising the next round's key and summing the masks of the keys others advertise.
         self._advertiser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="secagg-advertise")
         self._closing = threading.Event()
+        self._no_advertising = False  # set when the ledger's contract turns out to have no AdvertiseKey
 
     def close(self) -> None:
         """Stops the background threads (a running premask finishes; queued ones are dropped)."""
@@ -134,8 +135,8 @@ class SecureRounds:
             if dtype.kind == "f"
         )
         with self._lock:
-            if (task, round_no) in self._rounds:
-                return  # made already (by a sync that got there first)
+            if (task, round_no) in self._rounds or self._no_advertising:
+                return  # made already (by a sync that got there first), or the ledger cannot take it
             waiting = SiteRound(task, round_no, self.driver.site, None, 0, count=count)
             entry = self._keep(task, round_no, _Entry(waiting, []))
         try:
@@ -149,7 +150,15 @@ class SecureRounds:
         try:
             d._ledger(d.ledger.advertise_key, deadline, task, round_no, d.site, site_round.public_hex)
         except ContractError as exc:  # the round moved on, or this site submitted already: nothing to win
-            d.log.debug("round %d: key not advertised: %s", round_no, exc)
+            if exc.code == "UNKNOWN_FUNCTION":  # a contract of before AdvertiseKey: do not ask again
+                self._no_advertising = True
+                d.log.warning(
+                    "the ledger's contract has no AdvertiseKey (a chaincode older than this service?): secure "
+                    "rounds mask at Close, slower; deploy this version's chaincode (%s)",
+                    exc,
+                )
+            else:
+                d.log.debug("round %d: key not advertised: %s", round_no, exc)
             return
         except Exception as exc:  # a hint only: Submit carries the key anyway
             d.log.warning("round %d: could not advertise the round key (%s); masking at Close instead", round_no, exc)

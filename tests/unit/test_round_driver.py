@@ -12,6 +12,7 @@ import pytest
 from sn_service.blob_store import BlobStore
 from sn_service.ledger.base import LedgerUnavailable
 from sn_service.ledger.embedded import EmbeddedLedger
+from sn_service.peer_client import PeerClient
 from sn_service.round_protocol import RoundDriver, SyncFailed, WaitState
 from swarm_wire import serialization
 
@@ -256,5 +257,65 @@ def test_a_merged_model_being_handed_over_is_waited_for_not_fetched_again(tmp_pa
             # Arriving (bytes coming in): waited for, not fetched; stalled: fetched from the sites.
             assert Peers.fetched == (1 if stall else 0), stall
             store.delete(sha)
+    finally:
+        d.close()
+
+
+def _secure_site(tmp_path) -> tuple[RoundDriver, EmbeddedLedger]:
+    """One site of a secure task of its own (min_peers 1), with a real driver on a real embedded ledger."""
+    spec = _spec(min_peers=1, quorum_wait_ms=0, secure_aggregation=True)
+    ledger = EmbeddedLedger(tmp_path / "ledger.sqlite", "Org1MSP::CN=site-a")
+    ledger.init_task("t", spec)
+    ledger.register("t", "site-a", "https://127.0.0.1:1/site-a", spec["fingerprint"])
+    d = RoundDriver("site-a", ledger=ledger, store=BlobStore(tmp_path / "blobs"), peers=PeerClient(timeout_s=5))
+    return d, ledger
+
+
+def _wait_until(what, timeout_s: float = 20.0):
+    deadline = time.monotonic() + timeout_s
+    while not (value := what()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+    return value
+
+
+def test_a_secure_site_advertises_its_next_round_key_once_a_round_is_merged_and_submits_that_key(tmp_path):
+    d, ledger = _secure_site(tmp_path)
+    try:
+        assert d.sync("t", serialization.to_bytes(MODEL), 1, 30).round == 0
+        advert = _wait_until(lambda: ledger.get_round("t", 1).get("advertised", {}).get("site-a"))
+        assert ledger.get_round("t", 1)["submissions"] == {}  # advertised, not submitted: the site trains
+        result = d.sync("t", serialization.to_bytes([m * 3 for m in MODEL]), 2, 30)
+        rnd = ledger.get_round("t", 1)
+        assert result.round == 1 and rnd["submissions"]["site-a"]["sha256"] == advert["key"]
+        merged = serialization.from_bytes(d.store.get(result.merged_sha256), serialization.layout_of(MODEL))
+        np.testing.assert_allclose(merged[0], MODEL[0] * 3, atol=1e-6)  # the secure mean of one site: its model
+        _wait_until(lambda: ledger.get_round("t", 2).get("advertised", {}).get("site-a"))
+    finally:
+        d.close()
+
+
+def test_a_ledger_without_advertise_key_is_said_once_and_secure_rounds_mask_at_close(tmp_path, monkeypatch, caplog):
+    from sn_service.ledger.base import ContractError
+
+    d, ledger = _secure_site(tmp_path)
+    calls = []
+
+    def old_chaincode(*args):
+        calls.append(args)
+        raise ContractError("UNKNOWN_FUNCTION", "'AdvertiseKey' is not one of [...] (test)")
+
+    monkeypatch.setattr(ledger, "advertise_key", old_chaincode)
+    try:
+        with caplog.at_level(logging.WARNING):
+            for round_no in range(3):
+                result = d.sync("t", serialization.to_bytes([m * (round_no + 1) for m in MODEL]), 1, 30)
+                assert result.round == round_no
+                if round_no == 0:
+                    _wait_until(lambda: calls)
+        assert len(calls) == 1  # asked once: the service knows now
+        assert caplog.text.count("has no AdvertiseKey") == 1 and "deploy this version's chaincode" in caplog.text
+        merged = serialization.from_bytes(d.store.get(result.merged_sha256), serialization.layout_of(MODEL))
+        np.testing.assert_allclose(merged[0], MODEL[0] * 3, atol=1e-6)
     finally:
         d.close()
