@@ -150,6 +150,29 @@ def test_keys_are_advertised_while_the_sites_train_so_every_mask_is_summed_befor
     assert advertised == swarm.ledger.get_round("adv", 1)["advertised"]
 
 
+def test_a_site_restarted_after_advertising_submits_a_fresh_key_and_the_mean_is_still_right(services):
+    """The others summed its advertised key; it submits another: they take the first out again."""
+    swarm = Swarm(services, "rk")
+    swarm.round0()
+    adverts = swarm.wait_for(lambda: len(a := swarm.ledger.get_round("rk", 1).get("advertised", {})) == 3 and a)
+    restarted = "site-b"
+    services.stop(restarted)  # its round key of round 1 dies with it
+    swarm.urls[restarted] = services.start(restarted)
+    r = httpx.post(f"{swarm.urls[restarted]}/v1/local/join", json={"task": "rk", "spec": swarm.spec}, timeout=30)
+    assert r.status_code == 200, r.text
+    jobs = {s: swarm.submit(s, weight=w) for s, w in zip(SITES, (3, 2, 4), strict=True)}
+    results = {s: wait_sync(swarm.urls[s], j, timeout_s=120) for s, j in jobs.items()}
+    assert all(r["state"] == "done" and r["round"] == 1 for r in results.values()), results
+    rnd = swarm.ledger.get_round("rk", 1)
+    assert rnd["advertised"] == adverts  # an advertisement stays as it was: Submit decides
+    assert rnd["submissions"][restarted]["sha256"] != adverts[restarted]["key"]
+    for site in SITES:
+        if site != restarted:
+            assert rnd["submissions"][site]["sha256"] == adverts[site]["key"]
+    assert rnd["sealed"]["survivors"] == sorted(SITES)
+    swarm.assert_mean_of(swarm.merged(rnd["published_by"], rnd["merged_sha256"]), list(SITES))
+
+
 def test_a_site_that_dies_after_masking_is_still_merged(services):
     """Its masked model reached the leader; then it died: its self mask comes back from the others' shares."""
     swarm = Swarm(services, "sd", leader_timeout_ms=40_000)
