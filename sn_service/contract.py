@@ -12,6 +12,8 @@ State is a flat key -> JSON-object map:
   the latest merged model.
 * ``round/<task>/<round:010d>`` — one merge round: submissions,
   contributors in leader order, the leader's deadline, the merged hash.
+* ``advert/<task>/<round:010d>/<node>`` — a round key a node of a secure
+  task advertised before submitting (``GetRound`` gathers them).
 
 The schemas are documented in ``contract/README.md``.
 """
@@ -78,6 +80,12 @@ def task_key(task: str) -> str:
 def round_key(task: str, round_no: int) -> str:
     """The state key of a round record; zero-padded so keys sort by round."""
     return f"round/{task}/{round_no:010d}"
+
+
+def advert_key(task: str, round_no: int, node: str) -> str:
+    """The state key of a round key a node advertised: a key of its own, so that advertising writes no
+    record another transaction writes (on Fabric: no MVCC conflict with a Submit or a Close)."""
+    return f"advert/{task}/{round_no:010d}/{node}"
 
 
 def leader_order(previous_merged: str | None, round_no: int, nodes: list[str]) -> list[str]:
@@ -573,13 +581,22 @@ def seal(view: StateView, caller: str, ts: int, task: str, round_no: Any, node: 
     return rnd
 
 
+def _with_adverts(view: StateView, rec: dict, rnd: dict) -> dict:
+    """The round record with ``advertised`` (node -> its advertisement) when any node of a secure task advertised."""
+    if is_secure(rec):
+        adverts = {n: a for n in sorted(rec["nodes"]) if (a := view.get(advert_key(rec["task"], rnd["round"], n)))}
+        if adverts:
+            return dict(rnd, advertised=adverts)
+    return rnd
+
+
 def advertise_key(view: StateView, caller: str, ts: int, task: str, round_no: Any, node: str, key: Any) -> dict:
     """A site of a secure task announces its round key for the open round before its model is ready.
 
     Only a hint, so that the others can sum their pairwise masks with it while they train: the key the
     node ``Submit``s is the one the round uses (a site that restarted since submits a fresh one). One
-    per node per round; it writes the round only (nothing of the task, so that it conflicts with as
-    few transactions of a block as it can).
+    per node per round. It writes only its own state key (``advert_key``), which no other transaction
+    writes; ``GetRound`` shows the advertisements. Returns the round as ``GetRound`` does.
     """
     rec = _load_task(view, task)
     round_no = _int(round_no, "round")
@@ -594,10 +611,10 @@ def advertise_key(view: StateView, caller: str, ts: int, task: str, round_no: An
     if round_no > current:
         raise ContractError("WRONG_ROUND", f"round {round_no} is not open yet; the open round is {current}")
     rnd = _load_round(view, task, round_no)
-    previous = rnd.get("advertised", {}).get(node)
+    previous = view.get(advert_key(task, round_no, node))
     if previous is not None:
         if previous["key"] == key:
-            return rnd  # a replay: idempotent, nothing changes
+            return _with_adverts(view, rec, rnd)  # a replay: idempotent, nothing changes
         raise ContractError(
             "DUPLICATE_SUBMISSION",
             f"node {node!r} already advertised key {previous['key'][:12]}... in round {round_no}",
@@ -606,9 +623,8 @@ def advertise_key(view: StateView, caller: str, ts: int, task: str, round_no: An
         raise ContractError("ROUND_CLOSED", f"round {round_no} is {rnd['status']}; advertising a key is too late")
     if node in rnd["submissions"]:
         raise ContractError("DUPLICATE_SUBMISSION", f"node {node!r} already submitted its key to round {round_no}")
-    rnd.setdefault("advertised", {})[node] = {"key": key, "ts_ms": ts}
-    view.put(round_key(task, round_no), rnd)
-    return rnd
+    view.put(advert_key(task, round_no, node), {"key": key, "ts_ms": ts})
+    return _with_adverts(view, rec, rnd)
 
 
 def _set_status(view: StateView, caller: str, ts: int, task: str, node: str, status: str) -> dict:
@@ -643,9 +659,9 @@ def get_task(view: StateView, task: str) -> dict:
 
 
 def get_round(view: StateView, task: str, round_no: Any) -> dict:
-    """One round record."""
-    _load_task(view, task)
-    return _load_round(view, task, _int(round_no, "round"))
+    """One round record, with the round keys advertised in it (``advertised``, secure tasks)."""
+    rec = _load_task(view, task)
+    return _with_adverts(view, rec, _load_round(view, task, _int(round_no, "round")))
 
 
 def get_history(view: StateView, task: str) -> dict:

@@ -91,8 +91,9 @@ type Round struct {
 	MergedSha256         *string                `json:"merged_sha256"`
 	PublishedMs          *int64                 `json:"published_ms"`
 	PublishedBy          *string                `json:"published_by"`
-	// Secure aggregation only: the round keys advertised before submitting, each contributor's masked
-	// model and sealed shares, and the leader's seal.
+	// Secure aggregation only: the round keys advertised before submitting (never stored in the round
+	// record: each is under its AdvertKey, gathered here by GetRound), each contributor's masked model
+	// and sealed shares, and the leader's seal.
 	Advertised map[string]*Advert      `json:"advertised,omitempty"`
 	Masked     map[string]*MaskedEntry `json:"masked,omitempty"`
 	Sealed     *Seal                   `json:"sealed,omitempty"`
@@ -133,6 +134,12 @@ func TaskKey(task string) string {
 // RoundKey is the state key of a round record; zero-padded so keys sort by round.
 func RoundKey(task string, round int64) string {
 	return fmt.Sprintf("round/%s/%010d", task, round)
+}
+
+// AdvertKey is the state key of a round key a node advertised: a key of its own, so that advertising
+// writes no record another transaction writes (no MVCC conflict with a Submit or a Close).
+func AdvertKey(task string, round int64, node string) string {
+	return fmt.Sprintf("advert/%s/%010d/%s", task, round, node)
 }
 
 // newRound is an open round with nothing submitted yet.
@@ -208,6 +215,24 @@ func (v *stateView) load(key string, into any) (bool, error) {
 		return false, fmt.Errorf("world state %s is not a valid record: %v", key, err)
 	}
 	return true, nil
+}
+
+// advert returns a node's advertisement in a round, or nil if there is none.
+func (v *stateView) advert(task string, round int64, node string) (*Advert, error) {
+	key := AdvertKey(task, round, node)
+	if w, ok := v.writes[key]; ok {
+		return w.(*Advert), nil
+	}
+	var rec Advert
+	found, err := v.load(key, &rec)
+	if err != nil || !found {
+		return nil, err
+	}
+	return &rec, nil
+}
+
+func (v *stateView) putAdvert(task string, round int64, node string, rec *Advert) {
+	v.writes[AdvertKey(task, round, node)] = rec
 }
 
 func (v *stateView) putTask(rec *Task) {

@@ -543,9 +543,34 @@ func submitMasked(v *stateView, caller string, ts int64, task, roundArg, node, m
 	return rnd, nil
 }
 
+// withAdverts returns the round with Advertised filled from the nodes' advertisements (secure tasks).
+// The result is for the caller only: the round record is never stored with them.
+func withAdverts(v *stateView, rec *Task, rnd *Round) (*Round, error) {
+	if !rec.Spec.SecureAggregation {
+		return rnd, nil
+	}
+	adverts := map[string]*Advert{}
+	for _, node := range sortedNodes(rec) {
+		advert, err := v.advert(rec.Task, rnd.Round, node)
+		if err != nil {
+			return nil, err
+		}
+		if advert != nil {
+			adverts[node] = advert
+		}
+	}
+	if len(adverts) == 0 {
+		return rnd, nil
+	}
+	out := *rnd
+	out.Advertised = adverts
+	return &out, nil
+}
+
 // advertiseKey lets a site of a secure task announce its round key for the open round before its model
 // is ready, so that the others can sum their pairwise masks with it while they train. Only a hint: the
-// key the node submits is the one the round uses. One per node per round; it writes the round only.
+// key the node submits is the one the round uses. One per node per round; it writes only its own
+// AdvertKey. Returns the round as GetRound does.
 func advertiseKey(v *stateView, caller string, ts int64, task, roundArg, node, key string) (any, error) {
 	rec, err := loadTask(v, task)
 	if err != nil {
@@ -578,9 +603,13 @@ func advertiseKey(v *stateView, caller string, ts int64, task, roundArg, node, k
 	if err != nil {
 		return nil, err
 	}
-	if previous, ok := rnd.Advertised[node]; ok {
+	previous, err := v.advert(task, round, node)
+	if err != nil {
+		return nil, err
+	}
+	if previous != nil {
 		if previous.Key == key {
-			return rnd, nil // a replay: idempotent, nothing changes
+			return withAdverts(v, rec, rnd) // a replay: idempotent, nothing changes
 		}
 		return nil, refuse(CodeDuplicateSubmission, "node '%s' already advertised key %s... in round %d",
 			node, previous.Key[:min(12, len(previous.Key))], round)
@@ -591,12 +620,8 @@ func advertiseKey(v *stateView, caller string, ts int64, task, roundArg, node, k
 	if _, ok := rnd.Submissions[node]; ok {
 		return nil, refuse(CodeDuplicateSubmission, "node '%s' already submitted its key to round %d", node, round)
 	}
-	if rnd.Advertised == nil {
-		rnd.Advertised = map[string]*Advert{}
-	}
-	rnd.Advertised[node] = &Advert{Key: key, TsMs: ts}
-	v.putRound(rnd)
-	return rnd, nil
+	v.putAdvert(task, round, node, &Advert{Key: key, TsMs: ts})
+	return withAdverts(v, rec, rnd)
 }
 
 // seal lets the leader of a closed secure round name the masked models it unmasks; the rest are dropped.
@@ -708,14 +733,19 @@ func getTask(v *stateView, task string) (any, error) {
 
 // getRound returns one round record.
 func getRound(v *stateView, task, roundArg string) (any, error) {
-	if _, err := loadTask(v, task); err != nil {
+	rec, err := loadTask(v, task)
+	if err != nil {
 		return nil, err
 	}
 	round, err := parseInt(roundArg, "round", 0)
 	if err != nil {
 		return nil, err
 	}
-	return loadRound(v, task, round)
+	rnd, err := loadRound(v, task, round)
+	if err != nil {
+		return nil, err
+	}
+	return withAdverts(v, rec, rnd)
 }
 
 // getHistory returns every finished round of the task, oldest first.
