@@ -274,6 +274,17 @@ def _check_node_caller(task_rec: dict, node: str, caller: str) -> dict:
     return info
 
 
+def _round_of_active_node(view: StateView, task_rec: dict, round_no: int, node: str, info: dict) -> dict:
+    """Round ``round_no`` for ``node`` (its ``info``) to submit to: refuses a node that left, a round not open yet."""
+    task = task_rec["task"]
+    if info["status"] == "left":
+        raise ContractError("NODE_NOT_ACTIVE", f"node {node!r} has left task {task!r}; Register again")
+    current = task_rec["current_round"]
+    if round_no > current:
+        raise ContractError("WRONG_ROUND", f"round {round_no} is not open yet; the open round is {current}")
+    return _load_round(view, task, round_no)
+
+
 def _require_open_task(task_rec: dict) -> None:
     if task_rec["status"] == "done":
         raise ContractError("TASK_DONE", f"task {task_rec['task']!r} is over")
@@ -399,12 +410,7 @@ def submit(
     weight = _int(weight, "weight")
     _require_open_task(rec)
     info = _check_node_caller(rec, node, caller)
-    if info["status"] == "left":
-        raise ContractError("NODE_NOT_ACTIVE", f"node {node!r} has left task {task!r}; Register again")
-    current = rec["current_round"]
-    if round_no > current:
-        raise ContractError("WRONG_ROUND", f"round {round_no} is not open yet; the open round is {current}")
-    rnd = _load_round(view, task, round_no)
+    rnd = _round_of_active_node(view, rec, round_no, node, info)
     previous = rnd["submissions"].get(node)
     if previous is not None:
         if previous["sha256"] == sha256 and previous["weight"] == weight:
@@ -605,12 +611,7 @@ def advertise_key(view: StateView, caller: str, ts: int, task: str, round_no: An
     info = _check_node_caller(rec, node, caller)
     if not is_secure(rec):
         raise ContractError("NOT_SECURE", f"task {task!r} does not use secure aggregation")
-    if info["status"] == "left":
-        raise ContractError("NODE_NOT_ACTIVE", f"node {node!r} has left task {task!r}; Register again")
-    current = rec["current_round"]
-    if round_no > current:
-        raise ContractError("WRONG_ROUND", f"round {round_no} is not open yet; the open round is {current}")
-    rnd = _load_round(view, task, round_no)
+    rnd = _round_of_active_node(view, rec, round_no, node, info)
     previous = view.get(advert_key(task, round_no, node))
     if previous is not None:
         if previous["key"] == key:

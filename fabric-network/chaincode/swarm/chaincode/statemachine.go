@@ -298,13 +298,7 @@ func submit(v *stateView, caller string, ts int64, task, roundArg, node, sha, we
 	if err != nil {
 		return nil, err
 	}
-	if info.Status == NodeLeft {
-		return nil, refuse(CodeNodeNotActive, "node '%s' has left task '%s'; Register again", node, task)
-	}
-	if round > rec.CurrentRound {
-		return nil, refuse(CodeWrongRound, "round %d is not open yet; the open round is %d", round, rec.CurrentRound)
-	}
-	rnd, err := loadRound(v, task, round)
+	rnd, err := roundOfActiveNode(v, rec, round, node, info)
 	if err != nil {
 		return nil, err
 	}
@@ -326,6 +320,18 @@ func submit(v *stateView, caller string, ts int64, task, roundArg, node, sha, we
 	v.putRound(rnd)
 	v.putTask(rec)
 	return rnd, nil
+}
+
+// roundOfActiveNode is the round for node (its info) to submit to: it refuses a node that left and a
+// round not open yet.
+func roundOfActiveNode(v *stateView, rec *Task, round int64, node string, info *NodeInfo) (*Round, error) {
+	if info.Status == NodeLeft {
+		return nil, refuse(CodeNodeNotActive, "node '%s' has left task '%s'; Register again", node, rec.Task)
+	}
+	if round > rec.CurrentRound {
+		return nil, refuse(CodeWrongRound, "round %d is not open yet; the open round is %d", round, rec.CurrentRound)
+	}
+	return loadRound(v, rec.Task, round)
 }
 
 // closeRound freezes a round's contributors and elects its leader.
@@ -593,13 +599,7 @@ func advertiseKey(v *stateView, caller string, ts int64, task, roundArg, node, k
 	if !rec.Spec.SecureAggregation {
 		return nil, refuse(CodeNotSecure, "task '%s' does not use secure aggregation", task)
 	}
-	if info.Status == NodeLeft {
-		return nil, refuse(CodeNodeNotActive, "node '%s' has left task '%s'; Register again", node, task)
-	}
-	if round > rec.CurrentRound {
-		return nil, refuse(CodeWrongRound, "round %d is not open yet; the open round is %d", round, rec.CurrentRound)
-	}
-	rnd, err := loadRound(v, task, round)
+	rnd, err := roundOfActiveNode(v, rec, round, node, info)
 	if err != nil {
 		return nil, err
 	}
