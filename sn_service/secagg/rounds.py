@@ -144,6 +144,12 @@ class SecureRounds:
         except RuntimeError:  # shutting down
             return
 
+    def forget(self, task: str) -> None:
+        """Drops this site's rounds of ``task`` (it left): their keys and mask sums are freed, advertising stops."""
+        with self._lock:
+            for key in [k for k in self._rounds if k[0] == task]:
+                self._rounds.pop(key).site_round.drop_premask()
+
     def _advertise(self, task: str, round_no: int, entry: _Entry) -> None:
         d, site_round = self.driver, entry.site_round
         deadline = time.monotonic() + 120.0
@@ -177,6 +183,8 @@ class SecureRounds:
                 return
             if rnd["status"] != "open" or d.site in rnd["submissions"] or entry.site_round.has_model:
                 return  # from our submission on, premask (called by the round driver) carries on
+            if self._rounds.get((task, round_no)) is not entry:
+                return  # forgotten (this site left the task)
             keys = _round_keys(rnd)
             everyone = all(n in keys for n in contract.expected_nodes(rec))
             # Keys come in one by one: they are summed once every expected one is in, or once no new one

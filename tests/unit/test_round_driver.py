@@ -291,6 +291,10 @@ def test_a_secure_site_advertises_its_next_round_key_once_a_round_is_merged_and_
         merged = serialization.from_bytes(d.store.get(result.merged_sha256), serialization.layout_of(MODEL))
         np.testing.assert_allclose(merged[0], MODEL[0] * 3, atol=1e-6)  # the secure mean of one site: its model
         _wait_until(lambda: ledger.get_round("t", 2).get("advertised", {}).get("site-a"))
+        prepared = d.secure._rounds[("t", 2)].site_round
+        _wait_until(lambda: prepared._mask_sum is not None)  # its own self mask, summed while it "trains"
+        d.secure.forget("t")  # the site leaves: what it prepared for round 2 is freed
+        assert ("t", 2) not in d.secure._rounds and prepared._mask_sum is None
     finally:
         d.close()
 
