@@ -66,6 +66,7 @@ class SecureRounds:
 
     KEEP = 8
     ADVERTISE_POLL_S = 0.1  # how often a site that advertised its key reads the others' while it trains
+    ADVERTISE_POLL_MAX_S = 2.0  # ... backing off to this while no new key comes
 
     def __init__(self, driver: RoundDriver) -> None:
         self.driver = driver
@@ -125,8 +126,8 @@ class SecureRounds:
 
         Returns at once. In the background: makes the round's key, ``AdvertiseKey``s it, then sums the
         self mask and the pairwise masks with the keys the others advertise, reading the round every
-        ADVERTISE_POLL_S (the task every 20th time) while it is open, until every expected site's key is
-        in or this site submits
+        ADVERTISE_POLL_S (backing off to ADVERTISE_POLL_MAX_S while no new key comes; the task every 20th
+        time) while it is open, until every expected site's key is in or this site submits
         (``premask`` takes over from there). Anything that fails here only leaves more to do at Close.
         """
         count = sum(
@@ -171,7 +172,7 @@ class SecureRounds:
             return
         summed: dict[str, str] = {}  # the keys in our mask sum
         seen: dict[str, str] = {}  # the keys of the read before
-        reads = 0
+        reads, wait_s = 0, self.ADVERTISE_POLL_S
         while not self._closing.is_set() and time.monotonic() < deadline:
             try:
                 if reads % 20 == 0:  # who is expected changes rarely: the task is read now and then only
@@ -198,8 +199,10 @@ class SecureRounds:
                 summed = keys
             if everyone:
                 return
+            # Quiet rounds are read less and less often (a site registered but gone never advertises).
+            wait_s = self.ADVERTISE_POLL_S if keys != seen else min(2 * wait_s, self.ADVERTISE_POLL_MAX_S)
             seen = keys
-            self._closing.wait(self.ADVERTISE_POLL_S)
+            self._closing.wait(wait_s)
 
     def premask(self, rec: dict, rnd: dict) -> None:
         """While our round is open: sums our masks with the keys advertised or submitted so far, in the background.
