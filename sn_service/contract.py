@@ -588,8 +588,12 @@ def seal(view: StateView, caller: str, ts: int, task: str, round_no: Any, node: 
 
 
 def _with_adverts(view: StateView, rec: dict, rnd: dict) -> dict:
-    """The round record with ``advertised`` (node -> its advertisement) when any node of a secure task advertised."""
-    if is_secure(rec):
+    """An open round of a secure task with ``advertised`` (node -> its advertisement) when any node advertised.
+
+    Only while the round is open: once it closed, its submissions are what counts (and the sites waiting for
+    its merge read it often: one read a node less each time).
+    """
+    if is_secure(rec) and rnd["status"] == "open":
         adverts = {n: a for n in sorted(rec["nodes"]) if (a := view.get(advert_key(rec["task"], rnd["round"], n)))}
         if adverts:
             return dict(rnd, advertised=adverts)

@@ -147,7 +147,7 @@ def test_keys_are_advertised_while_the_sites_train_so_every_mask_is_summed_befor
         said = rf"round {rnd_no}: submitted masked model .*?; (\d+) of 3 masks summed before close"
         ready = [int(m) for site in SITES for m in re.findall(said, services.log(site))]
         assert ready == [3, 3, 3], ready  # every site's masks were all summed before Close
-    assert advertised == swarm.ledger.get_round("adv", 1)["advertised"]
+    assert advertised and "advertised" not in swarm.ledger.get_round("adv", 1)  # shown while the round is open
 
 
 def test_a_site_restarted_after_advertising_submits_a_fresh_key_and_the_mean_is_still_right(services):
@@ -164,7 +164,6 @@ def test_a_site_restarted_after_advertising_submits_a_fresh_key_and_the_mean_is_
     results = {s: wait_sync(swarm.urls[s], j, timeout_s=120) for s, j in jobs.items()}
     assert all(r["state"] == "done" and r["round"] == 1 for r in results.values()), results
     rnd = swarm.ledger.get_round("rk", 1)
-    assert rnd["advertised"] == adverts  # an advertisement stays as it was: Submit decides
     assert rnd["submissions"][restarted]["sha256"] != adverts[restarted]["key"]
     for site in SITES:
         if site != restarted:

@@ -287,7 +287,8 @@ def test_a_secure_site_advertises_its_next_round_key_once_a_round_is_merged_and_
         assert ledger.get_round("t", 1)["submissions"] == {}  # advertised, not submitted: the site trains
         result = d.sync("t", serialization.to_bytes([m * 3 for m in MODEL]), 2, 30)
         rnd = ledger.get_round("t", 1)
-        assert result.round == 1 and rnd["submissions"]["site-a"]["sha256"] == advert["key"]
+        assert result.round == 1 and "advertised" not in rnd  # merged: its advertisements are not shown any more
+        assert rnd["submissions"]["site-a"]["sha256"] == advert["key"]
         merged = serialization.from_bytes(d.store.get(result.merged_sha256), serialization.layout_of(MODEL))
         np.testing.assert_allclose(merged[0], MODEL[0] * 3, atol=1e-6)  # the secure mean of one site: its model
         _wait_until(lambda: ledger.get_round("t", 2).get("advertised", {}).get("site-a"))

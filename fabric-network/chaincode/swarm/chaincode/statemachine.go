@@ -549,10 +549,11 @@ func submitMasked(v *stateView, caller string, ts int64, task, roundArg, node, m
 	return rnd, nil
 }
 
-// withAdverts returns the round with Advertised filled from the nodes' advertisements (secure tasks).
-// The result is for the caller only: the round record is never stored with them.
+// withAdverts returns an open round of a secure task with Advertised filled from the nodes'
+// advertisements. The result is for the caller only: the round record is never stored with them. Only
+// while the round is open: once it closed, its submissions are what counts.
 func withAdverts(v *stateView, rec *Task, rnd *Round) (*Round, error) {
-	if !rec.Spec.SecureAggregation {
+	if !rec.Spec.SecureAggregation || rnd.Status != StatusOpen {
 		return rnd, nil
 	}
 	adverts := map[string]*Advert{}
