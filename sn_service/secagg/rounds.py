@@ -153,9 +153,8 @@ class SecureRounds:
 
     def _advertise(self, task: str, round_no: int, entry: _Entry) -> None:
         d, site_round = self.driver, entry.site_round
-        deadline = time.monotonic() + 120.0
-        try:
-            d._ledger(d.ledger.advertise_key, deadline, task, round_no, d.site, site_round.public_hex)
+        try:  # a hint: an unreachable ledger is not waited out for long (nor is a service that stops held up)
+            d._ledger(d.ledger.advertise_key, time.monotonic() + 10.0, task, round_no, d.site, site_round.public_hex)
         except ContractError as exc:  # the round moved on, or this site submitted already: nothing to win
             if exc.code == "UNKNOWN_FUNCTION":  # a contract of before AdvertiseKey: do not ask again
                 self._no_advertising = True
@@ -170,6 +169,7 @@ class SecureRounds:
         except Exception as exc:  # a hint only: Submit carries the key anyway
             d.log.warning("round %d: could not advertise the round key (%s); masking at Close instead", round_no, exc)
             return
+        deadline = time.monotonic() + 120.0
         summed: dict[str, str] = {}  # the keys in our mask sum
         seen: dict[str, str] = {}  # the keys of the read before
         reads, wait_s = 0, self.ADVERTISE_POLL_S
