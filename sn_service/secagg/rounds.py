@@ -130,11 +130,7 @@ class SecureRounds:
         time) while it is open, until every expected site's key is in or this site submits
         (``premask`` takes over from there). Anything that fails here only leaves more to do at Close.
         """
-        count = sum(
-            int(np.prod(shape, dtype=np.int64))
-            for dtype, shape in serialization.parse_layout(layout)
-            if dtype.kind == "f"
-        )
+        count = _float_count(layout)
         with self._lock:
             if (task, round_no) in self._rounds or self._no_advertising:
                 return  # made already (by a sync that got there first), or the ledger cannot take it
@@ -384,9 +380,7 @@ class SecureRounds:
         adds it to the sum as it arrives.
         """
         d, task, round_no = self.driver, rec["task"], rnd["round"]
-        count = sum(
-            int(np.prod(shape)) for dt, shape in serialization.parse_layout(rec["spec"]["layout"]) if dt.kind == "f"
-        )
+        count = _float_count(rec["spec"]["layout"])
         until_ms = rnd["leader_deadline_ms"] - rec["spec"]["leader_timeout_ms"] // 2
         timeout_s = d.leader_wait_s(rnd)
 
@@ -487,6 +481,12 @@ class SecureRounds:
         d.log.info("round %d: led the merge of %d models (%s) -> %s...", round_no, n, how, merged_sha[:12])
         d.metrics.rounds_led.inc()
         return True
+
+
+def _float_count(layout: str) -> int:
+    """How many float values a model of ``layout`` has: what a masked contribution holds."""
+    tensors = serialization.parse_layout(layout)
+    return sum(int(np.prod(shape, dtype=np.int64)) for dt, shape in tensors if dt.kind == "f")
 
 
 def _round_keys(rnd: dict) -> dict[str, str]:
