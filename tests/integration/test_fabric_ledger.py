@@ -224,6 +224,35 @@ def _check(ok: bool) -> None:
     assert ok
 
 
+def _registered_task(ledgers, spec: dict) -> str:
+    """A new task of ``spec`` with every site registered, as every site's peer sees it."""
+    task = _task()
+    ledgers["site-a"].init_task(task, spec)
+    _seen_by_all(ledgers, task, lambda rec: rec["spec"] == spec)
+    for site, ledger in ledgers.items():
+        ledger.register(task, site, f"https://{site}", spec["fingerprint"])
+    _seen_by_all(ledgers, task, lambda rec: sorted(rec["nodes"]) == list(SITES))
+    return task
+
+
+def _at_once(call) -> dict[str, object]:
+    """``call(site)`` for every site in threads of their own, started together: each result, or its exception."""
+    results: dict[str, object] = {}
+
+    def run(site: str) -> None:
+        try:
+            results[site] = call(site)
+        except Exception as exc:  # the caller reports it
+            results[site] = exc
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in SITES]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
 def _task() -> str:
     return "it-" + uuid.uuid4().hex[:16]
 
@@ -288,26 +317,8 @@ def test_init_register_get_task(ledgers):
 
 def test_concurrent_round_over_three_orgs(ledgers):
     """Three sites write the same task record at once (MVCC conflicts are retried), then close and publish."""
-    task, spec = _task(), _spec()
-    ledgers["site-a"].init_task(task, spec)
-    _seen_by_all(ledgers, task, lambda rec: rec["spec"] == spec)
-    for site, ledger in ledgers.items():
-        ledger.register(task, site, f"https://{site}", spec["fingerprint"])
-    _seen_by_all(ledgers, task, lambda rec: sorted(rec["nodes"]) == list(SITES))
-
-    results: dict[str, object] = {}
-
-    def submit(site: str) -> None:
-        try:
-            results[site] = ledgers[site].submit(task, 0, site, _sha(site), 10 + SITES.index(site))
-        except Exception as exc:  # reported below
-            results[site] = exc
-
-    threads = [threading.Thread(target=submit, args=(s,)) for s in SITES]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    task = _registered_task(ledgers, _spec())
+    results = _at_once(lambda site: ledgers[site].submit(task, 0, site, _sha(site), 10 + SITES.index(site)))
     errors = {s: r for s, r in results.items() if isinstance(r, Exception)}
     assert not errors, errors
     expected = {s: (_sha(s), 10 + SITES.index(s)) for s in SITES}
@@ -344,35 +355,20 @@ def test_concurrent_round_over_three_orgs(ledgers):
 
 def test_advertised_round_keys_go_through_the_chaincode_beside_concurrent_submits(ledgers):
     """AdvertiseKey on Fabric: each site's advertisement is a record of its own, so it commits beside a Submit."""
-    task, spec = _task(), _spec(secure_aggregation=True)
+    task = _registered_task(ledgers, _spec(secure_aggregation=True))
     a = ledgers["site-a"]
-    a.init_task(task, spec)
-    _seen_by_all(ledgers, task, lambda rec: rec["spec"] == spec)
-    for site, ledger in ledgers.items():
-        ledger.register(task, site, f"https://{site}", spec["fingerprint"])
-    _seen_by_all(ledgers, task, lambda rec: sorted(rec["nodes"]) == list(SITES))
     for site, ledger in ledgers.items():
         ledger.submit(task, 0, site, _sha(site), 1)
     leader = ledgers["site-b"].close_round(task, 0)["contributors"][0]
     ledgers[leader].publish(task, 0, leader, _sha("merged"))
     _seen_by_all(ledgers, task, lambda rec: rec["current_round"] == 1)
 
-    results: dict[str, object] = {}
+    def act(site: str) -> dict:  # two sites advertise while the third submits, at once
+        if site == "site-c":
+            return ledgers[site].submit(task, 1, site, _sha("key c"), 3)
+        return ledgers[site].advertise_key(task, 1, site, _sha(f"key {site}"))
 
-    def act(site: str) -> None:  # two sites advertise while the third submits, at once
-        try:
-            if site == "site-c":
-                results[site] = ledgers[site].submit(task, 1, site, _sha("key c"), 3)
-            else:
-                results[site] = ledgers[site].advertise_key(task, 1, site, _sha(f"key {site}"))
-        except Exception as exc:  # reported below
-            results[site] = exc
-
-    threads = [threading.Thread(target=act, args=(s,)) for s in SITES]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = _at_once(act)
     assert not [r for r in results.values() if isinstance(r, Exception)], results
     rnd = _eventually(lambda: _check_round(a.get_round(task, 1), ["site-a", "site-b"]))
     assert {n: v["key"] for n, v in rnd["advertised"].items()} == {s: _sha(f"key {s}") for s in ("site-a", "site-b")}
