@@ -664,7 +664,7 @@ def get_task(view: StateView, task: str) -> dict:
 
 
 def get_round(view: StateView, task: str, round_no: Any) -> dict:
-    """One round record, with the round keys advertised in it (``advertised``, secure tasks)."""
+    """One round record; an open round of a secure task with the round keys advertised in it (``advertised``)."""
     rec = _load_task(view, task)
     return _with_adverts(view, rec, _load_round(view, task, _int(round_no, "round")))
 
