@@ -25,8 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.swarm_run import merged_rounds
 from sn_service.cli.launcher import SwarmLauncher
-from sn_service.ledger import EmbeddedLedger
 
 HERE = Path(__file__).resolve().parent
 
@@ -87,7 +87,7 @@ def main() -> None:
                 print((Path(tmp) / s / "train.log").read_text()[-3000:])
                 print((Path(tmp) / s / "sn.log").read_text()[-3000:])
             raise SystemExit("benchmark run failed")
-        history = EmbeddedLedger(Path(tmp) / "ledger.sqlite", identity="bench", create=False).get_history(task)
+        history = {"rounds": merged_rounds(Path(tmp) / "ledger.sqlite", task)}
         results = {s: json.loads((Path(tmp) / s / "sync_times.json").read_text()) for s in sites}
         leaders = [r["contributors"][r["leader_index"]] for r in history["rounds"]]
     syncs = [t for s in sites for t in results[s]["sync_s"][1:]]

@@ -35,9 +35,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.numpy_sync_worker import paper_weights
-from benchmarks.swarm_run import run_numpy_swarm
+from benchmarks.swarm_run import merged_rounds, run_numpy_swarm
 from sn_service.cli.launcher import SwarmLauncher
-from sn_service.ledger import EmbeddedLedger
 from swarm_wire import serialization
 
 FIGURES = ("close_to_publish_ms", "sync_ms", "peer_mb_per_round", "service_cpu_s_per_round")
@@ -66,7 +65,7 @@ def run(n_sites: int, rounds: int, secure: bool, timeout_s: float, train_ms: flo
         args = [str(rounds)] + (["secure"] if secure else []) + ([f"train_ms={train_ms:g}"] if train_ms else [])
         run_numpy_swarm(sites, Path(tmp), task, args, timeout_s, started, finished)
         service_cpu_s = cpu["after"] - cpu["before"]
-        history = EmbeddedLedger(Path(tmp) / "ledger.sqlite", identity="bench", create=False).get_history(task)
+        history = {"rounds": merged_rounds(Path(tmp) / "ledger.sqlite", task)}
         records = [json.loads((Path(tmp) / s / "sync_times.json").read_text()) for s in sites]
         # "(k of n masks summed before close)": how much of its masking a site did while the round was open.
         premasked = [

@@ -21,8 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.swarm_run import run_numpy_swarm
-from sn_service.ledger import EmbeddedLedger
+from benchmarks.swarm_run import merged_rounds, run_numpy_swarm
 
 
 def main() -> None:
@@ -36,7 +35,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         up = run_numpy_swarm(sites, Path(tmp), task, [str(args.rounds)], args.timeout)
-        history = EmbeddedLedger(Path(tmp) / "ledger.sqlite", identity="bench", create=False).get_history(task)
+        history = {"rounds": merged_rounds(Path(tmp) / "ledger.sqlite", task)}
         syncs = [t for s in sites for t in json.loads((Path(tmp) / s / "sync_times.json").read_text())["sync_s"][1:]]
     published = [r["published_ms"] for r in history["rounds"]]
     gaps = [(b - a) / 1000 for a, b in itertools.pairwise(published[1:])]  # after the first merge

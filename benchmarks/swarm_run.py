@@ -47,3 +47,14 @@ def run_numpy_swarm(
             print((data_dir / s / "train.log").read_text()[-2000:])
         raise SystemExit("benchmark run failed")
     return up_s
+
+
+def merged_rounds(ledger_path: Path, task: str) -> list[dict]:
+    """The rounds of ``task`` that merged, oldest first; says so when any was abandoned (they hold no merge)."""
+    from sn_service.ledger import EmbeddedLedger
+
+    rounds = EmbeddedLedger(ledger_path, identity="bench", create=False).get_history(task)["rounds"]
+    merged = [r for r in rounds if r["status"] == "done"]
+    if len(merged) < len(rounds):
+        print(f"note: {len(rounds) - len(merged)} of {len(rounds)} rounds were abandoned (not in the figures)")
+    return merged

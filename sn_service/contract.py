@@ -300,6 +300,11 @@ def expected_nodes(task_rec: dict) -> list[str]:
     return sorted(n for n, i in task_rec["nodes"].items() if i["status"] in ("active", "finished"))
 
 
+def merged_rounds(task_rec: dict) -> int:
+    """How many of the task's rounds were merged (the rounds before the open one, but the abandoned)."""
+    return task_rec["current_round"] - task_rec.get("abandoned_rounds", 0)
+
+
 def _maybe_done(task_rec: dict) -> None:
     if not any(i["status"] == "active" for i in task_rec["nodes"].values()):
         task_rec["status"] = "done"
@@ -411,6 +416,7 @@ def submit(
     _require_open_task(rec)
     info = _check_node_caller(rec, node, caller)
     rnd = _round_of_active_node(view, rec, round_no, node, info)
+    current = rec["current_round"]
     previous = rnd["submissions"].get(node)
     if previous is not None:
         if previous["sha256"] == sha256 and previous["weight"] == weight:
@@ -418,6 +424,10 @@ def submit(
         raise ContractError(
             "DUPLICATE_SUBMISSION",
             f"node {node!r} already submitted {previous['sha256'][:12]}... to round {round_no}",
+        )
+    if rnd["status"] == "abandoned":
+        raise ContractError(
+            "ROUND_CLOSED", f"round {round_no} was abandoned (no contributor could merge it); submit to round {current}"
         )
     if rnd["status"] != "open":
         raise ContractError("ROUND_CLOSED", f"round {round_no} is {rnd['status']}; take its merged model instead")
@@ -480,7 +490,7 @@ def publish(view: StateView, caller: str, ts: int, task: str, round_no: Any, nod
     rec["latest_merged"] = {"round": round_no, "sha256": merged_sha256, "node": node}
     rec["current_round"] = round_no + 1
     max_rounds = rec["spec"]["max_rounds"]
-    if max_rounds and round_no + 1 >= max_rounds:
+    if max_rounds and merged_rounds(rec) >= max_rounds:
         rec["status"] = "done"
     _touch(rec, node, ts)
     view.put(round_key(task, round_no), rnd)
@@ -490,7 +500,14 @@ def publish(view: StateView, caller: str, ts: int, task: str, round_no: Any, nod
 
 
 def failover(view: StateView, caller: str, ts: int, task: str, round_no: Any) -> dict:
-    """After the leader's deadline, hands the round to the next contributor."""
+    """After the leader's deadline, hands the round to the next contributor; after the last, abandons it.
+
+    Each contributor leads at most once: when the last one in leader order missed its deadline too, none
+    of them could merge (e.g. a contributor cut off after Close holds a contribution that the others need
+    to reach ``min_peers``), and passing the round round again would hang the swarm. The round is then
+    ``abandoned``: it merges nothing, the latest merged model stays, and the next round opens for every
+    site to submit to again. An abandoned round does not count towards ``max_rounds``.
+    """
     rec = _load_task(view, task)
     round_no = _int(round_no, "round")
     _require_open_task(rec)
@@ -504,10 +521,18 @@ def failover(view: StateView, caller: str, ts: int, task: str, round_no: Any) ->
             f"leader {rnd['contributors'][rnd['leader_index']]!r} has until "
             f"{rnd['leader_deadline_ms']} ms; now is {ts} ms",
         )
-    rnd["leader_index"] = (rnd["leader_index"] + 1) % len(rnd["contributors"])
-    rnd["leader_deadline_ms"] = ts + rec["spec"]["leader_timeout_ms"]
     rnd["failovers"] += 1
     _touch(rec, node, ts)
+    if rnd["leader_index"] + 1 < len(rnd["contributors"]):
+        rnd["leader_index"] += 1
+        rnd["leader_deadline_ms"] = ts + rec["spec"]["leader_timeout_ms"]
+    else:
+        rnd["status"] = "abandoned"
+        rnd["abandoned_ms"] = ts
+        rnd["abandoned_by"] = node
+        rec["abandoned_rounds"] = rec.get("abandoned_rounds", 0) + 1
+        rec["current_round"] = round_no + 1
+        view.put(round_key(task, round_no + 1), _new_round(task, round_no + 1, ts))
     view.put(round_key(task, round_no), rnd)
     view.put(task_key(task), rec)
     return rnd
@@ -670,7 +695,7 @@ def get_round(view: StateView, task: str, round_no: Any) -> dict:
 
 
 def get_history(view: StateView, task: str) -> dict:
-    """Every finished round of the task, oldest first."""
+    """Every finished round of the task (merged or abandoned), oldest first."""
     rec = _load_task(view, task)
     rounds = []
     for r in range(rec["current_round"]):

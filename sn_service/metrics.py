@@ -32,6 +32,11 @@ class ServiceMetrics:
             "swarm_bytes_received", "Blob bytes received from the callback and from peers.", **labels
         )
         self.failovers = Counter("swarm_failovers", "Failovers this site performed on a late leader.", **labels)
+        self.rounds_abandoned = Counter(
+            "swarm_rounds_abandoned",
+            "Rounds this site waited on that were abandoned (no contributor could merge them); it submitted again.",
+            **labels,
+        )
         self.rejected_blobs = Counter(
             "swarm_rejected_blobs", "Contributions or uploads refused, by reason.", ["reason"], **labels
         )

@@ -104,6 +104,8 @@ class BlobRetention:
         if rnd["status"] == "done":
             self._done_rounds[key] = shas
             self._merged[key] = {rnd["merged_sha256"]}
+        elif rnd["status"] == "abandoned":  # over too, with nothing merged
+            self._done_rounds[key] = shas
         return shas
 
     def prune(self, task: str, keep_rounds: int | None = None) -> int:

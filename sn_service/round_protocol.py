@@ -57,6 +57,14 @@ class HandoverRefused(Exception):
         self.code = code
 
 
+class RoundAbandoned(Exception):
+    """The round a sync followed was abandoned: every contributor failed to lead it in turn (``Failover``)."""
+
+    def __init__(self, rnd: dict) -> None:
+        super().__init__(f"round {rnd['round']} was abandoned")
+        self.rnd = rnd
+
+
 @dataclass
 class SyncResult:
     """The outcome of one sync: the merged model to load (it is in the blob store)."""
@@ -263,7 +271,10 @@ class RoundDriver:
         for node in nodes:
             info = rec["nodes"].get(node)
             if node != self.site and info is not None and info["status"] != "left":
-                self._notifier.submit(self._poke, info["endpoint"], info["identity"], rec["task"], round_no)
+                try:
+                    self._notifier.submit(self._poke, info["endpoint"], info["identity"], rec["task"], round_no)
+                except RuntimeError:  # the service is stopping: the others poll anyway
+                    return
 
     def _poke(self, endpoint: str, identity: str, task: str, round_no: int) -> None:
         try:
@@ -513,16 +524,38 @@ class RoundDriver:
                     continue
                 else:
                     raise
-            result = self.follow(task, round_no, deadline, wait, contributed)
+            try:
+                result = self.follow(task, round_no, deadline, wait, contributed)
+            except RoundAbandoned as exc:
+                # Nobody merged it (a contributor cut off after Close held what the others needed): our
+                # update is in no merged model yet, so it goes to the round opened in its place.
+                self._abandoned(rec, exc.rnd)
+                continue
             if contract.is_secure(rec) and result.task_status != "done":
                 # While the trainer works towards the next sync: advertise our key of the next round, premask.
                 self.secure.prepare(task, result.round + 1, rec["spec"]["layout"])
             return result
 
+    def _abandoned(self, rec: dict, rnd: dict) -> None:
+        """Logs and counts a round this sync followed that was abandoned; frees what a secure round held."""
+        self.metrics.rounds_abandoned.inc()
+        self.log.warning(
+            "round %d: abandoned after %d failovers: none of its contributors (%s) could merge it; "
+            "submitting to the next round again",
+            rnd["round"],
+            rnd["failovers"],
+            ", ".join(rnd["contributors"]),
+        )
+        if contract.is_secure(rec):
+            self.secure.abandon(rec["task"], rnd["round"])
+
     def follow(
         self, task: str, round_no: int, deadline: float, wait: WaitState, contributed: bool = True
     ) -> SyncResult:
-        """Follows one round until its merged model is fetched; closes, leads or fails over as needed."""
+        """Follows one round until its merged model is fetched; closes, leads or fails over as needed.
+
+        Raises RoundAbandoned when the round is abandoned (nothing merged: submit again).
+        """
         wait.round = round_no
         led_at: tuple[int, int] | None = None
         last_log = 0.0
@@ -572,6 +605,8 @@ class RoundDriver:
                     raise SyncFailed(f"task {task} is over and has no merged model")
                 self.fetch_merged(rec, latest["sha256"], latest["node"], deadline, wait)
                 return SyncResult(latest["round"], latest["sha256"], "done", False)
+            if status == "abandoned":
+                raise RoundAbandoned(rnd)
             if status == "open":
                 # In the background, the masks of the keys submitted so far (not for the first merge: it takes the
                 # leader's initial weights, unmasked; an open round's previous merged hash is set at Close).
@@ -605,23 +640,35 @@ class RoundDriver:
                 if now_ms() >= rnd["leader_deadline_ms"]:
                     try:
                         after = self._ledger(self.ledger.failover, deadline, task, round_no, wait=wait)
-                        self._notify(rec, [after["contributors"][after["leader_index"]]], round_no)
                         self.metrics.failovers.inc()
-                        self.log.warning(
-                            "round %d: leader %s missed its deadline; %s leads now",
-                            round_no,
-                            leader,
-                            after["contributors"][after["leader_index"]],
-                        )
+                        if after["status"] == "abandoned":
+                            self.log.warning(
+                                "round %d: leader %s, the last of its contributors in leader order, missed its "
+                                "deadline; the round is abandoned and round %d opens",
+                                round_no,
+                                leader,
+                                round_no + 1,
+                            )
+                            self._notify(rec, list(rec["nodes"]), round_no)  # all of them: submit again
+                        else:
+                            self._notify(rec, [after["contributors"][after["leader_index"]]], round_no)
+                            self.log.warning(
+                                "round %d: leader %s missed its deadline; %s leads now",
+                                round_no,
+                                leader,
+                                after["contributors"][after["leader_index"]],
+                            )
                     except ContractError as exc:
                         if exc.code not in ("DEADLINE_NOT_PASSED", "ROUND_NOT_CLOSED", "TASK_DONE"):
                             raise
                     continue
                 left_s = (rnd["leader_deadline_ms"] - now_ms()) / 1000
+                last = rnd["leader_index"] + 1 == len(rnd["contributors"])
+                after = "the round is abandoned" if last else "failover"
                 self._set_wait(
                     wait,
                     "waiting for the merge",
-                    f"leader {leader} to merge {len(rnd['contributors'])} models (failover in {left_s:.1f} s)",
+                    f"leader {leader} to merge {len(rnd['contributors'])} models ({after} in {left_s:.1f} s)",
                 )
             # A new wait is logged at once, the same wait every log_every_s: a clock in the text (how long
             # ago a site was seen, when a deadline ends) changing is not a new wait.

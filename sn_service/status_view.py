@@ -103,7 +103,8 @@ def render_task(
     elif r["status"] == "closed":
         leader = r["contributors"][r["leader_index"]]
         left = (r["leader_deadline_ms"] - now_ms) / 1000
-        deadline = f"deadline in {left:.1f} s" if left >= 0 else f"deadline passed {-left:.1f} s ago: failover due"
+        due = "abandoned" if r["leader_index"] + 1 == len(r["contributors"]) else "failover"
+        deadline = f"deadline in {left:.1f} s" if left >= 0 else f"deadline passed {-left:.1f} s ago: {due} due"
         doing = f"merging {len(r['contributors'])} models"
         if secure:
             sealed = r.get("sealed")
@@ -126,6 +127,12 @@ def render_task(
     if recent:
         lines.append("  recent rounds:")
         for rnd in recent:
+            if rnd["status"] == "abandoned":
+                lines.append(
+                    f"    {rnd['round']:5d}  ABANDONED after {rnd['failovers']} failovers: none of its "
+                    f"{len(rnd['contributors'])} contributors ({', '.join(rnd['contributors'])}) could merge it"
+                )
+                continue
             took = (rnd["published_ms"] - rnd["opened_ms"]) / 1000 if rnd["published_ms"] else float("nan")
             leader = rnd["published_by"] or "-"
             lines.append(

@@ -341,7 +341,13 @@ class SwarmLauncher:
         finally:
             ledger.close()
         failovers = sum(r["failovers"] for r in history)
-        return f"task {task}: {len(history)} rounds merged, {failovers} failovers; ledger {self.ledger_path}"
+        merged = sum(1 for r in history if r["status"] == "done")
+        abandoned = len(history) - merged
+        return (
+            f"task {task}: {merged} rounds merged, {failovers} failovers"
+            + (f", {abandoned} rounds abandoned" if abandoned else "")
+            + f"; ledger {self.ledger_path}"
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:

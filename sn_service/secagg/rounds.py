@@ -141,6 +141,13 @@ class SecureRounds:
         except RuntimeError:  # shutting down
             return
 
+    def abandon(self, task: str, round_no: int) -> None:
+        """Drops this site's round ``round_no`` of ``task``, abandoned: nothing of it is unmasked any more."""
+        with self._lock:
+            entry = self._rounds.pop((task, round_no), None)
+        if entry is not None:
+            entry.site_round.drop_premask()
+
     def forget(self, task: str) -> None:
         """Drops this site's rounds of ``task`` (it left): their keys and mask sums are freed, advertising stops."""
         with self._lock:

@@ -168,6 +168,8 @@ def check_swarm_run(workdir: Path, history: list[dict], task: dict, sites: tuple
                 return store.get(sha)
         raise AssertionError(f"no site stored blob {sha}")
 
+    abandoned = [r["round"] for r in history if r["status"] == "abandoned"]
+    assert not abandoned, f"rounds {abandoned} abandoned (every contributor failed to lead) in a run without faults"
     finals = [(workdir / s / "final.safetensors").read_bytes() for s in sites]
     assert all(f == finals[0] for f in finals), "sites ended with different weights"
     assert serialization.sha256_hex(finals[0]) == history[-1]["merged_sha256"], "final weights = last merged model"

@@ -381,6 +381,32 @@ def test_advertised_round_keys_go_through_the_chaincode_beside_concurrent_submit
     assert err.value.code == "DUPLICATE_SUBMISSION"
 
 
+def test_a_round_every_contributor_failed_to_lead_is_abandoned_through_the_chaincode(ledgers):
+    """Failover on Fabric: after the last contributor in leader order, the round is abandoned, the next opens."""
+    task = _registered_task(ledgers, _spec(min_peers=2, quorum_wait_ms=0, leader_timeout_ms=1))
+    a, c = ledgers["site-a"], ledgers["site-c"]
+    for site in ("site-a", "site-b"):
+        ledgers[site].submit(task, 0, site, _sha(site), 1)
+    _eventually(lambda: _check(len(c.get_round(task, 0)["submissions"]) == 2))
+    closed = c.close_round(task, 0)  # site-c has not submitted, but min_peers 2 and no quorum wait: it closes
+    assert sorted(closed["contributors"]) == ["site-a", "site-b"]
+    # Each failover needs the one before committed at the caller's peer, and a passed deadline (1 ms).
+    first = c.failover(task, 0)
+    assert first["status"] == "closed" and first["leader_index"] == 1
+    _eventually(lambda: _check(a.get_round(task, 0)["leader_index"] == 1))
+    last = a.failover(task, 0)
+    assert last["status"] == "abandoned" and last["abandoned_by"] == "site-a" and last["failovers"] == 2
+    assert last["merged_sha256"] is None
+    _seen_by_all(ledgers, task, lambda rec: rec["current_round"] == 1 and rec["abandoned_rounds"] == 1)
+    assert a.get_task(task)["latest_merged"] is None
+    with pytest.raises(ContractError) as err:
+        c.submit(task, 0, "site-c", _sha("site-c"), 1)
+    assert err.value.code == "ROUND_CLOSED" and "abandoned" in str(err.value) and "round 1" in str(err.value)
+    assert c.submit(task, 1, "site-c", _sha("site-c"), 1)["submissions"]["site-c"]["sha256"] == _sha("site-c")
+    history = ledgers["site-b"].get_history(task)["rounds"]
+    assert [r["status"] for r in history] == ["abandoned"]
+
+
 def _check_round(rnd: dict, advertised: list[str]) -> dict:
     _check(sorted(rnd.get("advertised", {})) == advertised and "site-c" in rnd["submissions"])
     return rnd

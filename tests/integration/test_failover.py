@@ -13,7 +13,7 @@ from sn_service import contract
 from sn_service.ledger import EmbeddedLedger
 from swarm_wire import serialization
 
-from .conftest import SMALL_LAYOUT_ARRAYS, small_spec, wait_sync
+from .conftest import SMALL_LAYOUT_ARRAYS, assert_weighted_mean, small_spec, wait_sync
 
 pytestmark = pytest.mark.slow
 SITES = ("site-a", "site-b", "site-c")
@@ -137,3 +137,78 @@ def test_paused_leader_is_failed_over_without_waiting_on_it(services):
     results = {s: wait_sync(urls[s], j, timeout_s=60) for s, j in jobs.items()}
     assert all(r["state"] == "done" and r["round"] == 2 for r in results.values()), results
     assert sorted(ledger.get_round("pl", 2)["contributors"]) == sorted(SITES)
+
+
+def test_a_round_none_of_whose_contributors_can_merge_is_abandoned_and_the_swarm_goes_on(services):
+    """A contributor freezes after submitting; the round closes with it and one other site (the third is late).
+
+    With min_peers 2, no leader can merge: the live one cannot reach the frozen one's contribution, the
+    frozen one does nothing. Each leads once, then the round is abandoned (before, it passed from leader to
+    leader for ever: the swarm hung). The two live sites submit to the next round, which merges their
+    models. Resumed, the frozen site submits its model again and the three merge together.
+    """
+    import os
+
+    urls = {s: services.start(s) for s in SITES}
+    spec = small_spec(min_peers=2, quorum_wait_ms=1500, leader_timeout_ms=2000)
+    for url in urls.values():
+        assert httpx.post(f"{url}/v1/local/join", json={"task": "ab", "spec": spec}).status_code == 200
+    ledger = EmbeddedLedger(services.ledger_path, identity="observer")
+    rng = np.random.default_rng(2)
+    blobs: dict[str, bytes] = {}
+
+    def submit(site: str, again: bool = False) -> str:
+        if not again:
+            blobs[site] = serialization.to_bytes(
+                [rng.standard_normal(a.shape).astype(np.float32) for a in SMALL_LAYOUT_ARRAYS]
+            )
+        r = httpx.post(f"{urls[site]}/v1/local/syncs", params={"task": "ab", "weight": 1}, content=blobs[site])
+        assert r.status_code == 202, r.text
+        return r.json()["sync_id"]
+
+    def until(what: str, check, timeout_s: float = 60):
+        deadline = time.monotonic() + timeout_s
+        while not (value := check()):
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.05)
+        return value
+
+    jobs = {s: submit(s) for s in SITES}  # round 0: everyone takes the leader's weights
+    assert all(wait_sync(urls[s], j)["state"] == "done" for s, j in jobs.items())
+    frozen, live, late = SITES
+    jobs = {frozen: submit(frozen), live: submit(live)}
+    until("two submissions to round 1", lambda: len(ledger.get_round("ab", 1)["submissions"]) == 2)
+    pid = services.procs[frozen].pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        closed = until(
+            "round 1 closed without the late site", lambda: (r := ledger.get_round("ab", 1))["status"] != "open" and r
+        )
+        jobs[late] = submit(late)  # too late for round 1
+        results = {s: wait_sync(urls[s], jobs[s], timeout_s=90) for s in (live, late)}
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert sorted(closed["contributors"]) == sorted((frozen, live))
+    abandoned = ledger.get_round("ab", 1)
+    assert abandoned["status"] == "abandoned" and abandoned["failovers"] == 2, abandoned
+    assert abandoned["merged_sha256"] is None
+    assert all(r["state"] == "done" and r["round"] == 2 and r["contributed"] for r in results.values()), results
+    round2 = ledger.get_round("ab", 2)
+    assert sorted(round2["contributors"]) == sorted((live, late))
+    assert round2["submissions"][live]["sha256"] == abandoned["submissions"][live]["sha256"]  # the same model
+    by_sha = {serialization.sha256_hex(b): b for b in blobs.values()}
+    merged = httpx.get(f"{urls[live]}/v1/local/latest", params={"task": "ab"}).content
+    by_sha[serialization.sha256_hex(merged)] = merged
+    assert_weighted_mean(round2, (live, late), by_sha.__getitem__, spec["layout"])
+    logs = services.log(live) + services.log(late)
+    assert "round 1: abandoned after 2 failovers" in logs, logs[-3000:]
+    assert ledger.get_task("ab")["abandoned_rounds"] == 1
+
+    # Resumed: its sync of round 1 submits the same model to the open round, with the other two.
+    jobs[live], jobs[late] = submit(live, again=True), submit(late, again=True)
+    results = {s: wait_sync(urls[s], j, timeout_s=90) for s, j in jobs.items()}
+    assert all(r["state"] == "done" and r["round"] == 3 and r["contributed"] for r in results.values()), results
+    round3 = ledger.get_round("ab", 3)
+    assert sorted(round3["contributors"]) == sorted(SITES)
+    assert round3["submissions"][frozen]["sha256"] == abandoned["submissions"][frozen]["sha256"]
+    assert "round 1: abandoned after 2 failovers" in services.log(frozen)

@@ -527,8 +527,10 @@ def test_a_swarm_across_hosts_each_organisation_keeping_its_own_keys(hosts):
         lambda: current_round() >= cut_at + 3 and time.monotonic() - t_cut >= CUT_S,
         300,
     )
+    # Each round merged meanwhile, without it (a round closed with it as it was cut off may be abandoned:
+    # none of its contributors could merge it; contributors() is empty for such a round).
     during = [contributors(r) for r in range(cut_at + 1, current_round())]
-    assert all(c and CUT not in c for c in during), during
+    assert any(during) and all(CUT not in c for c in during), during
     net.restore(CUT)
     print(f"{time.strftime('%H:%M:%S', time.gmtime())} UTC: {CUT} restored at round {current_round()}")
     restored_at = current_round()

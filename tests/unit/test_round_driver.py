@@ -4,6 +4,7 @@ tests/integration/test_fabric_ledger.py and test_multihost_fabric.py)."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 import numpy as np
@@ -324,3 +325,54 @@ def test_a_ledger_without_advertise_key_is_said_once_and_secure_rounds_mask_at_c
         np.testing.assert_allclose(merged[0], MODEL[0] * 3, atol=1e-6)
     finally:
         d.close()
+
+
+def test_a_sync_whose_round_is_abandoned_submits_its_model_to_the_next_round(tmp_path, caplog):
+    # site-b's round-1 contribution cannot be had (its endpoint refuses): neither contributor can merge round 1
+    # with min_peers 2. Each leads once (a leader timeout of 1 ms: at once), then the round is abandoned, and
+    # site-a's sync submits the same model to round 2. Without abandoning, the round passed from leader to
+    # leader until the sync's deadline. (That the next round then merges is tested on real processes, in
+    # tests/integration/test_failover.py: a merge needs another site to take the merged model.)
+    spec = _spec(quorum_wait_ms=0, leader_timeout_ms=1)
+    ledgers = _ledgers(tmp_path)
+    a, b = ledgers["site-a"], ledgers["site-b"]
+    store = BlobStore(tmp_path / "blobs")
+    merged0 = store.put(serialization.to_bytes(MODEL))
+    a.init_task("t", spec)
+    for site, ledger in ledgers.items():
+        ledger.register("t", site, f"https://127.0.0.1:1/{site}", spec["fingerprint"])
+        ledger.submit("t", 0, site, merged0, 1)
+    leader = a.close_round("t", 0)["contributors"][0]
+    ledgers[leader].publish("t", 0, leader, merged0)
+    b.submit("t", 1, "site-b", "d" * 64, 1)  # nobody holds it
+
+    d = RoundDriver("site-a", ledger=a, store=store, peers=PeerClient(timeout_s=5))
+    result: list = []
+    try:
+        with caplog.at_level(logging.WARNING, logger="sn_service.rounds"):
+            ours = serialization.to_bytes([m * 3 for m in MODEL])
+            worker = threading.Thread(target=lambda: result.append(d.sync("t", ours, 3, 30)))
+            worker.start()
+            round2 = _wait_until(lambda: a.get_task("t")["current_round"] == 2 and _submitted(a, 2, "site-a"))
+            abandoned = a.get_round("t", 1)
+            assert abandoned["status"] == "abandoned" and abandoned["failovers"] == 2
+            assert abandoned["merged_sha256"] is None and a.get_task("t")["latest_merged"]["round"] == 0
+            again, before = round2["submissions"]["site-a"], abandoned["submissions"]["site-a"]
+            assert (again["sha256"], again["weight"]) == (before["sha256"], 3)
+            # Both sites leave: the task is over, and the sync ends with its final model (round 0's).
+            a.leave("t", "site-a")
+            b.leave("t", "site-b")
+            worker.join(30)
+    finally:
+        d.close()
+    assert result and (result[0].round, result[0].merged_sha256, result[0].task_status) == (0, merged0, "done")
+    assert d.metrics.rounds_abandoned._value.get() == 1
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("the round is abandoned and round 2 opens" in m for m in messages), messages
+    assert any("round 1: abandoned after 2 failovers" in m for m in messages), messages
+
+
+def _submitted(ledger: EmbeddedLedger, round_no: int, site: str) -> dict | None:
+    """Round ``round_no`` once ``site`` submitted to it, else None."""
+    rnd = ledger.get_round("t", round_no)
+    return rnd if site in rnd["submissions"] else None

@@ -93,3 +93,27 @@ def test_a_site_that_advertised_its_round_key_shows_as_training_not_missing(tmp_
     assert "the round waits for its model" in lines["site-b"]
     assert "MISSING - the round waits for it" in lines["site-c"]  # nothing from site-c: missing indeed
     assert f"submitted round key {h('key a')[:12]}" in lines["site-a"]
+
+
+def test_a_round_led_by_its_last_contributor_says_it_is_abandoned_next_and_an_abandoned_round_says_so(tmp_path):
+    clock = [1_000_000]  # the ledger's transaction times, moved on by hand: no wall clock in the test
+    ledgers = {s: EmbeddedLedger(tmp_path / "l.sqlite", identity=f"id-{s}", clock_ms=lambda: clock[0]) for s in SITES}
+    ledgers["site-a"].init_task("t", _spec(leader_timeout_ms=1000))
+    for s, ledger in ledgers.items():
+        ledger.register("t", s, f"http://{s}", fingerprint(LAYOUT))
+    for s in SITES[:2]:
+        ledgers[s].submit("t", 0, s, h(f"model-{s}"), 1)
+    closed = ledgers["site-c"].close_round("t", 0)
+    clock[0] += 1000
+    ledgers["site-c"].failover("t", 0)
+    clock[0] += 1500  # the second leader's deadline passed 0.5 s ago
+    text = render_task(*snapshot(ledgers["site-a"], "t"), clock[0])
+    assert f"closed, leader {closed['contributors'][1]} merging 2 models" in text
+    assert "deadline passed 0.5 s ago: abandoned due" in text and "failover due" not in text  # it led last
+
+    ledgers["site-c"].failover("t", 0)
+    text = render_task(*snapshot(ledgers["site-a"], "t"), clock[0])
+    assert "round 1 open since" in text and "latest merged: none yet" in text
+    (line,) = [line for line in text.splitlines() if line.strip().startswith("0 ")]
+    assert "ABANDONED after 2 failovers: none of its 2 contributors" in line
+    assert ", ".join(closed["contributors"]) in line

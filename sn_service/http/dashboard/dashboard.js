@@ -405,14 +405,15 @@ function renderRound(card, d, colors) {
     const leader = r.contributors[r.leader_index];
     const left = r.leader_deadline_ms - now;
     const timeout = t.spec.leader_timeout_ms;
+    const last = r.leader_index + 1 === r.contributors.length; // no one left to fail over to
     body.push(
       el("div", {}, "Leader ", el("strong", {}, leader), ` merges ${r.contributors.length} models`,
         r.failovers ? el("span", { class: "pill bad" }, `${r.failovers} failovers`) : null),
       el("div", { class: left >= 0 ? "progress info" : "progress late" },
         el("div", { style: `width:${Math.min(100, Math.max(0, 100 * (1 - left / timeout)))}%` })),
       el("div", { class: left >= 0 ? "muted" : "reason bad" }, left >= 0
-        ? `deadline in ${(left / 1000).toFixed(1)} s, then the next contributor takes over`
-        : `deadline passed ${(-left / 1000).toFixed(1)} s ago: failover due`),
+        ? `deadline in ${(left / 1000).toFixed(1)} s, then ${last ? "the round is abandoned" : "the next contributor takes over"}`
+        : `deadline passed ${(-left / 1000).toFixed(1)} s ago: ${last ? "abandoning" : "failover"} due`),
       el("div", { class: "row-label" }, "Contributors, in leader order"),
       el("div", { class: "chips" }, r.contributors.map((n, i) => el("span",
         { class: i === r.leader_index ? "chip ok" : "chip" }, swatch(n), `${i + 1}. ${n}`))),
@@ -541,11 +542,14 @@ function renderChart(card, sec, which, keys, d, colors, emptyText) {
 
 function renderRounds(card, d, colors) {
   const rows = d.recent.map((r) => {
-    const leader = r.published_by || (r.contributors.length ? r.contributors[r.leader_index] : null);
+    const leader = r.published_by
+      || (r.contributors.length && r.status !== "abandoned" ? r.contributors[r.leader_index] : null);
     return el("tr", { "data-round": r.round, "data-status": r.status },
       el("td", { class: "num" }, String(r.round)),
       el("td", {}, r.status === "done" ? el("span", { class: "pill ok" }, "merged")
-        : el("span", { class: "pill wait" }, r.status)),
+        : el("span", { class: r.status === "abandoned" ? "pill bad" : "pill wait",
+          title: r.status === "abandoned" ? "no contributor could merge it; the next round took its place" : "" },
+        r.status)),
       el("td", {}, el("div", { class: "chips" }, r.contributors.map((n) => el("span", { class: "chip" },
         el("span", { class: "swatch", style: `background:${colors[n] || "#999"}` }), n)))),
       el("td", {}, leader || "—", r.failovers ? el("span", { class: "pill bad", style: "margin-left:6px" },

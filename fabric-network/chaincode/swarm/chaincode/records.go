@@ -52,6 +52,8 @@ const (
 	StatusOpen   = "open"
 	StatusClosed = "closed"
 	StatusDone   = "done"
+	// StatusAbandoned is a round every contributor failed to lead in turn: it merged nothing.
+	StatusAbandoned = "abandoned"
 )
 
 // Task is the record at task/<task>.
@@ -64,6 +66,8 @@ type Task struct {
 	CurrentRound int64                `json:"current_round"`
 	LatestMerged *MergedModel         `json:"latest_merged"`
 	Nodes        map[string]*NodeInfo `json:"nodes"`
+	// AbandonedRounds counts the rounds before CurrentRound that merged nothing (absent while none).
+	AbandonedRounds int64 `json:"abandoned_rounds,omitempty"`
 }
 
 // Submission is one node's weights hash in a round.
@@ -91,6 +95,9 @@ type Round struct {
 	MergedSha256         *string                `json:"merged_sha256"`
 	PublishedMs          *int64                 `json:"published_ms"`
 	PublishedBy          *string                `json:"published_by"`
+	// An abandoned round only: when, and by whose Failover.
+	AbandonedMs *int64  `json:"abandoned_ms,omitempty"`
+	AbandonedBy *string `json:"abandoned_by,omitempty"`
 	// Secure aggregation only: the round keys advertised before submitting (never stored in the round
 	// record: each is under its AdvertKey, gathered here by GetRound), each contributor's masked model
 	// and sealed shares, and the leader's seal.

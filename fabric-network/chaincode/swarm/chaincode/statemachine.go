@@ -309,6 +309,10 @@ func submit(v *stateView, caller string, ts int64, task, roundArg, node, sha, we
 		return nil, refuse(CodeDuplicateSubmission, "node '%s' already submitted %s... to round %d",
 			node, previous.Sha256[:min(12, len(previous.Sha256))], round)
 	}
+	if rnd.Status == StatusAbandoned {
+		return nil, refuse(CodeRoundClosed,
+			"round %d was abandoned (no contributor could merge it); submit to round %d", round, rec.CurrentRound)
+	}
 	if rnd.Status != StatusOpen {
 		return nil, refuse(CodeRoundClosed, "round %d is %s; take its merged model instead", round, rnd.Status)
 	}
@@ -437,7 +441,7 @@ func publish(v *stateView, caller string, ts int64, task, roundArg, node, merged
 	rnd.PublishedBy = &node
 	rec.LatestMerged = &MergedModel{Round: round, Sha256: mergedSha, Node: node}
 	rec.CurrentRound = round + 1
-	if rec.Spec.MaxRounds > 0 && round+1 >= rec.Spec.MaxRounds {
+	if rec.Spec.MaxRounds > 0 && mergedRounds(rec) >= rec.Spec.MaxRounds {
 		rec.Status = StatusDone
 	}
 	touch(rec, node, ts)
@@ -447,7 +451,13 @@ func publish(v *stateView, caller string, ts int64, task, roundArg, node, merged
 	return rnd, nil
 }
 
-// failover hands a closed round to the next contributor after the leader's deadline.
+// mergedRounds is how many of the task's rounds were merged: the rounds before the open one, but the abandoned.
+func mergedRounds(rec *Task) int64 {
+	return rec.CurrentRound - rec.AbandonedRounds
+}
+
+// failover hands a closed round to the next contributor after the leader's deadline; after the last
+// contributor in leader order, it abandons the round: it merges nothing, and the next round opens.
 func failover(v *stateView, caller string, ts int64, task, roundArg string) (any, error) {
 	rec, err := loadTask(v, task)
 	if err != nil {
@@ -479,11 +489,20 @@ func failover(v *stateView, caller string, ts int64, task, roundArg string) (any
 		return nil, refuse(CodeDeadlineNotPassed, "leader '%s' has until %s ms; now is %d ms",
 			leader, formatOptional(rnd.LeaderDeadlineMs), ts)
 	}
-	deadline := ts + rec.Spec.LeaderTimeoutMs
-	rnd.LeaderIndex = (rnd.LeaderIndex + 1) % int64(len(rnd.Contributors))
-	rnd.LeaderDeadlineMs = &deadline
 	rnd.Failovers++
 	touch(rec, node, ts)
+	if rnd.LeaderIndex+1 < int64(len(rnd.Contributors)) {
+		deadline := ts + rec.Spec.LeaderTimeoutMs
+		rnd.LeaderIndex++
+		rnd.LeaderDeadlineMs = &deadline
+	} else {
+		rnd.Status = StatusAbandoned
+		rnd.AbandonedMs = &ts
+		rnd.AbandonedBy = &node
+		rec.AbandonedRounds++
+		rec.CurrentRound = round + 1
+		v.putRound(newRound(task, round+1, ts))
+	}
 	v.putRound(rnd)
 	v.putTask(rec)
 	return rnd, nil
@@ -749,7 +768,7 @@ func getRound(v *stateView, task, roundArg string) (any, error) {
 	return withAdverts(v, rec, rnd)
 }
 
-// getHistory returns every finished round of the task, oldest first.
+// getHistory returns every finished round of the task (merged or abandoned), oldest first.
 func getHistory(v *stateView, task string) (any, error) {
 	rec, err := loadTask(v, task)
 	if err != nil {
