@@ -197,3 +197,55 @@ def test_stack_buffers_give_a_kept_matrix_back_never_to_two_merges_at_once_and_s
         expected.add(m)
     for got, want in zip(stack.merge("mean", weights[:2]), expected.merge("mean", weights[:2]), strict=True):
         assert np.array_equal(got, want) and np.isfinite(got).all()
+
+
+def test_a_running_mean_gives_the_stacked_mean_bit_for_bit():
+    # The leader sums a mean's contributions as they arrive (RunningMean) instead of stacking them all: the
+    # merged model must be the one a stack (and so the streamed, column-chunk merge) gives, to the bit.
+    from sn_service.merge.running_mean import RunningMean
+    from sn_service.merge.stacked_models import StackedModels
+
+    rng = np.random.default_rng(7)
+    tensors = [
+        (np.dtype(np.float32), (300, 70)),
+        (np.dtype(np.float16), (70,)),
+        (np.dtype(np.int64), (3,)),
+        (np.dtype(np.float32), (70_001,)),  # more than one accumulation block
+    ]
+    models = [
+        [
+            (rng.standard_normal(shape) * 10.0 ** rng.integers(-3, 3)).astype(dt)
+            if dt.kind == "f"
+            else rng.integers(0, 9, shape).astype(dt)
+            for dt, shape in tensors
+        ]
+        for _ in range(5)
+    ]
+    weights = np.array([3, 1, 250, 7, 2**40], dtype=np.int64)
+    stack = StackedModels(tensors, len(models))
+    running = RunningMean(tensors)
+    for model, weight in zip(models, weights, strict=True):
+        stack.add(model)
+        running.add(model, int(weight))
+    expected, got = stack.merge("mean", weights), running.merge("mean", weights)
+    for e, g in zip(expected, got, strict=True):
+        assert e.dtype == g.dtype and e.shape == g.shape
+        assert e.tobytes() == g.tobytes()
+    np.testing.assert_allclose(got[0], np.average([m[0] for m in models], axis=0, weights=weights), rtol=1e-6)
+    assert (got[2] == models[0][2]).all()  # a non-float tensor: the first model's
+
+
+def test_a_running_mean_refuses_what_it_cannot_merge():
+    from sn_service.merge.running_mean import RunningMean
+
+    running = RunningMean([(np.dtype(np.float32), (2,))])
+    with pytest.raises(ValueError, match="positive weights"):
+        running.add([np.ones(2, np.float32)], 0)
+    with pytest.raises(ValueError, match="no models"):
+        running.merge("mean", np.array([]))
+    running.add([np.ones(2, np.float32)], 2)
+    with pytest.raises(ValueError, match="'mean' only"):
+        running.merge("coordmedian", np.array([2]))
+    with pytest.raises(ValueError, match="not those"):
+        running.merge("mean", np.array([3]))
+    assert running.merge("mean", np.array([2]))[0].tolist() == [1.0, 1.0]
