@@ -29,6 +29,7 @@ import numpy as np
 from sn_service import contract
 from sn_service.blob_store import BlobRefused, BlobStore, IncomingBlob
 from sn_service.ledger.base import ContractError, Ledger, LedgerUnavailable, now_ms
+from sn_service.merge.running_mean import RunningMean
 from sn_service.merge.stacked_models import (  # merge_models: importable from here
     StackBuffers,
     StackedModels,
@@ -192,7 +193,10 @@ class RoundDriver:
         ledger: the ledger backend, acting as this site's identity.
         store: this site's blob store.
         peers: the client that fetches blobs from other sites.
-        poll_s: how often a waiting sync re-reads the ledger.
+        poll_s: how often a waiting sync re-reads the ledger at first; while the round does not change
+            and no peer wakes it, twice as long each time up to ``poll_max_s``, but never past the next
+            deadline it acts on (the quorum wait's end, the leader's deadline).
+        poll_max_s: the longest wait between two reads of a round that does not change.
         log_every_s: how often a continuing wait is logged again.
         endpoint: where this site's service is registered; a sync fails if the ledger names
             another (a second service took the site over).
@@ -212,6 +216,7 @@ class RoundDriver:
         poll_s: float = 0.02,
         log_every_s: float = 5.0,
         metrics: ServiceMetrics | None = None,
+        poll_max_s: float = 0.5,
         endpoint: str | None = None,
         stream_above_bytes: int = 256 << 20,
     ) -> None:
@@ -223,13 +228,14 @@ class RoundDriver:
         self.store = store
         self.peers = peers
         self.poll_s = poll_s
+        self.poll_max_s = max(poll_s, poll_max_s)
         self.log_every_s = log_every_s
         self.log = logging.LoggerAdapter(log, {"site": site})
         self.metrics = metrics or ServiceMetrics(site)
         self.rejected_blobs: deque[dict] = deque(maxlen=100)  # the latest refusals, for /v1/status
         self.models = ModelCache()
         # Push instead of poll: who changes a round wakes those who wait on the change (the closer the
-        # leader, the leader everyone); polling every poll_s stays as the fallback.
+        # leader, the leader everyone); polling (see poll_s) stays as the fallback.
         self._wakeups: dict[str, threading.Event] = {}
         self._wakeups_lock = threading.Lock()
         self._notifier = ThreadPoolExecutor(max_workers=4, thread_name_prefix="notify")
@@ -240,7 +246,8 @@ class RoundDriver:
         self._receiving_lock = threading.Lock()
         # The matrices of merges done, for the next merge of the same shape (see StackBuffers).
         self.stack_buffers = StackBuffers()
-        # Store writes off a round's critical path (a leader's copies of the contributions it fetched).
+        # Store writes off a round's critical path (a merged model while it is handed over, a masked blob
+        # while it is served).
         self._writes = ThreadPoolExecutor(max_workers=2, thread_name_prefix="store-write")
         # Blobs peers may fetch now, served from memory while ``serve_then_store`` writes them to the store.
         self._serving: dict[str, bytes | memoryview] = {}
@@ -275,6 +282,10 @@ class RoundDriver:
                     self._notifier.submit(self._poke, info["endpoint"], info["identity"], rec["task"], round_no)
                 except RuntimeError:  # the service is stopping: the others poll anyway
                     return
+
+    def notify_all(self, rec: dict) -> None:
+        """Wakes every other node of the task (``rec``): e.g. this site left, and a round may close without it."""
+        self._notify(rec, list(rec["nodes"]), rec["current_round"])
 
     def _poke(self, endpoint: str, identity: str, task: str, round_no: int) -> None:
         try:
@@ -562,6 +573,8 @@ class RoundDriver:
         last_what = ""
         t0 = time.monotonic()
         wakeup = self._wakeup(task)
+        quiet = 0  # reads in a row that found the round as before, with no wake-up in between
+        last_seen: tuple | None = None
         while True:
             wakeup.clear()  # before reading: a wake-up after the read is not lost
             if time.monotonic() > deadline:
@@ -572,6 +585,8 @@ class RoundDriver:
                 rec = self._ledger(self.ledger.get_task, deadline, task, wait=wait)
                 rnd = self._ledger(self.ledger.get_round, deadline, task, round_no, wait=wait)
             status = rnd["status"]
+            seen = (rec["status"], rec["current_round"], status, len(rnd["submissions"]), rnd["leader_index"])
+            quiet, last_seen = (quiet + 1, seen) if seen == last_seen else (0, seen)
             if status == "done":
                 if rec["current_round"] <= round_no:
                     # The task was read before this round's publish, which opened the next round or, at
@@ -681,7 +696,27 @@ class RoundDriver:
                 last_log = time.monotonic()
                 last_what = what_now
             with wait.timed(f"wait: {wait.phase}"):
-                wakeup.wait(self.poll_s)
+                if wakeup.wait(self.poll_wait_s(rec, rnd, quiet)):
+                    quiet = 0  # a peer says the round changed: read it soon again, if it is not seen yet
+
+    def poll_wait_s(self, rec: dict, rnd: dict, quiet: int) -> float:
+        """How long a sync waits before it reads the round again, after ``quiet`` reads that found no change.
+
+        ``poll_s``, doubling with each quiet read up to ``poll_max_s``: who changes a round in a way that
+        others must act on wakes them (``_notify``), so reading every ``poll_s`` throughout only burns CPU
+        (64 sites on one machine spent most of a round's CPU reading the ledger). Never past the next
+        deadline this site acts on by itself: the end of the quorum wait of an open round (it may close the
+        round then), the leader's deadline of a closed one (it fails the leader over).
+        """
+        wait_s = min(self.poll_max_s, self.poll_s * 2 ** min(quiet, 16))
+        due_ms = None
+        if rnd["status"] == "open" and rnd["first_submit_ms"] is not None:
+            due_ms = rnd["first_submit_ms"] + rec["spec"]["quorum_wait_ms"]
+        elif rnd["status"] == "closed":
+            due_ms = rnd["leader_deadline_ms"]
+        if due_ms is not None and due_ms > now_ms():  # (once it passed, what the site does is not timed)
+            wait_s = min(wait_s, (due_ms - now_ms()) / 1000 + 0.002)
+        return wait_s
 
     def leader_wait_s(self, rnd: dict, nbytes: int = 0) -> float:
         """How long a leader may wait on one peer: half its time left (at least 1 s, at most the peer timeout).
@@ -986,15 +1021,19 @@ class RoundDriver:
         layout = rec["spec"]["layout"]
         limit = serialization.max_blob_bytes(layout)
         initial = rnd["previous_merged_sha256"] is None
-        stack = (
-            None
-            if initial
-            else StackedModels(serialization.parse_layout(layout), len(rnd["contributors"]), self.stack_buffers)
-        )
+        stack: StackedModels | RunningMean | None = None
+        if initial:
+            pass  # the first round aligns the starting point: everyone takes the leader's weights
+        elif rec["spec"]["merge_method"] == "mean" and all(
+            rnd["submissions"][n]["weight"] > 0 for n in rnd["contributors"]
+        ):
+            # Summed as they arrive, each dropped once added: one model in memory, not a matrix of all.
+            stack = RunningMean(serialization.parse_layout(layout))
+        else:
+            stack = StackedModels(serialization.parse_layout(layout), len(rnd["contributors"]), self.stack_buffers)
         weights: list[int] = []
         failed: set[str] = set()  # contributors whose blob could not be had or was refused
         merged: list[np.ndarray] | None = None
-        fetched: list[tuple[bytes, str]] = []
         # Contributions we do not hold are fetched from their sites in parallel.
         remote = [
             n
@@ -1003,7 +1042,11 @@ class RoundDriver:
             and not self.store.has(rnd["submissions"][n]["sha256"])
         ]
         fetch_timeout_s = self.leader_wait_s(rnd)
-        with wait.timed("lead: fetch"), ThreadPoolExecutor(max_workers=max(1, min(8, len(remote)))) as pool:
+        # Each contribution is checked and added in leader order as soon as it is in, while the others
+        # are still being fetched.
+        waited = 0.0  # of the time below, how long we waited for a fetch (the rest: check and stack)
+        t_check = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=max(1, min(8, len(remote)))) as pool:
             fetches = {
                 n: pool.submit(
                     self.peers.fetch,
@@ -1015,48 +1058,44 @@ class RoundDriver:
                 )
                 for n in remote
             }
-        t_check = time.perf_counter()
-        for node in rnd["contributors"]:
-            sub = rnd["submissions"][node]
-            try:
-                cached = self.models.get(sub["sha256"])
-                if cached is not None:
-                    arrays = cached
-                elif node in fetches:
-                    data = fetches[node].result()
-                    self.metrics.bytes_received.inc(len(data))
-                    arrays = serialization.from_bytes(data, layout)
-                    fetched.append((data, sub["sha256"]))  # stored once the round is published
-                    del data
-                else:
-                    arrays = serialization.from_bytes(self.store.get(sub["sha256"]), layout)
-            except (BlobFetchError, serialization.WeightsFormatError, ValueError) as exc:
-                failed.add(node)
-                self._reject_contribution(round_no, node, exc)
-                continue
-            weights.append(sub["weight"])
-            if stack is not None:
-                stack.add(arrays)
-            elif node == self.site or merged is None:
-                # The first round aligns the starting point: everyone takes the leader's weights.
-                merged = arrays
-        wait.add_time("lead: check and stack", time.perf_counter() - t_check)
+            for node in rnd["contributors"]:
+                sub = rnd["submissions"][node]
+                try:
+                    cached = self.models.get(sub["sha256"])
+                    if cached is not None:
+                        arrays = cached
+                    elif node in fetches:
+                        t_wait = time.perf_counter()
+                        try:
+                            data = fetches.pop(node).result()
+                        finally:
+                            waited += time.perf_counter() - t_wait
+                        self.metrics.bytes_received.inc(len(data))
+                        arrays = serialization.from_bytes(data, layout)
+                        del data
+                    else:
+                        arrays = serialization.from_bytes(self.store.get(sub["sha256"]), layout)
+                except (BlobFetchError, serialization.WeightsFormatError, ValueError) as exc:
+                    failed.add(node)
+                    self._reject_contribution(round_no, node, exc)
+                    continue
+                weights.append(sub["weight"])
+                if isinstance(stack, RunningMean):
+                    stack.add(arrays, sub["weight"])
+                elif stack is not None:
+                    stack.add(arrays)
+                elif node == self.site or merged is None:
+                    merged = arrays
+                del arrays  # a fetched contribution's memory goes now (the stack holds what it needs)
+        wait.add_time("lead: fetch", waited)
+        wait.add_time("lead: check and stack", time.perf_counter() - t_check - waited)
         try:
             self._lead_merge(rec, rnd, deadline, wait, stack, merged, weights, failed, initial, t0)
         finally:
-            if stack is not None:
+            if isinstance(stack, StackedModels):
                 self.stack_buffers.give(stack.rows)  # for the next round's merge
-            # The leader keeps what it merged (a later lead of this round, after a failover, need not
-            # fetch it again), written after the publish: no site waits for these writes.
-            for data, sha in fetched:
-                self._writes.submit(self._store_quietly, data, sha)
-
-    def _store_quietly(self, data: bytes, sha256: str) -> None:
-        """Stores a copy of a blob its site holds too; a failure is logged, not raised (it is had elsewhere)."""
-        try:
-            self.store.put(data, sha256)
-        except OSError as exc:
-            self.log.warning("could not keep a copy of blob %s...: %s", sha256[:12], exc)
+            # The contributions fetched are not stored: each site holds its own, and no site leads a round
+            # twice (Failover abandons a round after its last contributor), so none would be read again.
 
     def _lead_merge(
         self,
@@ -1064,7 +1103,7 @@ class RoundDriver:
         rnd: dict,
         deadline: float,
         wait: WaitState,
-        stack: StackedModels | None,
+        stack: StackedModels | RunningMean | None,
         merged: list[np.ndarray] | None,
         weights: list[int],
         failed: set[str],

@@ -627,6 +627,7 @@ class SwarmNetworkService:
         if task in self.tasks:
             self.tasks[task].trainer = None
         record = self.ledger.leave(task, self.site)
+        self.driver.notify_all(record)  # the others' open round may close without us now
         self.driver.secure.forget(task)  # a secure round prepared for the next sync will not come
         self.log.info("left task %s", task)
         return record
