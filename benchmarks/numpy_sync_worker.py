@@ -5,8 +5,8 @@ fetch, merge, fetch back) does not depend on Keras, so this worker syncs numpy a
 exact layout through the same ``ServiceClient`` the callback uses. Each sync's weights are nudged first, so
 every blob is new and travels: the merged model plus a nudge of the site's own, drawn once (drawing 1.8 M
 normals a sync cost 16 sites about 0.4 CPU-s a round on the two cores the services share, "training"
-that the sites of a real swarm do on hardware of their own). Writes SWARM_OUTPUT_DIR/sync_times.json (each sync's time, round and the
-service's milliseconds per part of it).
+that the sites of a real swarm do on hardware of their own). Writes SWARM_OUTPUT_DIR/sync_times.json
+(each sync's time, round and the service's milliseconds per part of it).
 
 Run by bench_sites.py and bench_secagg.py through the launcher: ``numpy_sync_worker.py ROUNDS [secure]``
 (``secure``: the task merges by secure aggregation).
