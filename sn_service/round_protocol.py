@@ -247,7 +247,7 @@ class RoundDriver:
         # The matrices of merges done, for the next merge of the same shape (see StackBuffers).
         self.stack_buffers = StackBuffers()
         # Store writes off a round's critical path (a merged model while it is handed over, a masked blob
-        # while it is served).
+        # while it is served, the masked blobs a secure round's leader was sent).
         self._writes = ThreadPoolExecutor(max_workers=2, thread_name_prefix="store-write")
         # Blobs peers may fetch now, served from memory while ``serve_then_store`` writes them to the store.
         self._serving: dict[str, bytes | memoryview] = {}
@@ -1096,6 +1096,13 @@ class RoundDriver:
                 self.stack_buffers.give(stack.rows)  # for the next round's merge
             # The contributions fetched are not stored: each site holds its own, and no site leads a round
             # twice (Failover abandons a round after its last contributor), so none would be read again.
+
+    def _store_quietly(self, data: bytes | memoryview, sha256: str) -> None:
+        """Stores a copy of a blob its site holds too; a failure is logged, not raised (it is had elsewhere)."""
+        try:
+            self.store.put(data, sha256)
+        except OSError as exc:
+            self.log.warning("could not keep a copy of blob %s...: %s", sha256[:12], exc)
 
     def _lead_merge(
         self,

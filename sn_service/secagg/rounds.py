@@ -402,7 +402,8 @@ class SecureRounds:
             info = rec["nodes"][node]
             data = d.peers.fetch(info["endpoint"], sha, max_bytes, info["identity"], timeout_s)
             d.metrics.bytes_received.inc(len(data))
-            # A next leader may fetch it from us too: stored in the background, off the round's path.
+            # Kept, in the background, off the round's path: what the leader was sent, masked (an audit of a
+            # secure round finds in its leader's store the masked models it unmasked, nothing in the clear).
             d._writes.submit(d._store_quietly, data, sha)
             return data
 

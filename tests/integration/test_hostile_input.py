@@ -436,7 +436,7 @@ def test_a_full_disk_is_said_in_the_sync_health_and_status_and_old_rounds_are_pr
     assert httpx.get(f"{a}/v1/health", timeout=5).json() == {**health.json(), "ok": True, "problems": []}
     blobs = small_disk / "site-a" / "blobs"
     held = len([p for p in blobs.rglob("*") if p.is_file()])
-    assert held >= 12, held
+    assert held >= 11, held  # its 6 contributions and the merged models of rounds 1-5 at least
 
     # Full again, with old rounds on disk: the next sync deletes them instead of failing.
     _fill(small_disk)
