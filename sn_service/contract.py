@@ -300,6 +300,12 @@ def expected_nodes(task_rec: dict) -> list[str]:
     return sorted(n for n, i in task_rec["nodes"].items() if i["status"] in ("active", "finished"))
 
 
+def leads_last(round_rec: dict) -> bool:
+    """Whether a closed round's leader is its last contributor in leader order: if it misses its deadline,
+    ``Failover`` abandons the round."""
+    return round_rec["leader_index"] + 1 == len(round_rec["contributors"])
+
+
 def merged_rounds(task_rec: dict) -> int:
     """How many of the task's rounds were merged (the rounds before the open one, but the abandoned)."""
     return task_rec["current_round"] - task_rec.get("abandoned_rounds", 0)
@@ -416,7 +422,6 @@ def submit(
     _require_open_task(rec)
     info = _check_node_caller(rec, node, caller)
     rnd = _round_of_active_node(view, rec, round_no, node, info)
-    current = rec["current_round"]
     previous = rnd["submissions"].get(node)
     if previous is not None:
         if previous["sha256"] == sha256 and previous["weight"] == weight:
@@ -427,7 +432,8 @@ def submit(
         )
     if rnd["status"] == "abandoned":
         raise ContractError(
-            "ROUND_CLOSED", f"round {round_no} was abandoned (no contributor could merge it); submit to round {current}"
+            "ROUND_CLOSED",
+            f"round {round_no} was abandoned (no contributor could merge it); submit to round {rec['current_round']}",
         )
     if rnd["status"] != "open":
         raise ContractError("ROUND_CLOSED", f"round {round_no} is {rnd['status']}; take its merged model instead")
@@ -523,7 +529,7 @@ def failover(view: StateView, caller: str, ts: int, task: str, round_no: Any) ->
         )
     rnd["failovers"] += 1
     _touch(rec, node, ts)
-    if rnd["leader_index"] + 1 < len(rnd["contributors"]):
+    if not leads_last(rnd):
         rnd["leader_index"] += 1
         rnd["leader_deadline_ms"] = ts + rec["spec"]["leader_timeout_ms"]
     else:

@@ -678,8 +678,7 @@ class RoundDriver:
                             raise
                     continue
                 left_s = (rnd["leader_deadline_ms"] - now_ms()) / 1000
-                last = rnd["leader_index"] + 1 == len(rnd["contributors"])
-                after = "the round is abandoned" if last else "failover"
+                after = "the round is abandoned" if contract.leads_last(rnd) else "failover"
                 self._set_wait(
                     wait,
                     "waiting for the merge",
@@ -714,8 +713,9 @@ class RoundDriver:
             due_ms = rnd["first_submit_ms"] + rec["spec"]["quorum_wait_ms"]
         elif rnd["status"] == "closed":
             due_ms = rnd["leader_deadline_ms"]
-        if due_ms is not None and due_ms > now_ms():  # (once it passed, what the site does is not timed)
-            wait_s = min(wait_s, (due_ms - now_ms()) / 1000 + 0.002)
+        left_ms = None if due_ms is None else due_ms - now_ms()
+        if left_ms is not None and left_ms > 0:  # (once it passed, what the site does is not timed)
+            wait_s = min(wait_s, left_ms / 1000 + 0.002)
         return wait_s
 
     def leader_wait_s(self, rnd: dict, nbytes: int = 0) -> float:

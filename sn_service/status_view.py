@@ -7,7 +7,7 @@ ledger (for ``swarm-status`` and the HTTP status and dashboard routes alike);
 
 from __future__ import annotations
 
-from sn_service.contract import closable
+from sn_service.contract import closable, leads_last
 from sn_service.ledger.base import Ledger
 
 #: How many finished rounds ``swarm-status`` lists.
@@ -103,7 +103,7 @@ def render_task(
     elif r["status"] == "closed":
         leader = r["contributors"][r["leader_index"]]
         left = (r["leader_deadline_ms"] - now_ms) / 1000
-        due = "abandoned" if r["leader_index"] + 1 == len(r["contributors"]) else "failover"
+        due = "abandoned" if leads_last(r) else "failover"
         deadline = f"deadline in {left:.1f} s" if left >= 0 else f"deadline passed {-left:.1f} s ago: {due} due"
         doing = f"merging {len(r['contributors'])} models"
         if secure:

@@ -22,7 +22,7 @@ import numpy as np
 
 from sn_service.blob_store import IncomingBlob
 from sn_service.merge import merge
-from sn_service.merge.stacked_models import StackedModels
+from sn_service.merge.stacked_models import StackedModels, float_columns
 from swarm_wire.safetensors_files import TensorSpan, blob_chunks, file_plan, memmap_arrays, read_piece
 from swarm_wire.serialization import parse_layout
 
@@ -97,8 +97,7 @@ def merge_files(
         # As StackedModels.merge: a weight-0 site (checkinModelOnTrainEnd "inactive") is left out.
         merged = [s for s, w in zip(sources, weights, strict=True) if w > 0]
         weights = weights[weights > 0]
-    floats = [dt for dt, _ in tensors if dt.kind == "f"]
-    stack_dtype = np.result_type(*floats) if floats else np.dtype(np.float32)
+    _, _, stack_dtype = float_columns(tensors)
     columns = max(_MIN_COLUMNS, chunk_bytes // (len(merged) * stack_dtype.itemsize))
     plan = file_plan(tensors)
     out.write(plan.header)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from sn_service.merge.stacked_models import float_columns, unflatten
 from sn_service.merge.weighted_mean import _BLOCK
 
 __all__ = ["RunningMean"]
@@ -24,10 +25,8 @@ class RunningMean:
 
     def __init__(self, tensors: list[tuple[np.dtype, tuple[int, ...]]]) -> None:
         self.tensors = tensors
-        self.float_idx = [i for i, (dt, _) in enumerate(tensors) if dt.kind == "f"]
-        self.sizes = [int(np.prod(tensors[i][1])) for i in self.float_idx]
-        # The stack's dtype: a stacked row holds each float tensor cast to it, and the mean is cast to it.
-        self.dtype = np.result_type(*[tensors[i][0] for i in self.float_idx]) if self.float_idx else np.float32
+        # As a stacked row: each float tensor cast to self.dtype, and the mean cast to it.
+        self.float_idx, self.sizes, self.dtype = float_columns(tensors)
         total = sum(self.sizes)
         self.acc = np.empty(total, np.float64)
         self._term = np.empty(min(total, _BLOCK), np.float64)
@@ -69,15 +68,4 @@ class RunningMean:
         if float(np.asarray(weights, dtype=np.float64).sum()) != self.total:
             raise ValueError(f"weights {list(weights)} are not those of the {self.count} models added")
         self.acc /= self.total
-        flat = self.acc.astype(self.dtype)
-        out: list[np.ndarray] = []
-        offset, k = 0, 0
-        for i, (dt, shape) in enumerate(self.tensors):
-            if dt.kind == "f":
-                size = self.sizes[k]
-                out.append(flat[offset : offset + size].reshape(shape).astype(dt, copy=False))
-                offset += size
-                k += 1
-            else:
-                out.append(self.others[i])  # type: ignore[index]
-        return out
+        return unflatten(self.tensors, self.sizes, self.acc.astype(self.dtype), self.others)  # type: ignore[arg-type]

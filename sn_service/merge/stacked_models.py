@@ -8,7 +8,36 @@ import numpy as np
 
 from sn_service.merge import merge
 
-__all__ = ["StackBuffers", "StackedModels", "merge_models"]
+__all__ = ["StackBuffers", "StackedModels", "float_columns", "merge_models", "unflatten"]
+
+
+def float_columns(tensors: list[tuple[np.dtype, tuple[int, ...]]]) -> tuple[list[int], list[int], np.dtype]:
+    """Of a layout's tensors: which are merged (the float ones), their value counts, and the dtype of a
+    merged row (the float tensors' common type; every float tensor is cast to it, the merge is cast to it)."""
+    float_idx = [i for i, (dt, _) in enumerate(tensors) if dt.kind == "f"]
+    sizes = [int(np.prod(tensors[i][1])) for i in float_idx]
+    dtype = np.result_type(*[tensors[i][0] for i in float_idx]) if float_idx else np.dtype(np.float32)
+    return float_idx, sizes, dtype
+
+
+def unflatten(
+    tensors: list[tuple[np.dtype, tuple[int, ...]]],
+    sizes: list[int],
+    flat: np.ndarray | None,
+    others: list[np.ndarray | None],
+) -> list[np.ndarray]:
+    """A merged model's tensors: the float ones cut from ``flat`` (of ``sizes``), the others from ``others``."""
+    out: list[np.ndarray] = []
+    offset, k = 0, 0
+    for i, (dt, shape) in enumerate(tensors):
+        if dt.kind == "f":
+            size = sizes[k]
+            out.append(flat[offset : offset + size].reshape(shape).astype(dt, copy=False))  # type: ignore[index]
+            offset += size
+            k += 1
+        else:
+            out.append(others[i])  # type: ignore[arg-type]
+    return out
 
 
 class StackBuffers:
@@ -57,9 +86,7 @@ class StackedModels:
         buffers: StackBuffers | None = None,
     ) -> None:
         self.tensors = tensors
-        self.float_idx = [i for i, (dt, _) in enumerate(tensors) if dt.kind == "f"]
-        self.sizes = [int(np.prod(tensors[i][1])) for i in self.float_idx]
-        dtype = np.result_type(*[tensors[i][0] for i in self.float_idx]) if self.float_idx else np.float32
+        self.float_idx, self.sizes, dtype = float_columns(tensors)
         shape = (capacity, sum(self.sizes))
         self.rows = buffers.take(shape, dtype) if buffers is not None else np.empty(shape, dtype=dtype)
         self.count = 0
@@ -86,17 +113,7 @@ class StackedModels:
             # "inactive"): it counts towards min_peers but no merge method, median or mean, sees it.
             rows, weights = rows[weights > 0], weights[weights > 0]
         flat = merge(method, rows, weights) if self.float_idx else None
-        out: list[np.ndarray] = []
-        offset, k = 0, 0
-        for i, (dt, shape) in enumerate(self.tensors):
-            if dt.kind == "f":
-                size = self.sizes[k]
-                out.append(flat[offset : offset + size].reshape(shape).astype(dt, copy=False))  # type: ignore[index]
-                offset += size
-                k += 1
-            else:
-                out.append(self.others[i])  # type: ignore[index]
-        return out
+        return unflatten(self.tensors, self.sizes, flat, self.others)  # type: ignore[arg-type]
 
 
 def merge_models(method: str, models: list[list[np.ndarray]], weights: np.ndarray) -> list[np.ndarray]:
