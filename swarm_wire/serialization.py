@@ -107,8 +107,12 @@ def new_buffer(nbytes: int) -> memoryview:
     What it saves against ``bytes``: reading a body in chunks and joining them, or reading into a
     ``bytearray`` (zeroed first) and copying that into ``bytes``, touches the blob's size of new memory
     two or three times; this, once. numpy memory, so ``np.frombuffer`` views of it are writable.
+    A buffer of a megabyte or more comes from the process's ``buffer_pool.POOL``: a block whose last
+    view is gone is handed out again, without fresh pages to fault in.
     """
-    return memoryview(np.empty(nbytes, dtype=np.uint8))
+    from swarm_wire.buffer_pool import POOL
+
+    return POOL.take(nbytes)
 
 
 def to_bytes(arrays: Sequence[np.ndarray]) -> bytes:

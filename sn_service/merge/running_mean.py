@@ -6,6 +6,7 @@ import numpy as np
 
 from sn_service.merge.stacked_models import float_columns, unflatten
 from sn_service.merge.weighted_mean import _BLOCK
+from swarm_wire.serialization import new_buffer
 
 __all__ = ["RunningMean"]
 
@@ -28,7 +29,8 @@ class RunningMean:
         # As a stacked row: each float tensor cast to self.dtype, and the mean cast to it.
         self.float_idx, self.sizes, self.dtype = float_columns(tensors)
         total = sum(self.sizes)
-        self.acc = np.empty(total, np.float64)
+        # Pooled buffers (``serialization.new_buffer``): a leader's sums of rounds gone by, not fresh pages.
+        self.acc = np.frombuffer(new_buffer(total * 8), np.float64)
         self._term = np.empty(min(total, _BLOCK), np.float64)
         self.total = 0.0
         self.count = 0
@@ -68,4 +70,6 @@ class RunningMean:
         if float(np.asarray(weights, dtype=np.float64).sum()) != self.total:
             raise ValueError(f"weights {list(weights)} are not those of the {self.count} models added")
         self.acc /= self.total
-        return unflatten(self.tensors, self.sizes, self.acc.astype(self.dtype), self.others)  # type: ignore[arg-type]
+        flat = np.frombuffer(new_buffer(self.acc.size * self.dtype.itemsize), self.dtype)
+        np.copyto(flat, self.acc, casting="unsafe")  # what ``astype`` does, into a pooled buffer
+        return unflatten(self.tensors, self.sizes, flat, self.others)  # type: ignore[arg-type]
