@@ -26,7 +26,7 @@ from sn_service.ledger.base import ContractError
 from sn_service.peer_client import PeerClient
 from sn_service.service import SwarmNetworkService
 from sn_service.tls.identity import IdentityError, PeerTLS, SiteTLS
-from sn_service.tls.peer_tls import PeerCertProtocol, server_ssl_options
+from sn_service.tls.peer_tls import FastPeerCertProtocol, server_ssl_options
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -442,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
                 port=args.peer_port,
                 log_level="warning",
                 access_log=False,
-                http=PeerCertProtocol,
+                http=FastPeerCertProtocol,
                 **server_ssl_options(str(tls.cert), str(tls.key), str(tls.ca)),
             )
         )
