@@ -118,9 +118,16 @@ class PeerClient:
         """
         if self._unverifiable(expected_identity):
             raise BlobFetchError(endpoint, sha256, "no ledger identity to check the server's certificate against")
+        digest = hashlib.sha256()  # of the body, hashed as it arrives
         try:
             status, body = self._request(
-                "GET", endpoint, f"/v1/blobs/{sha256}", expected_identity, timeout_s or self.timeout_s, max_bytes
+                "GET",
+                endpoint,
+                f"/v1/blobs/{sha256}",
+                expected_identity,
+                timeout_s or self.timeout_s,
+                max_bytes,
+                digest=digest,
             )
         except _TransportError as exc:
             raise BlobFetchError(endpoint, sha256, str(exc)) from None
@@ -130,7 +137,7 @@ class PeerClient:
             raise BlobFetchError(endpoint, sha256, f"larger than the {max_bytes} bytes allowed")
         if status != 200:
             raise BlobFetchError(endpoint, sha256, f"HTTP {status}: {bytes(body[:200]).decode(errors='replace')}")
-        if hashlib.sha256(body).hexdigest() != sha256:
+        if digest.hexdigest() != sha256:
             raise BlobFetchError(endpoint, sha256, "its bytes do not match the hash on the ledger", tampered=True)
         return body
 
@@ -335,8 +342,11 @@ class PeerClient:
         max_bytes: int,
         payload: bytes | None = None,
         content_type: str | None = None,
+        digest: hashlib._Hash | None = None,
     ) -> tuple[int, bytes | memoryview | None]:
         """(status, body) — body None if it passed ``max_bytes`` (the connection is then dropped).
+
+        ``digest``: updated with the body's bytes as they are read (a big body's, while the rest arrives).
 
         A body of ``serialization.BIG_BUFFER_BYTES`` or more comes as a read-only view of a numpy buffer
         (``serialization.new_buffer``), read straight into it: no zeroed buffer first, no copy after.
@@ -348,11 +358,13 @@ class PeerClient:
                 conn.close()
                 return resp.status, None
             if length is not None and length.isdigit() and int(length) >= serialization.BIG_BUFFER_BYTES:
-                body = safetensors_files.read_whole(resp, int(length))
+                body = safetensors_files.read_whole(resp, int(length), digest)
                 if len(body) != int(length):  # readinto returns what came before the peer closed: cut short
                     raise http.client.IncompleteRead(b"", int(length) - len(body))
             else:
                 body = resp.read(max_bytes + 1)
+                if digest is not None:
+                    digest.update(body)
             if len(body) > max_bytes:
                 conn.close()
                 return resp.status, None

@@ -882,18 +882,26 @@ class RoundDriver:
         return False
 
     def accept_handover(
-        self, task: str, round_no: int, sha256: str, data: bytes, layout: str, sender: str | None
+        self,
+        task: str,
+        round_no: int,
+        sha256: str,
+        data: bytes | memoryview,
+        layout: str,
+        sender: str | None,
+        data_sha256: str | None = None,
     ) -> bool:
         """Takes the merged model a round's leader hands over before publishing it; False if already held.
 
         Only from the node that leads the round (closed) or published it (done), as the ledger says
         (``sender`` is the caller's identity over mutual TLS; None without TLS), only with the bytes of
         its hash, and only a model of the task's layout with finite values. Raises HandoverRefused.
+        ``data_sha256``: the sha256 of ``data``, when it was hashed as it arrived (else hashed here).
         """
         if self.store.has(sha256):
             return False
         self._check_handover_sender(task, round_no, sha256, sender)
-        if hashlib.sha256(data).hexdigest() != sha256:
+        if (data_sha256 or hashlib.sha256(data).hexdigest()) != sha256:
             raise HandoverRefused(400, "HASH_MISMATCH", f"the body's sha256 is not {sha256}")
         try:
             arrays = serialization.from_bytes(data, layout)

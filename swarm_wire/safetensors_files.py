@@ -167,14 +167,19 @@ def write_file(arrays: Sequence[np.ndarray], path: str | Path) -> tuple[str, int
     return digest.hexdigest(), size
 
 
-def read_whole(fh: BinaryIO, size: int) -> memoryview:
+def read_whole(fh: BinaryIO, size: int, digest: hashlib._Hash | None = None) -> memoryview:
     """Reads an open file of ``size`` bytes into one ``new_buffer``; the bytes read, read-only.
 
     Reads up to one byte more than ``size``: a result longer than ``size`` says the file grew meanwhile.
+    ``digest``: updated with the bytes read, a megabyte at a time as they come (a socket's body is
+    hashed while the rest of it is still on the way, each piece while it is in the cache).
     """
     buffer = new_buffer(size + 1)
     got = 0
-    while got < len(buffer) and (n := fh.readinto(buffer[got:])):  # type: ignore[attr-defined]
+    step = 1 << 20 if digest is not None else len(buffer)
+    while got < len(buffer) and (n := fh.readinto(buffer[got : got + step])):  # type: ignore[attr-defined]
+        if digest is not None:
+            digest.update(buffer[got : got + n])
         got += n
     return buffer[:got].toreadonly()
 

@@ -4,6 +4,7 @@ verdicts of the safetensors library."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import struct
 
@@ -233,3 +234,14 @@ def test_random_byte_changes_get_the_librarys_verdict_from_both_our_readers(tmp_
         if verdicts[0] in ("KeyError", "TypeError", "OverflowError"):
             continue
         assert verdicts[0] == verdicts[1] == verdicts[2], f"{bytes(bad)[:120]!r}: library, from_bytes, file {verdicts}"
+
+
+@pytest.mark.parametrize("size", [0, 1, (1 << 20) - 1, 1 << 20, (3 << 20) + 7])
+def test_read_whole_hashes_what_it_reads_as_it_reads(size):
+    data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8).tobytes()
+    digest = hashlib.sha256()
+    got = stf.read_whole(io.BytesIO(data), size, digest)
+    assert bytes(got) == data and digest.hexdigest() == hashlib.sha256(data).hexdigest()
+    grown = hashlib.sha256()  # a file longer than said: one byte more is read, and hashed
+    got = stf.read_whole(io.BytesIO(data + b"!"), size, grown)
+    assert len(got) == size + 1 and grown.hexdigest() == hashlib.sha256(data + b"!").hexdigest()

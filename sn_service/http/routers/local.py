@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import ipaddress
 import json
 import math
@@ -105,8 +106,14 @@ def _joined_spec(service: SwarmNetworkService, task: str) -> dict:
     return spec
 
 
-async def read_body(request: Request, limit: int, on_chunk: Callable[[int], None] | None = None) -> bytes | memoryview:
+async def read_body(
+    request: Request,
+    limit: int,
+    on_chunk: Callable[[int], None] | None = None,
+    digest: hashlib._Hash | None = None,
+) -> bytes | memoryview:
     """Reads the request body, refusing it once it passes ``limit`` bytes; ``on_chunk(n)`` after each chunk.
+    ``digest``: updated with each chunk as it arrives (while it is in the cache, and the rest on the way).
 
     A body that says its length (``serialization.BIG_BUFFER_BYTES`` or more) is read into one
     ``serialization.new_buffer`` of that length (a read-only view of it comes back), not joined into
@@ -129,6 +136,8 @@ async def read_body(request: Request, limit: int, on_chunk: Callable[[int], None
             buffer[total : total + len(chunk)] = chunk
         else:
             chunks.append(chunk)
+        if digest is not None:
+            digest.update(chunk)
         total += len(chunk)
         if on_chunk is not None:
             on_chunk(len(chunk))

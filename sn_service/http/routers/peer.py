@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
@@ -132,10 +133,18 @@ async def _take_handover(
         if taken:
             service.metrics.bytes_received.inc(incoming.size)
         return Response(status_code=204)
-    data = await read_body(request, service.max_blob_bytes(task), on_chunk)
+    digest = hashlib.sha256()
+    data = await read_body(request, service.max_blob_bytes(task), on_chunk, digest)
     try:
         taken = await asyncio.to_thread(
-            service.driver.accept_handover, task, round_no, sha256, data, spec["layout"], request.state.peer_identity
+            service.driver.accept_handover,
+            task,
+            round_no,
+            sha256,
+            data,
+            spec["layout"],
+            request.state.peer_identity,
+            digest.hexdigest(),
         )
     except HandoverRefused as exc:
         service.metrics.rejected_blobs.labels(reason=exc.code.lower()).inc()
