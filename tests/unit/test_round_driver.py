@@ -376,3 +376,67 @@ def _submitted(ledger: EmbeddedLedger, round_no: int, site: str) -> dict | None:
     """Round ``round_no`` once ``site`` submitted to it, else None."""
     rnd = ledger.get_round("t", round_no)
     return rnd if site in rnd["submissions"] else None
+
+
+class _HandOverPeers:
+    """Peers that take a hand-over after ``delay_s[node]`` (None: never answer in time) and record when each began."""
+
+    timeout_s = 10.0
+
+    def __init__(self, delay_s: dict, status: dict | None = None) -> None:
+        self.delay_s, self.status = delay_s, status or {}
+        self.started: dict[str, float] = {}
+        self.lock = threading.Lock()
+
+    def post(self, endpoint, path, identity, timeout_s, blob):
+        node = endpoint.removeprefix("https://")
+        with self.lock:
+            self.started[node] = time.monotonic()
+        delay = self.delay_s[node]
+        time.sleep(delay if delay is not None else 3.0)
+        return self.status.get(node, 204)
+
+    def transfer_timeout_s(self, nbytes):
+        return self.timeout_s
+
+
+def _handover_round(nodes: list[str], leader_index: int) -> tuple[dict, dict]:
+    rec = {"task": "t", "nodes": {n: {"endpoint": f"https://{n}", "identity": n} for n in nodes}}
+    rnd = {"round": 4, "contributors": nodes, "leader_index": leader_index, "leader_deadline_ms": 10**15}
+    return rec, rnd
+
+
+def test_the_merged_model_goes_to_the_next_leader_first_and_to_the_others_once_it_took_it():
+    peers = _HandOverPeers({"s1": 2.0, "s3": 0.01, "s4": 2.0})
+    d = RoundDriver("s2", ledger=None, store=None, peers=peers)  # type: ignore[arg-type]
+    rec, rnd = _handover_round(["s1", "s2", "s3", "s4"], leader_index=1)
+    try:
+        t0 = time.monotonic()
+        assert d.held_elsewhere(rec, rnd, b"x" * 1000, "ab" * 32, WaitState())
+        took = time.monotonic() - t0
+        deadline = time.monotonic() + 10
+        while len(peers.started) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # s3 follows s2 in leader order: it gets the model first, alone; s4 and s1 once s3 took it.
+        assert sorted(peers.started, key=peers.started.get)[0] == "s3"
+        assert set(peers.started) == {"s1", "s3", "s4"}
+        assert min(peers.started["s4"], peers.started["s1"]) >= peers.started["s3"] + 0.01
+        assert took < 1.5  # the publish did not wait for s4 and s1 (2 s each)
+    finally:
+        d.close()
+
+
+@pytest.mark.parametrize("first", ["stalls", "refuses"])
+def test_a_first_site_that_stalls_or_refuses_the_hand_over_does_not_keep_the_others_from_it(first):
+    delays = {"s2": None if first == "stalls" else 0.01, "s3": 0.01}
+    peers = _HandOverPeers(delays, status={"s2": 409} if first == "refuses" else None)
+    d = RoundDriver("s1", ledger=None, store=None, peers=peers)  # type: ignore[arg-type]
+    rec, rnd = _handover_round(["s1", "s2", "s3"], leader_index=0)
+    try:
+        t0 = time.monotonic()
+        assert d.held_elsewhere(rec, rnd, b"x" * 1000, "ab" * 32, WaitState())
+        # s3 started after the grace (0.2 s for so small a model) or on the refusal, and took it.
+        assert peers.started["s3"] - peers.started["s2"] >= (0.2 if first == "stalls" else 0.01)
+        assert time.monotonic() - t0 < 2.5  # not after s2's 3 s
+    finally:
+        d.close()
