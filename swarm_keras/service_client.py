@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -210,11 +211,12 @@ class ServiceClient:
         memory maps of the file: a model of gigabytes is never whole in this process's memory.
         """
         limit = serialization.max_blob_bytes(layout)
+        digest = hashlib.sha256()  # of what is read, as it is read
         with open(path, "rb") as fh:
             size = os.fstat(fh.fileno()).st_size
-            data = safetensors_files.read_whole(fh, size) if size <= READ_WHOLE_BYTES else None
+            data = safetensors_files.read_whole(fh, size, digest) if size <= READ_WHOLE_BYTES else None
         if data is not None:
-            if len(data) != size or serialization.sha256_hex(data) != sha256:
+            if len(data) != size or digest.hexdigest() != sha256:
                 raise SwarmServiceError(f"{what} {sha256[:12]}... from the service does not match its hash")
             return serialization.from_bytes(data, layout, limit)
         if safetensors_files.file_sha256(path) != sha256:
