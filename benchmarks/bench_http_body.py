@@ -4,7 +4,8 @@ A leader hands each merged model over as a POST body (``/v1/merged/...``); at 50
 190 MB body read over TLS by the receiving service's event loop. This starts a uvicorn server with the
 service's own peer protocols (``sn_service.tls.peer_tls``: ``PeerCertProtocol`` is h11,
 ``FastPeerCertProtocol`` httptools), reads each body into one buffer as ``read_body`` does, and POSTs to
-it with ``http.client`` as the peers do. The two protocols are alternated, one server each run.
+it with ``http.client`` as the peers do, over the peer API's mutual TLS (a swarm CA, two sites'
+certificates). The two protocols are alternated, one server each run.
 
 Run: .venv/bin/python benchmarks/bench_http_body.py [--mb 190] [--posts 5] [--runs 3]
 """
@@ -12,7 +13,6 @@ Run: .venv/bin/python benchmarks/bench_http_body.py [--mb 190] [--posts 5] [--ru
 from __future__ import annotations
 
 import argparse
-import datetime
 import http.client
 import multiprocessing
 import socket
@@ -25,35 +25,19 @@ from pathlib import Path
 import numpy as np
 from fastapi import FastAPI, Request, Response
 
+from sn_service.tls.identity import SiteTLS, create_ca, issue_site
+from sn_service.tls.peer_tls import server_ssl_options
 
-def _self_signed(directory: Path) -> tuple[str, str]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
+def _identities(directory: Path) -> tuple[SiteTLS, SiteTLS]:
+    """A swarm CA and two sites' certificates, as ``swarm-identity`` makes them (the peer API's mutual TLS)."""
+    create_ca(directory / "ca")
+    return issue_site(directory / "ca", "server", directory / "server"), issue_site(
+        directory / "ca", "client", directory / "client"
     )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return str(cert_path), str(key_path)
 
 
-def _serve(protocol: str, sock: socket.socket, cert: str, key: str) -> None:
+def _serve(protocol: str, sock: socket.socket, tls: SiteTLS) -> None:
     import uvicorn
 
     from sn_service.tls.peer_tls import FastPeerCertProtocol, PeerCertProtocol
@@ -72,16 +56,14 @@ def _serve(protocol: str, sock: socket.socket, cert: str, key: str) -> None:
         return Response(f"{time.perf_counter() - t0:.6f}")
 
     http_protocol = FastPeerCertProtocol if protocol == "httptools" else PeerCertProtocol
-    config = uvicorn.Config(
-        app, log_level="warning", access_log=False, http=http_protocol, ssl_certfile=cert, ssl_keyfile=key
-    )
+    options = server_ssl_options(str(tls.cert), str(tls.key), str(tls.ca))  # client certificates required
+    config = uvicorn.Config(app, log_level="warning", access_log=False, http=http_protocol, **options)
     uvicorn.Server(config).run(sockets=[sock])
 
 
-def _post_all(port: int, body: memoryview, posts: int) -> list[float]:
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
+def _post_all(port: int, body: memoryview, posts: int, tls: SiteTLS) -> list[float]:
+    context = ssl.create_default_context(cafile=str(tls.ca))
+    context.load_cert_chain(str(tls.cert), str(tls.key))
     server_s = []
     for _ in range(posts):
         conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=120)
@@ -101,14 +83,14 @@ def main() -> None:
     body = memoryview(np.random.default_rng(0).integers(0, 255, args.mb << 20, dtype=np.uint8))
     results: dict[str, list[float]] = {"h11": [], "httptools": []}
     with tempfile.TemporaryDirectory() as tmp:
-        cert, key = _self_signed(Path(tmp))
+        server_tls, client_tls = _identities(Path(tmp))
         for _ in range(args.runs):
             for protocol in results:
                 sock = socket.socket()
                 sock.bind(("127.0.0.1", 0))
                 sock.listen(16)
                 server = multiprocessing.get_context("spawn").Process(
-                    target=_serve, args=(protocol, sock, cert, key), daemon=True
+                    target=_serve, args=(protocol, sock, server_tls), daemon=True
                 )
                 server.start()
                 port = sock.getsockname()[1]
@@ -119,7 +101,7 @@ def main() -> None:
                     except OSError:
                         time.sleep(0.05)
                 try:
-                    times = _post_all(port, body, args.posts)
+                    times = _post_all(port, body, args.posts, client_tls)
                 finally:
                     server.terminate()
                     server.join(10)

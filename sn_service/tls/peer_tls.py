@@ -51,8 +51,9 @@ else:
     class FastPeerCertProtocol(_RecordsPeerCert, HttpToolsProtocol):  # type: ignore[no-redef]
         """uvicorn's httptools protocol (a C parser), remembering each connection's client certificate.
 
-        Receiving a 190 MB body over TLS, h11 spent 460-780 ms where this spent 310-540 ms (2 shared
-        cores; docs/benchmarks.md): the peers' hand-overs of merged models are such bodies.
+        Receiving a 190 MB body over mutual TLS, h11 took 724-840 ms where this took 596-716 ms (0.75-0.86x;
+        ``benchmarks/bench_http_body.py``, 2 shared cores): a leader's hand-over of a merged model is such a
+        body.
         """
 
 
