@@ -866,6 +866,7 @@ class RoundDriver:
                 )
             return self._handovers.submit(self.peers.post, info["endpoint"], path, info["identity"], timeout_s, blob)
 
+        pending: dict[Future, str] = {send(nodes[0]): nodes[0]}
         rest = list(nodes[1:])
 
         def send_rest() -> None:
@@ -873,7 +874,6 @@ class RoundDriver:
                 pending[send(node)] = node
             rest.clear()
 
-        pending: dict[Future, str] = {send(nodes[0]): nodes[0]}
         give_up = time.monotonic() + timeout_s + 1.0
         grace_end = time.monotonic() + self._first_handover_grace_s(size)
         while pending and time.monotonic() < give_up:

@@ -206,8 +206,8 @@ class ServiceClient:
     def _map_checked(path: Path, sha256: str, layout: str, what: str = "blob") -> list:
         """The tensors of the blob file at ``path``, after checking its hash, layout and values.
 
-        A file of up to READ_WHOLE_BYTES is read once, into one buffer, and hashed and checked there: the
-        arrays are views of it. A larger one is hashed and checked a chunk at a time and its arrays are
+        A file of up to READ_WHOLE_BYTES is read once, into one buffer, hashed as it is read and checked
+        there: the arrays are views of it. A larger one is hashed and checked a chunk at a time and its arrays are
         memory maps of the file: a model of gigabytes is never whole in this process's memory.
         """
         limit = serialization.max_blob_bytes(layout)

@@ -62,11 +62,11 @@ class BufferPool:
         """A writable buffer of ``nbytes`` (not zeroed): a free block that fits, else a new one."""
         if nbytes < 0:
             raise ValueError(f"a buffer needs 0 bytes or more, not {nbytes}")
-        block = self._pop_fitting(nbytes) if nbytes >= MIN_BYTES and self.max_bytes else None
+        if nbytes < MIN_BYTES or not self.max_bytes:
+            return memoryview(np.empty(nbytes, dtype=np.uint8))  # not pooled
+        block = self._pop_fitting(nbytes)
         if block is None:
             block = np.empty(nbytes, dtype=np.uint8)
-            if nbytes < MIN_BYTES or not self.max_bytes:
-                return memoryview(block)
             self.misses += 1
         else:
             self.hits += 1
@@ -112,7 +112,7 @@ class BufferPool:
         total = sum(block.nbytes for _, block in self._free)
         while self._free and total > self.max_bytes:  # the free list is in the order blocks came back
             total -= self._free.pop(0)[1].nbytes
-        if self._free and self._timer is None:
+        if self._free and self._timer is None:  # _drop_idle, once idle_s have passed
             self._timer = threading.Timer(self.idle_s, self._drop_idle)
             self._timer.daemon = True
             self._timer.start()
@@ -121,12 +121,8 @@ class BufferPool:
         now = time.monotonic()
         with self._lock:
             self._timer = None
-            self._file_returned()
+            self._file_returned()  # sets the next timer while blocks are free (a no-op tick if none stays)
             self._free = [(at, block) for at, block in self._free if now - at < self.idle_s]
-            if self._free and self._timer is None:
-                self._timer = threading.Timer(self.idle_s, self._drop_idle)
-                self._timer.daemon = True
-                self._timer.start()
 
 
 def _max_bytes_from_env() -> int:
